@@ -1,0 +1,51 @@
+"""Decoder checkpoints: one file, a plain dict of tensors and JSON-like values.
+
+    {"model": decoder state_dict, "config": {...}, ...optional training state...}
+
+`config` carries what is needed to use the weights correctly and to refuse a mismatch: the
+weighting name and coefficients, the trunk fingerprint of the store it was trained on, the store
+format version, the epoch and the validation scores. Files are written atomically (temporary file
+then rename) and loaded with ``weights_only=True``: loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+REQUIRED_CONFIG = ("weighting", "coefficients", "trunk", "store_format_version")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+
+def save_checkpoint(path: Path | str, checkpoint: dict) -> None:
+    """Write `checkpoint` (must hold "model" and "config") to `path` atomically."""
+    missing = [k for k in ("model", "config") if k not in checkpoint]
+    missing += [f"config.{k}" for k in REQUIRED_CONFIG if k not in checkpoint.get("config", {})]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(checkpoint, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
+    """Load a checkpoint written by `save_checkpoint`, without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a loadable sal3d checkpoint ({str(error).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
+        raise CheckpointError(f"{path}: not a sal3d checkpoint (expected a dict with 'model' and 'config')")
+    missing = [k for k in REQUIRED_CONFIG if k not in checkpoint["config"]]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint config lacks {', '.join(missing)}")
+    return checkpoint

@@ -1,0 +1,268 @@
+"""Dataset layouts: which videos a dataset directory holds, where their frames and ground truth are.
+
+A layout turns a dataset root into a list of `VideoEntry`, one per video, each knowing its source
+(a video file decoded by decord, or a folder of frame images), its ground-truth folders when the
+dataset has them, and its official split. Everything here is path logic; nothing is decoded.
+
+Supported layouts (see DESIGN.md section 2):
+
+- ``dhf1k``: ``video/001.AVI`` + ``annotation/0001/{maps,fixation}/0001.png``; split from the manifest.
+- ``ucf-sports`` / ``hollywood2``: ``training|testing/<video>/{images,maps,fixation}/*.png``.
+- ``davis``: ``JPEGImages/480p/<sequence>/00000.jpg`` (no ground truth).
+- ``videos``: a folder of video files.  ``frames``: a folder of frame folders.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+LAYOUTS = ("dhf1k", "ucf-sports", "hollywood2", "davis", "videos", "frames")
+SPLITS = ("train", "val", "test")
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# The ACLNet redistribution of UCF-Sports and Hollywood-2 splits by top-level folder.
+FOLDER_SPLITS = {"training": "train", "testing": "test"}
+MANIFEST_FILES = {"dhf1k": "dhf1k.csv", "ucf-sports": "ucf-sports.csv", "hollywood2": "hollywood2.csv"}
+
+
+class DatasetError(ValueError):
+    """A dataset directory, manifest or video selection that cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a dataset.
+
+    video_id: the key in the feature store and the folder name of its predictions
+        (DHF1K: the annotation folder name, ``0001``).
+    source: a video file, or a folder of frame images when `frames` is set.
+    frames: the frame image files in numeric order (frame-folder layouts), else empty.
+    maps_dir / fixations_dir: ground-truth folders, or None when the dataset has none for it.
+    split: ``train`` / ``val`` / ``test``, or None for layouts without an official split.
+    """
+
+    video_id: str
+    source: Path
+    split: str | None = None
+    frames: tuple[Path, ...] = field(default=(), repr=False)
+    maps_dir: Path | None = None
+    fixations_dir: Path | None = None
+
+    @property
+    def is_video_file(self) -> bool:
+        return not self.frames
+
+    def map_files(self) -> list[Path]:
+        """Continuous ground-truth maps, in numeric frame order (empty when there are none)."""
+        return image_files(self.maps_dir) if self.maps_dir else []
+
+    def fixation_files(self) -> list[Path]:
+        """Binary fixation maps, in numeric frame order (empty when there are none)."""
+        return image_files(self.fixations_dir) if self.fixations_dir else []
+
+    def frame_names(self, count: int) -> list[str]:
+        """Names (without extension) of the first `count` frames, as benchmarks name prediction PNGs.
+
+        Video files: the 1-based frame number with four digits (DHF1K's ``0001``); frame folders:
+        the source frame's own name.
+        """
+        if self.frames:
+            return [p.stem for p in self.frames[:count]]
+        return [f"{i + 1:04d}" for i in range(count)]
+
+
+def numeric_key(path: Path | str) -> tuple:
+    """Sort key that orders ``frame_2`` before ``frame_10`` (numbers compared as numbers)."""
+    name = Path(path).name
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted numerically; empty when the folder is absent."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+                  key=numeric_key)
+
+
+def video_files(folder: Path) -> list[Path]:
+    """Video files directly in `folder`, sorted numerically."""
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()),
+                  key=numeric_key)
+
+
+def inside_root(root: Path, relative: str | Path) -> Path:
+    """`root / relative`, refused when it would resolve outside `root` (``..``, absolute, symlinks)."""
+    root_resolved = root.resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        raise DatasetError(f"{relative!r} resolves to {candidate}, outside the dataset root {root_resolved}")
+    return candidate
+
+
+def _check_video_id(video_id: str, origin: str) -> str:
+    if not video_id or video_id in (".", "..") or "/" in video_id or "\\" in video_id or "\0" in video_id:
+        raise DatasetError(f"{origin}: video id {video_id!r} is not a plain name (it would leave the dataset root)")
+    return video_id
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def load_manifest(path: Path) -> dict[str, str]:
+    """Read a split manifest: a CSV with header ``video,split``. Returns {video id: split}."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    manifest = {}
+    for line, row in enumerate(rows, start=2):
+        video_id, split = (row.get("video") or "").strip(), (row.get("split") or "").strip()
+        _check_video_id(video_id, f"{path}:{line}")
+        if split not in SPLITS:
+            raise DatasetError(f"{path}:{line}: split {split!r} is not one of {', '.join(SPLITS)}")
+        manifest[video_id] = split
+    return manifest
+
+
+def official_manifest(layout: str) -> dict[str, str]:
+    """The official split shipped in `data_manifests/` for `layout` (empty when it has none)."""
+    name = MANIFEST_FILES.get(layout)
+    if name is None:
+        return {}
+    with resources.as_file(resources.files("data_manifests") / name) as path:
+        return load_manifest(path)
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def detect_layout(root: Path) -> str:
+    """Recognize the layout of a dataset directory, or raise DatasetError saying what was seen."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a directory")
+    if (root / "video").is_dir() and (root / "annotation").is_dir():
+        return "dhf1k"
+    if (root / "JPEGImages").is_dir():
+        return "davis"
+    split_dirs = [root / name for name in FOLDER_SPLITS if (root / name).is_dir()]
+    if split_dirs:
+        names = [d.name for split_dir in split_dirs for d in split_dir.iterdir() if d.is_dir()]
+        return "hollywood2" if names and all(n.startswith("actionclip") for n in names) else "ucf-sports"
+    if video_files(root):
+        return "videos"
+    if any(image_files(d) for d in root.iterdir() if d.is_dir()):
+        return "frames"
+    raise DatasetError(
+        f"{root}: no known dataset layout (expected video/ + annotation/ for DHF1K, training/ or testing/ "
+        "for UCF-Sports or Hollywood-2, JPEGImages/ for DAVIS, video files, or folders of frames)"
+    )
+
+
+def _dhf1k(root: Path, manifest: dict[str, str]) -> list[VideoEntry]:
+    entries = []
+    for video in video_files(root / "video"):
+        if not video.stem.isdigit():
+            continue
+        video_id = f"{int(video.stem):04d}"
+        annotation = root / "annotation" / video_id
+        maps, fixations = annotation / "maps", annotation / "fixation"
+        entries.append(VideoEntry(
+            video_id, video, manifest.get(video_id),
+            maps_dir=maps if maps.is_dir() else None,
+            fixations_dir=fixations if fixations.is_dir() else None,
+        ))
+    return entries
+
+
+def _frame_folder_entry(video_id: str, folder: Path, split: str | None, gt_root: Path | None) -> VideoEntry:
+    maps = gt_root / "maps" if gt_root else None
+    fixations = gt_root / "fixation" if gt_root else None
+    return VideoEntry(
+        video_id, folder, split, frames=tuple(image_files(folder)),
+        maps_dir=maps if maps and maps.is_dir() else None,
+        fixations_dir=fixations if fixations and fixations.is_dir() else None,
+    )
+
+
+def _split_folders(root: Path, manifest: dict[str, str]) -> list[VideoEntry]:
+    entries = []
+    for folder_name, folder_split in FOLDER_SPLITS.items():
+        split_dir = root / folder_name
+        if not split_dir.is_dir():
+            continue
+        for video_dir in sorted((d for d in split_dir.iterdir() if d.is_dir()), key=numeric_key):
+            split = manifest.get(video_dir.name, folder_split)
+            entries.append(_frame_folder_entry(video_dir.name, video_dir / "images", split, video_dir))
+    return entries
+
+
+def _davis(root: Path) -> list[VideoEntry]:
+    images = root / "JPEGImages"
+    resolutions = sorted((d for d in images.iterdir() if d.is_dir()), key=numeric_key)
+    base = images / "480p" if (images / "480p").is_dir() else (resolutions[0] if resolutions else images)
+    return [_frame_folder_entry(d.name, d, None, None)
+            for d in sorted((d for d in base.iterdir() if d.is_dir()), key=numeric_key)]
+
+
+def _videos(root: Path) -> list[VideoEntry]:
+    return [VideoEntry(p.stem, p) for p in video_files(root)]
+
+
+def _frames(root: Path) -> list[VideoEntry]:
+    return [_frame_folder_entry(d.name, d, None, None)
+            for d in sorted((d for d in root.iterdir() if d.is_dir()), key=numeric_key) if image_files(d)]
+
+
+def discover(root: Path | str, layout: str = "auto", split: str = "all", videos: list[str] | None = None,
+             manifest: dict[str, str] | None = None) -> tuple[str, list[VideoEntry]]:
+    """List a dataset's videos.
+
+    root: the dataset directory. layout: one of LAYOUTS or ``auto``. split: ``train``, ``val``,
+    ``test`` or ``all``. videos: keep only these video ids (refused when unknown or path-like).
+    manifest: {video id: split}, defaults to the official one in `data_manifests/`.
+    Returns (the layout used, entries in numeric order). Every path stays inside `root`.
+    """
+    root = Path(root)
+    if layout == "auto":
+        layout = detect_layout(root)
+    elif layout not in LAYOUTS:
+        raise DatasetError(f"unknown layout {layout!r}; choose auto or one of {', '.join(LAYOUTS)}")
+    elif not root.is_dir():
+        raise DatasetError(f"{root}: not a directory")
+    if manifest is None:
+        manifest = official_manifest(layout)
+    for video_id in manifest:
+        inside_root(root, video_id)  # an entry must never name a path outside the dataset
+    builders = {
+        "dhf1k": lambda: _dhf1k(root, manifest),
+        "ucf-sports": lambda: _split_folders(root, manifest),
+        "hollywood2": lambda: _split_folders(root, manifest),
+        "davis": lambda: _davis(root),
+        "videos": lambda: _videos(root),
+        "frames": lambda: _frames(root),
+    }
+    entries = builders[layout]()
+    for entry in entries:
+        inside_root(root, entry.source.relative_to(root))
+
+    if split != "all":
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; choose all or one of {', '.join(SPLITS)}")
+        if not any(e.split for e in entries):
+            raise DatasetError(f"{root}: layout {layout} has no official split; use --split all")
+        entries = [e for e in entries if e.split == split]
+    if videos:
+        by_id = {e.video_id: e for e in entries}
+        for video_id in videos:
+            _check_video_id(video_id, "--videos")
+            inside_root(root, video_id)
+        missing = [v for v in videos if v not in by_id]
+        if missing:
+            raise DatasetError(f"{root}: no video {', '.join(missing)} in layout {layout}"
+                               + (f" split {split}" if split != "all" else ""))
+        entries = [by_id[v] for v in dict.fromkeys(videos)]
+    return layout, entries

@@ -1,0 +1,270 @@
+"""The 3DSAL 3D-CNN decoder (DESIGN.md section 1; the authors' Keras decoder).
+
+Input: a weighted spatio-temporal cuboid of VGG-16 relu5_3 features, (N, 512, 6, 14, 14),
+time oldest first (see :mod:`pipeline.windows`). Output: a saliency map (N, 1, 224, 224) in [0, 1].
+
+Shapes (C, T, H, W), block by block, exactly as DESIGN.md's table:
+
+====== ================================================================ ===================
+block  layers                                                           output
+====== ================================================================ ===================
+in                                                                      512, 6, 14, 14
+1      Conv3d 512->512 k3x3x3 + ReLU; Conv3d 512->512 k3x3x3 + ReLU     512, 6, 14, 14
+pool1  MaxPool3d k(4,2,2) s(1,2,2), no padding; BatchNorm3d(512)        512, 3,  7,  7
+2      ConvT3d 512->512 k(1,3,3) s(1,2,2) + ReLU; Conv3d 512 k3 + ReLU  512, 3, 14, 14
+3      ConvT3d 512->256 k(3,3,3) s(1,2,2) + ReLU; Conv3d 256 k3 x2      256, 3, 28, 28
+pool3  MaxPool3d k(3,1,1); BatchNorm3d(256)                             256, 1, 28, 28
+4      ConvT3d 256->128 k(1,3,3) s(1,2,2); Conv3d 128 k(1,3,3) x2; BN   128, 1, 56, 56
+5      ConvT3d 128->64 k(1,3,3) s(1,2,2); Conv3d 64 k(1,3,3) x2; BN      64, 1, 112, 112
+6      ConvT3d 64->32 k(1,3,3) s(1,2,2); Conv3d 32->32, 32->16 + ReLU;    1, 1, 224, 224
+       Conv3d 16->1 k(1,3,3) + sigmoid
+out    drop T (size 1)                                                  (N, 1, 224, 224)
+====== ================================================================ ===================
+
+Every conv has a bias and "same" padding (h, w and t kept): (1,1,1) for k3x3x3, (0,1,1) for
+k(1,3,3). Every transposed conv doubles H and W and keeps T, like Keras' ``padding='same'``
+transposed conv with strides (1,2,2): padding (0,1,1) / output_padding (0,1,1) for k(1,3,3) and
+padding (1,1,1) / output_padding (0,1,1) for k(3,3,3). (Same shapes as Keras; the alignment differs
+by one pixel -- PyTorch crops the full 2H+1 transposed output at the start, TensorFlow at the end --
+which only matters if Keras weights were ever ported.) ReLU follows every conv and transposed conv
+except the last conv, which has a sigmoid.
+
+Parameter count, Keras style (weights + biases + BatchNorm gamma, beta, running mean and running
+variance, i.e. without ``num_batches_tracked``): 31,447,841 -- see :func:`keras_parameter_count`.
+
+Forward cost per window, summed per layer by :func:`decoder_macs` from the module shapes:
+34.8 GMAC counting only the multiplies a transposed conv needs (block 1 alone is 16.7 GMAC,
+block 3 10.4), or 44.2 GMAC counting each transposed conv as a dense conv over its 2x upsampled
+output (DESIGN.md's "about 44 GMAC"; some profilers count it that way). Either way it dwarfs the
+trunk's 15.4 GMAC per frame. Training costs roughly 3x the forward per sample.
+
+The model is channels_last_3d friendly: nothing calls ``.view`` on a possibly non-contiguous
+tensor; the output drops T with ``squeeze(2)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "SaliencyDecoder",
+    "keras_parameter_count",
+    "decoder_macs",
+    "stage_shapes",
+    "KERAS_PARAMETER_COUNT",
+    "INPUT_SHAPE",
+    "OUTPUT_SHAPE",
+]
+
+#: (C, T, H, W) of one input window.
+INPUT_SHAPE = (512, 6, 14, 14)
+#: (C, H, W) of one output map.
+OUTPUT_SHAPE = (1, 224, 224)
+#: The paper's (and the authors' Keras model's) total parameter count.
+KERAS_PARAMETER_COUNT = 31_447_841
+
+_K3 = (3, 3, 3)
+_K133 = (1, 3, 3)
+_PAD3 = (1, 1, 1)
+_PAD133 = (0, 1, 1)
+_UP = (1, 2, 2)  # transposed-conv stride: double H, W; keep T
+_OUTPAD = (0, 1, 1)  # with the paddings above: H -> 2H exactly, T unchanged
+
+
+def _conv(cin: int, cout: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
+    """Conv3d with bias and 'same' padding (stride 1, odd kernel)."""
+    padding = tuple(k // 2 for k in kernel)
+    return nn.Conv3d(cin, cout, kernel, stride=1, padding=padding, bias=True)
+
+
+def _deconv(cin: int, cout: int, kernel: tuple[int, int, int]) -> nn.ConvTranspose3d:
+    """ConvTranspose3d with bias, stride (1,2,2): doubles H, W and keeps T (Keras 'same').
+
+    out = (in - 1) * stride - 2 * padding + kernel + output_padding:
+    T: (T-1)*1 - 2*(k//2) + k + 0 = T;  H: (H-1)*2 - 2 + 3 + 1 = 2H.
+    """
+    padding = tuple(k // 2 for k in kernel)
+    return nn.ConvTranspose3d(
+        cin, cout, kernel, stride=_UP, padding=padding, output_padding=_OUTPAD, bias=True
+    )
+
+
+class SaliencyDecoder(nn.Module):
+    """3DSAL decoder: (N, 512, 6, 14, 14) weighted feature cuboid -> (N, 1, 224, 224) in [0, 1].
+
+    Blocks (C, T, H, W after each; see the module docstring for the full table):
+
+    - ``block1``: 2 x [Conv3d k3x3x3 + ReLU]                   -> (512, 6, 14, 14)
+    - ``pool1``:  MaxPool3d k(4,2,2) s(1,2,2) + BatchNorm3d    -> (512, 3, 7, 7)
+    - ``block2``: ConvT k(1,3,3) + ReLU, Conv3d k3 + ReLU      -> (512, 3, 14, 14)
+    - ``block3``: ConvT k(3,3,3) + ReLU, 2 x [Conv3d k3 + ReLU] -> (256, 3, 28, 28)
+    - ``pool3``:  MaxPool3d k(3,1,1) + BatchNorm3d             -> (256, 1, 28, 28)
+    - ``block4``: ConvT + ReLU, 2 x [Conv3d k(1,3,3) + ReLU], BN -> (128, 1, 56, 56)
+    - ``block5``: ConvT + ReLU, 2 x [Conv3d k(1,3,3) + ReLU], BN -> (64, 1, 112, 112)
+    - ``block6``: ConvT + ReLU, Conv 32->32 + ReLU, 32->16 + ReLU, 16->1 + sigmoid
+                                                               -> (1, 1, 224, 224)
+    - output: T (size 1) dropped                               -> (N, 1, 224, 224)
+    """
+
+    #: names of the stages, in forward order (each is an ``nn.Sequential`` attribute).
+    STAGES = ("block1", "pool1", "block2", "block3", "pool3", "block4", "block5", "block6")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block1 = nn.Sequential(
+            _conv(512, 512, _K3), nn.ReLU(inplace=True),
+            _conv(512, 512, _K3), nn.ReLU(inplace=True),
+        )  # -> (512, 6, 14, 14)
+        self.pool1 = nn.Sequential(
+            nn.MaxPool3d(kernel_size=(4, 2, 2), stride=(1, 2, 2), padding=0),
+            nn.BatchNorm3d(512),
+        )  # -> (512, 3, 7, 7)
+        self.block2 = nn.Sequential(
+            _deconv(512, 512, _K133), nn.ReLU(inplace=True),
+            _conv(512, 512, _K3), nn.ReLU(inplace=True),
+        )  # -> (512, 3, 14, 14)
+        self.block3 = nn.Sequential(
+            _deconv(512, 256, _K3), nn.ReLU(inplace=True),
+            _conv(256, 256, _K3), nn.ReLU(inplace=True),
+            _conv(256, 256, _K3), nn.ReLU(inplace=True),
+        )  # -> (256, 3, 28, 28)
+        self.pool3 = nn.Sequential(
+            nn.MaxPool3d(kernel_size=(3, 1, 1)),  # stride = kernel
+            nn.BatchNorm3d(256),
+        )  # -> (256, 1, 28, 28)
+        self.block4 = nn.Sequential(
+            _deconv(256, 128, _K133), nn.ReLU(inplace=True),
+            _conv(128, 128, _K133), nn.ReLU(inplace=True),
+            _conv(128, 128, _K133), nn.ReLU(inplace=True),
+            nn.BatchNorm3d(128),
+        )  # -> (128, 1, 56, 56)
+        self.block5 = nn.Sequential(
+            _deconv(128, 64, _K133), nn.ReLU(inplace=True),
+            _conv(64, 64, _K133), nn.ReLU(inplace=True),
+            _conv(64, 64, _K133), nn.ReLU(inplace=True),
+            nn.BatchNorm3d(64),
+        )  # -> (64, 1, 112, 112)
+        self.block6 = nn.Sequential(
+            _deconv(64, 32, _K133), nn.ReLU(inplace=True),
+            _conv(32, 32, _K133), nn.ReLU(inplace=True),
+            _conv(32, 16, _K133), nn.ReLU(inplace=True),
+            _conv(16, 1, _K133), nn.Sigmoid(),
+        )  # -> (1, 1, 224, 224)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 512, 6, 14, 14) -> (N, 1, 224, 224), values in [0, 1]."""
+        if x.dim() != 5 or tuple(x.shape[1:]) != INPUT_SHAPE:
+            raise ValueError(
+                f"SaliencyDecoder expects (N, {', '.join(map(str, INPUT_SHAPE))}), "
+                f"got {tuple(x.shape)}"
+            )
+        x = self.block1(x)  # (N, 512, 6, 14, 14)
+        x = self.pool1(x)  # (N, 512, 3, 7, 7)
+        x = self.block2(x)  # (N, 512, 3, 14, 14)
+        x = self.block3(x)  # (N, 256, 3, 28, 28)
+        x = self.pool3(x)  # (N, 256, 1, 28, 28)
+        x = self.block4(x)  # (N, 128, 1, 56, 56)
+        x = self.block5(x)  # (N, 64, 1, 112, 112)
+        x = self.block6(x)  # (N, 1, 1, 224, 224)
+        return x.squeeze(2)  # (N, 1, 224, 224)
+
+
+def keras_parameter_count(model: nn.Module) -> int:
+    """Parameters counted the Keras way: every parameter plus BatchNorm running mean and variance.
+
+    ``num_batches_tracked`` (a PyTorch-only counter) is not counted. For :class:`SaliencyDecoder`
+    this is 31,447,841, the paper's total.
+    """
+    total = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            total += module.running_mean.numel() + module.running_var.numel()
+    return total
+
+
+def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(C, T, H, W) after ``module``, by PyTorch's documented size formulas (dilation 1)."""
+    c, *sizes = shape
+    if isinstance(module, nn.Conv3d):
+        sizes = [
+            (n + 2 * p - k) // s + 1
+            for n, k, s, p in zip(sizes, module.kernel_size, module.stride, module.padding)
+        ]
+        return (module.out_channels, *sizes)
+    if isinstance(module, nn.ConvTranspose3d):
+        sizes = [
+            (n - 1) * s - 2 * p + k + op
+            for n, k, s, p, op in zip(
+                sizes, module.kernel_size, module.stride, module.padding, module.output_padding
+            )
+        ]
+        return (module.out_channels, *sizes)
+    if isinstance(module, nn.MaxPool3d):
+        triple = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v,) * 3  # noqa: E731
+        kernel, pad = triple(module.kernel_size), triple(module.padding)
+        stride = triple(module.stride if module.stride is not None else module.kernel_size)
+        sizes = [(n + 2 * p - k) // s + 1 for n, k, s, p in zip(sizes, kernel, stride, pad)]
+        return (c, *sizes)
+    if isinstance(module, (nn.ReLU, nn.Sigmoid, nn.BatchNorm3d)):
+        return shape
+    raise TypeError(f"no shape rule for {type(module).__name__}")
+
+
+def stage_shapes(model: SaliencyDecoder | None = None) -> dict[str, tuple[int, int, int, int]]:
+    """(C, T, H, W) after each stage of :data:`SaliencyDecoder.STAGES`, computed from the modules'
+    hyper-parameters alone (no forward pass)."""
+    if model is None:
+        with torch.device("meta"):  # hyper-parameters only: no weights allocated
+            model = SaliencyDecoder()
+    shape: tuple[int, ...] = INPUT_SHAPE
+    shapes = {}
+    for name in model.STAGES:
+        for layer in getattr(model, name):
+            shape = _out_shape(layer, shape)
+        shapes[name] = shape
+    return shapes
+
+
+def decoder_macs(
+    model: SaliencyDecoder | None = None, batch: int = 1, *, dense_transposed: bool = False
+) -> int:
+    """Multiply-accumulates of one forward pass of the decoder on ``batch`` windows.
+
+    Summed layer by layer from the modules' hyper-parameters and the shapes they produce (the same
+    size formulas as PyTorch; :func:`stage_shapes`), with no forward pass:
+
+    - Conv3d: ``output elements x C_in/groups x kernel volume``.
+    - ConvTranspose3d: ``input elements x C_out/groups x kernel volume`` (each input element is
+      scattered into a kernel-sized patch of every output channel): the MACs actually needed,
+      34.8 GMAC per window in all.
+    - ``dense_transposed=True`` instead counts a transposed conv as a conv over its (2x upsampled,
+      zero-stuffed) output grid, ``output elements x C_in/groups x kernel volume``, as several
+      profilers do; that gives 44.2 GMAC per window, DESIGN.md's "about 44".
+
+    Pooling, BatchNorm and activations (a few MFLOP) are not counted.
+    """
+    if model is None:
+        with torch.device("meta"):  # hyper-parameters only: no weights allocated
+            model = SaliencyDecoder()
+    shape: tuple[int, ...] = INPUT_SHAPE
+    macs = 0
+    for name in model.STAGES:
+        for layer in getattr(model, name):
+            out = _out_shape(layer, shape)
+            if isinstance(layer, (nn.Conv3d, nn.ConvTranspose3d)):
+                kvol = 1
+                for k in layer.kernel_size:
+                    kvol *= k
+                n_in = 1
+                for n in shape:
+                    n_in *= n
+                n_out = 1
+                for n in out:
+                    n_out *= n
+                if isinstance(layer, nn.ConvTranspose3d) and not dense_transposed:
+                    macs += n_in * (layer.out_channels // layer.groups) * kvol
+                else:
+                    macs += n_out * (layer.in_channels // layer.groups) * kvol
+            shape = out
+    return batch * macs

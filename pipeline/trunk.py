@@ -1,0 +1,176 @@
+"""The frozen VGG-16 trunk, up to relu5_3: (N, 3, 224, 224) -> (N, 512, 14, 14).
+
+`load_trunk` builds it from one of three weight sources and returns a fingerprint that identifies
+exactly which features it makes (weights, preprocessing, input size); stores record it, and later
+stages refuse a store or checkpoint made with another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from pipeline import preprocessing
+
+RELU5_3 = 30  # vgg16().features[:30] ends with relu5_3
+FEATURE_SHAPE = (512, 14, 14)
+ARCH = "torchvision.models.vgg16().features[:30] (relu5_3)"
+RANDOM_SEED = 0
+
+
+class TrunkWeightsError(RuntimeError):
+    """The requested trunk weights cannot be loaded; the message says how to fix it."""
+
+
+@dataclass
+class Trunk:
+    """The trunk module (eval mode, frozen) and the fingerprint of the features it makes."""
+
+    module: torch.nn.Sequential
+    fingerprint: dict
+
+
+def load_trunk(weights: str = "imagenet") -> Trunk:
+    """weights: ``imagenet`` (torchvision's VGG16_Weights.IMAGENET1K_V1, from the TORCH_HOME cache or
+    downloaded), ``random`` (seeded; for tests and demos only) or the path of a state_dict file
+    (a full VGG-16 state_dict or one of ``features`` alone)."""
+    if weights == "imagenet":
+        vgg, identity = _imagenet_vgg16(), "imagenet:VGG16_Weights.IMAGENET1K_V1"
+    elif weights == "random":
+        warnings.warn(
+            "TRUNK WEIGHTS ARE RANDOM (seeded): the features carry no ImageNet knowledge and saliency "
+            "learned from them is meaningless outside tests and demos. Use --weights imagenet.",
+            stacklevel=2,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            vgg, identity = torchvision.models.vgg16(weights=None), f"random:seed={RANDOM_SEED}"
+    else:
+        vgg, identity = _file_vgg16(Path(weights)), f"file:{Path(weights).name}"
+    module = vgg.features[:RELU5_3].eval().requires_grad_(False)
+    fingerprint = {
+        "arch": ARCH,
+        "weights": identity,
+        "weights_sha256": _state_sha256(module),
+        "preprocessing": preprocessing.DESCRIPTION,
+        "feature_shape": list(FEATURE_SHAPE),
+    }
+    return Trunk(module, fingerprint)
+
+
+def fingerprint_mismatch(expected: dict, found: dict) -> str | None:
+    """None when two trunk fingerprints match, else a sentence naming the fields that differ."""
+    keys = sorted(set(expected) | set(found))
+    differing = [k for k in keys if expected.get(k) != found.get(k)]
+    if not differing:
+        return None
+    return "; ".join(f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in differing)
+
+
+def _imagenet_vgg16() -> torch.nn.Module:
+    weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    if not cached.exists():
+        # Fail fast offline: urllib has no timeout of its own and would hang on a dead network.
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(20)
+        try:
+            weights.get_state_dict(progress=True)
+        except Exception as error:
+            raise TrunkWeightsError(
+                f"cannot load VGG-16 ImageNet weights: {cached} is not cached and the download failed "
+                f"({type(error).__name__}: {error}). Pre-seed the cache by copying {Path(weights.url).name} "
+                f"to {cached.parent}/ (set TORCH_HOME to choose where), or pass --weights FILE with a "
+                "local VGG-16 state_dict."
+            ) from None
+        finally:
+            socket.setdefaulttimeout(previous)
+    return torchvision.models.vgg16(weights=weights)
+
+
+def _file_vgg16(path: Path) -> torch.nn.Module:
+    if not path.is_file():
+        raise TrunkWeightsError(f"{path}: weights file not found (expected imagenet, random or a file path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise TrunkWeightsError(f"{path}: not a loadable state_dict ({error})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    vgg = torchvision.models.vgg16(weights=None)
+    features = {k.removeprefix("features."): v for k, v in state.items()
+                if k.startswith("features.") or k.split(".")[0].isdigit()}
+    try:
+        vgg.features.load_state_dict(features, strict=True)
+    except RuntimeError as error:
+        raise TrunkWeightsError(f"{path}: does not hold VGG-16 conv weights ({str(error).splitlines()[0]})") from None
+    return vgg
+
+
+def _state_sha256(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is refused."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere, where bf16 is
+    emulated and measured ~7x slower than fp32 (2-core AVX2 EPYC, the extract issue's note)."""
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
+class TrunkRunner:
+    """Runs the trunk on uint8 frame batches on one device, channels_last, in bf16 where it is fast.
+
+    __call__: uint8 frames (N, 224, 224, 3) (numpy or torch) -> float16 numpy (N, 512, 14, 14).
+    """
+
+    def __init__(self, trunk: Trunk, device: torch.device):
+        self.device = device
+        self.module = trunk.module.to(device).to(memory_format=torch.channels_last)
+        self.dtype = compute_dtype(device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    @torch.inference_mode()
+    def __call__(self, frames) -> np.ndarray:
+        frames = torch.as_tensor(frames)
+        if self.device.type == "cuda":
+            frames = frames.pin_memory().to(self.device, non_blocking=True)
+        with self.autocast():
+            features = self.module(preprocessing.normalize(frames))
+        # Features are stored as float16: clamp so a large activation saturates instead of becoming inf.
+        features = features.float().clamp_(-65504, 65504).to(torch.float16)
+        return features.contiguous().cpu().numpy()
+
+
+@contextlib.contextmanager
+def quiet_random_warning():
+    """Silence the random-weights warning where the caller has already said it once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TRUNK WEIGHTS ARE RANDOM")
+        yield
