@@ -77,5 +77,43 @@ def make_sample(directory, train, val, frames, seed):
     click.echo(f"make-sample: {len(ids)} videos of {frames} frames in {directory} ({', '.join(ids)})")
 
 
+@main.command()
+@click.argument("pred_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default="auto", show_default=True,
+              help="Dataset layout; auto recognizes it.")
+@click.option("--split", type=click.Choice(("all",) + SPLITS), default="all", show_default=True,
+              help="Official split to score (DHF1K reports val: its test ground truth is not public).")
+@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the scores, counts and settings to this JSON file.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds s-AUC's choice of other videos' frames and its random splits.")
+@click.option("--allow-missing", is_flag=True,
+              help="Score a frame without a prediction as a constant map (chance level) instead of failing.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Scoring processes [default: 1 below 300 frames, else one per core, at most 8].")
+@click.option("--baseline", type=click.Choice(["center"]), default=None,
+              help="First write a centred-Gaussian prediction set into PRED_DIR (a new or empty folder, "
+                   "or one an earlier --baseline wrote), then score it.")
+def evaluate(pred_dir, dataset_dir, layout, split, videos, json_path, seed, allow_missing, workers, baseline):
+    """Score the predictions in PRED_DIR against the ground truth of DATASET_DIR.
+
+    Predictions are grey PNGs PRED_DIR/<video id>/<frame name>.png (DHF1K: 0601/0001.png). Prints
+    AUC-J, SIM, s-AUC, CC, NSS and KLD averaged over frames and over videos. A missing prediction
+    is an error unless --allow-missing; predictions of another size are resized to the ground truth.
+    """
+    from pipeline.datasets import DatasetError
+    from stages.evaluate import EvaluateConfig, EvaluateError, evaluate as run_evaluate
+
+    config = EvaluateConfig(pred_dir, dataset_dir, layout, split, list(videos) or None, json_path, seed,
+                            allow_missing, workers, baseline)
+    try:
+        result = run_evaluate(config)
+    except (DatasetError, EvaluateError, OSError) as error:
+        _fail(error)
+    click.echo(result.table())
+
+
 if __name__ == "__main__":
     main()

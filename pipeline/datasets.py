@@ -26,7 +26,8 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 # The ACLNet redistribution of UCF-Sports and Hollywood-2 splits by top-level folder.
 FOLDER_SPLITS = {"training": "train", "testing": "test"}
-MANIFEST_FILES = {"dhf1k": "dhf1k.csv", "ucf-sports": "ucf-sports.csv", "hollywood2": "hollywood2.csv"}
+# Hollywood-2 has no file: its redistribution's training/ and testing/ folders are the official split.
+MANIFEST_FILES = {"dhf1k": "dhf1k.csv", "ucf-sports": "ucf-sports.csv"}
 
 
 class DatasetError(ValueError):

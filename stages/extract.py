@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -166,9 +165,7 @@ def extract(config: ExtractConfig) -> ExtractSummary:
     root = Path(config.dataset)
     layout, entries = discover(root, config.layout, config.split, config.videos)
     device = resolve_device(config.device)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        trunk = load_trunk(config.weights)
+    trunk = load_trunk(config.weights)
     store = FeatureStore(config.store, mode="a", trunk=trunk.fingerprint,
                          dataset={"layout": layout, "dataset": str(root.resolve())})
     summary = ExtractSummary()

@@ -1,0 +1,113 @@
+"""How fast `sal3d evaluate` scores 640x360 predictions: frames/s, median of repeats, per worker count.
+
+    .venv/bin/python benchmarks/evaluate_speed.py [--frames 480] [--videos 6] [--repeats 3] [--workers 1 2]
+
+Builds a DHF1K-layout ground truth under a temporary folder (or --dir): continuous maps are the real
+DHF1K maps of ../shared/data/dhf1k_sample when present (640x360, lossy PNGs, cycled), else
+synthetic blurred-fixation maps; binary fixation maps draw 25 points per frame from the map; the
+predictions are the map of a frame 10 later, blurred (smooth, model-like PNGs that do not match
+exactly). `video/` holds empty placeholders: evaluate never decodes video. Prints one line per run
+and a summary per worker count; the machine's load average is printed too, since other processes
+on a small machine change the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages.evaluate import EvaluateConfig, evaluate  # noqa: E402
+
+REAL = ROOT.parent / "shared" / "data" / "dhf1k_sample" / "annotation"
+H, W = 360, 640
+
+
+def _source_maps(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+    real = sorted(REAL.glob("*/maps/*.png")) if REAL.is_dir() else []
+    if real:
+        return [np.asarray(Image.open(real[i % len(real)]).convert("L")) for i in range(n)]
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    maps, centre = [], np.array([H / 2, W / 2])
+    for _ in range(n):
+        centre = np.clip(centre + rng.normal(0, 8, 2), [40, 40], [H - 40, W - 40])
+        pts = rng.normal(centre, 30, size=(20, 2))
+        total = np.zeros((H, W), np.float32)
+        for y, x in pts:
+            total += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 25.0 ** 2))
+        maps.append((255 * total / total.max()).astype(np.uint8))
+    return maps
+
+
+def build(directory: Path, frames: int, videos: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    maps = _source_maps(frames + 10, rng)
+    dataset, preds = directory / "dataset", directory / "pred"
+    per_video = -(-frames // videos)
+    (dataset / "video").mkdir(parents=True, exist_ok=True)
+    for v in range(videos):
+        number = 601 + v
+        video_id = f"{number:04d}"
+        (dataset / "video" / f"{number}.AVI").touch()
+        for sub in ("maps", "fixation"):
+            (dataset / "annotation" / video_id / sub).mkdir(parents=True, exist_ok=True)
+        (preds / video_id).mkdir(parents=True, exist_ok=True)
+        for t in range(per_video):
+            i = v * per_video + t
+            if i >= frames:
+                break
+            name = f"{t + 1:04d}.png"
+            gt = maps[i]
+            Image.fromarray(gt).save(dataset / "annotation" / video_id / "maps" / name)
+            p = gt.astype(np.float64).ravel() + 1e-3
+            idx = rng.choice(p.size, 25, replace=False, p=p / p.sum())
+            fixation = np.zeros(H * W, np.uint8)
+            fixation[idx] = 255
+            Image.fromarray(fixation.reshape(H, W)).save(dataset / "annotation" / video_id / "fixation" / name)
+            pred = Image.fromarray(maps[i + 10]).filter(ImageFilter.GaussianBlur(4))
+            pred.save(preds / video_id / name)
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=480)
+    parser.add_argument("--videos", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--dir", type=Path, default=None, help="build here (kept) instead of a temp folder")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = args.dir or Path(tmp)
+        if not (directory / "pred").is_dir():
+            start = time.perf_counter()
+            build(directory, args.frames, args.videos)
+            print(f"built {args.frames} frames of {W}x{H} in {args.videos} videos in "
+                  f"{time.perf_counter() - start:.1f} s (maps from {'DHF1K' if REAL.is_dir() else 'synthetic'})")
+        print(f"cpus {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+        rates: dict[int, list[float]] = {w: [] for w in args.workers}
+        for repeat in range(args.repeats):
+            for workers in args.workers:  # interleaved, so load changes hit every worker count alike
+                result = evaluate(EvaluateConfig(directory / "pred", directory / "dataset", workers=workers))
+                rates[workers].append(result.frames_per_second)
+                print(f"repeat {repeat + 1} workers {workers}: {result.frames} frames in {result.seconds:.2f} s = "
+                      f"{result.frames_per_second:.1f} frames/s (load {os.getloadavg()[0]:.2f}); "
+                      f"AUC-J {result.report['auc_j']:.3f} CC {result.report['cc']:.3f}")
+        for workers, values in rates.items():
+            print(f"workers {workers}: median {statistics.median(values):.1f} frames/s over {len(values)} runs "
+                  f"({', '.join(f'{v:.1f}' for v in values)})")
+
+
+if __name__ == "__main__":
+    main()
