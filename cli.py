@@ -115,5 +115,155 @@ def evaluate(pred_dir, dataset_dir, layout, split, videos, json_path, seed, allo
     click.echo(result.table())
 
 
+@main.command()
+@click.argument("source")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+@click.option("--split", type=click.Choice(("all",) + SPLITS), default="all", show_default=True,
+              help="Only the videos of this official split.")
+@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default="auto", show_default=True,
+              help="Layout of a dataset SOURCE; auto recognizes it.")
+@click.option("--size", type=click.Choice(["original", "224"]), default="original", show_default=True,
+              help="Write maps at each frame's original size (bilinear resize) or at 224x224.")
+@click.option("--blur", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SIGMA",
+              help="Gaussian blur of the written map, sigma in its pixels; 0 = off.")
+@click.option("--rescale/--no-rescale", default=True, show_default=True,
+              help="Min-max each map to 0..255 (else write round(255 * map)).")
+@click.option("--overlay", is_flag=True, help="Also write the maps as heat maps over the frames, "
+              "in OUT_DIR/overlays/<video>/ (needs the source video or frames).")
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Windows per decoder batch [default: 32 on a GPU, 4 on a CPU].")
+@click.option("--weights", default=None, metavar="imagenet|random|FILE",
+              help="Trunk weights for a dataset/video SOURCE [default: the checkpoint's trunk].")
+@click.option("--cache", default=None, metavar="STORE",
+              help="Feature store for a dataset/video SOURCE [default: OUT_DIR.features.zarr next to OUT_DIR].")
+def predict(source, checkpoint, out_dir, videos, split, layout, size, blur, rescale, overlay, device,
+            batch_size, weights, cache):
+    """Write a saliency map PNG for every frame: OUT_DIR/<video id>/<frame name>.png.
+
+    SOURCE is a feature store, a dataset directory or a single video file; for the last two, stage
+    one first caches the features in a store next to OUT_DIR (reused by later runs). The layout is
+    the DHF1K benchmark's: 8-bit grey maps named like the frames (0001.png, ...), at the frames'
+    size. OUT_DIR/predict.json records the checkpoint, the store and the post-processing. A rerun
+    predicts only the frames that lack a PNG. Exits with status 1 when a video failed stage one.
+    """
+    from pipeline.checkpoint import CheckpointError
+    from pipeline.datasets import DatasetError
+    from pipeline.store import StoreError
+    from pipeline.trunk import TrunkWeightsError
+    from stages.predict import PredictConfig, PredictError, predict as run_predict
+
+    config = PredictConfig(source, checkpoint, out_dir, list(videos) or None, split, layout, size, blur,
+                           rescale, overlay, device, batch_size, weights, cache)
+    try:
+        summary = run_predict(config)
+    except (PredictError, CheckpointError, DatasetError, StoreError, TrunkWeightsError, RuntimeError) as error:
+        _fail(error)
+    sys.exit(1 if summary.failed else 0)
+
+
+@main.command("train-decoder")
+@click.argument("store")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--weighting", type=click.Choice(["tanh", "linear", "none"]), default="tanh", show_default=True,
+              help="How the six feature maps of a window are scaled (tanh: the paper's 3DSAL-weighted).")
+@click.option("--epochs", type=click.IntRange(min=1), default=33, show_default=True, help="At most this many epochs.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="Adam learning rate.")
+@click.option("--lr-step", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Divide the learning rate by 10 every this many epochs.")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Stop after this many epochs without a lower validation loss.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per step.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=None,
+              help="End each epoch after its first N steps (smoke tests, benchmarks); at most epochs x N steps.")
+@click.option("--val-windows", type=click.IntRange(min=0), default=1024, show_default=True,
+              help="Validate on a fixed subset of this many windows (0: all).")
+@click.option("--bn-windows", type=click.IntRange(min=0), default=256, show_default=True,
+              help="Before validating, recompute BatchNorm statistics on this many of the epoch's windows "
+              "(0: keep PyTorch's running average).")
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Loader processes; 0: a background thread [default: 0 on CPU, up to 4 with a GPU].")
+@click.option("--checkpoint-steps", type=click.IntRange(min=1), default=None,
+              help="Also write last.pt every N steps within an epoch.")
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Also write last.pt when this long has passed within an epoch.")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last.pt (settings not given "
+              "are the run's; given ones must match).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the decoder's weights, the shuffling and a held-out validation set.")
+@click.pass_context
+def train_decoder(ctx, store, run_dir, weighting, epochs, lr, lr_step, patience, batch_size, max_steps,
+                  val_windows, bn_windows, device, workers, checkpoint_steps, checkpoint_minutes, resume, seed):
+    """Train the 3DSAL decoder on the feature store STORE; RUN_DIR gets config.json, log.jsonl,
+    steps.jsonl, last.pt and best.pt.
+
+    Validation videos are the store's split 'val' ones, else a seeded 15% held out of the training
+    videos. Progress goes to stderr; the run ends saying where the best checkpoint is and what it scored.
+    """
+    from pipeline.store import StoreError
+    from stages.train import TrainConfig, TrainError, train
+
+    config = TrainConfig(store, run_dir, weighting=weighting, epochs=epochs, lr=lr, lr_step=lr_step,
+                         patience=patience, batch_size=batch_size, max_steps=max_steps,
+                         val_windows=val_windows or None, bn_windows=bn_windows, seed=seed, device=device,
+                         workers=workers, checkpoint_steps=checkpoint_steps,
+                         checkpoint_seconds=60.0 * checkpoint_minutes, resume=resume)
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
+    try:
+        train(config, explicit=given)
+    except (StoreError, TrainError, RuntimeError, ValueError) as error:
+        _fail(error)
+
+
+@main.command()
+@click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--device", type=DEVICES, default="auto", show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=None,
+              help="Frames in all, from at most 8 videos [default: 24 on CPU, 4096 on a GPU].")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed repetitions per figure (after one warm-up); the median is reported.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the machine, settings, every figure, the targets and the table to this JSON file.")
+@click.option("--weights", default="auto", show_default=True, metavar="auto|imagenet|random|FILE",
+              help="Trunk weights; auto: imagenet when cached in TORCH_HOME, else random (speed is the same; "
+              "store size is not).")
+@click.option("--train-batch", type=click.IntRange(min=1), default=None,
+              help="Windows per training step and loader batch [default: 2 on CPU, 8 on a GPU].")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Timed training steps per repetition, cached; end to end a fifth of them, at least 1 "
+              "[default: 1 on CPU, 50 on a GPU].")
+@click.option("--predict-frames", type=click.IntRange(min=1), default=None,
+              help="Frames per prediction repetition [default: 4 on CPU, all on a GPU].")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the clips, stores and predictions here [default: a temporary folder, removed].")
+@click.option("--verbose", is_flag=True, help="Show the stages' own progress lines.")
+def bench(dataset_dir, device, frames, repeats, json_path, weights, train_batch, steps, predict_frames, work_dir,
+          verbose):
+    """Measure every stage's speed side by side and print one table (medians, what bounds each figure,
+    the targets PASS/FAIL/n.a.).
+
+    DATASET_DIR is any dataset extract reads (e.g. the real DHF1K sample); without it, 640x360 clips
+    (DHF1K's size) are generated. Figures: decode, trunk, extract (and bytes per frame in the store),
+    loader, train (cached), train (end to end), predict from a store and from a video file, and the
+    projected hours of the paper's training protocol.
+    """
+    from pipeline.datasets import DatasetError
+    from pipeline.trunk import TrunkWeightsError
+    from stages.bench import BenchConfig, BenchError, bench as run_bench
+
+    config = BenchConfig(dataset_dir, device, frames, repeats, json_path, weights, train_batch, steps,
+                         predict_frames, work_dir, verbose, command=" ".join(["sal3d", *sys.argv[1:]]))
+    try:
+        result = run_bench(config)
+    except (BenchError, DatasetError, TrunkWeightsError, RuntimeError) as error:
+        _fail(error)
+    click.echo(result["table"])
+
+
 if __name__ == "__main__":
     main()

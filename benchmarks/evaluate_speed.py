@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,12 @@ def build(directory: Path, frames: int, videos: int, seed: int = 0) -> Path:
     return directory
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the pool's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=480)
@@ -99,10 +106,13 @@ def main() -> None:
         rates: dict[int, list[float]] = {w: [] for w in args.workers}
         for repeat in range(args.repeats):
             for workers in args.workers:  # interleaved, so load changes hit every worker count alike
+                cpu0 = _cpu_seconds()
                 result = evaluate(EvaluateConfig(directory / "pred", directory / "dataset", workers=workers))
+                cpu = _cpu_seconds() - cpu0
                 rates[workers].append(result.frames_per_second)
                 print(f"repeat {repeat + 1} workers {workers}: {result.frames} frames in {result.seconds:.2f} s = "
-                      f"{result.frames_per_second:.1f} frames/s (load {os.getloadavg()[0]:.2f}); "
+                      f"{result.frames_per_second:.1f} frames/s, {cpu:.1f} CPU-s = {result.frames / cpu:.1f} "
+                      f"frames per CPU-second (load {os.getloadavg()[0]:.2f}); "
                       f"AUC-J {result.report['auc_j']:.3f} CC {result.report['cc']:.3f}")
         for workers, values in rates.items():
             print(f"workers {workers}: median {statistics.median(values):.1f} frames/s over {len(values)} runs "

@@ -510,7 +510,7 @@ def _kld_flat(p: np.ndarray, g: np.ndarray) -> float:
     if n_nz < g.size // 2:
         # G = 0 pixels contribute 0 * log(eps) = 0 exactly: skip them when they
         # are the majority (typical of blurred fixation maps stored as uint8).
-        nz = np.flatnonzero(g)
+        nz = np.flatnonzero(np.not_equal(g, 0, out=_scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
         g, p = g[nz], p[nz]
     # G * log(eps + G / (P + eps)), with in-place temporaries
     p += MATLAB_EPS

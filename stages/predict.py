@@ -1,0 +1,622 @@
+"""Prediction: a decoder checkpoint + cached features -> one 8-bit grey saliency PNG per frame.
+
+Output layout (what the DHF1K benchmark accepts, and what `sal3d evaluate` reads)::
+
+    OUT_DIR/<video id>/<frame name>.png     every frame of every selected video, grey, original size
+    OUT_DIR/predict.json                    checkpoint, store, post-processing, runs (see below)
+    OUT_DIR/overlays/<video id>/<frame>.png with --overlay: the map as a heat map over the frame (RGB)
+
+Sources. SOURCE is a feature store (used as is), a dataset directory or a single video file. For
+the last two, stage one (`stages.extract`) first caches the trunk's features in a store next to
+OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds the videos there and runs no trunk.
+A single video file ``DIR/NAME.EXT`` is extracted as the ``videos`` layout of DIR restricted to
+NAME, so its id (and prediction folder) is NAME and its frames are ``0001.png ...``. The trunk
+weights for extraction come from the checkpoint's trunk fingerprint (``imagenet:...`` ->
+imagenet, ``random:seed=0`` -> random) unless --weights says otherwise (needed for ``file:NAME``
+trunks); the loaded trunk must match the checkpoint's fingerprint before anything is extracted.
+
+Model. The window and weighting rule are `pipeline.windows`' with the checkpoint's coefficients;
+a store whose trunk fingerprint differs from the checkpoint's is refused. The decoder runs in bf16
+on a GPU (fp32 on CPUs without native bf16, `compute_dtype`), except its final sigmoid, computed
+in fp32 so that an 8-bit map keeps its grey levels. Each video's features are read in runs of
+consecutive frames (a background thread reads the next run while the decoder works) and the
+windows of a batch are cut from the run with `gather_windows` on the device. Post-processing
+(`pipeline.postprocess`: resize, optional blur, rescale) runs batched on the device; a pool of
+threads encodes and writes the PNGs while the decoder computes the next batch.
+
+Resume. Every PNG is written to a hidden temporary name and renamed into place, so a PNG under
+its final name is always complete. A rerun predicts only the frames whose PNG (and overlay, with
+--overlay) is missing -- a complete video costs one directory listing -- and removes temporary
+files a killed run left. Because existing PNGs are trusted, an OUT_DIR holds the maps of one set of
+settings only: predict.json records them (checkpoint sha256, trunk, weighting, post-processing) and
+a rerun with different settings is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from pipeline.checkpoint import CheckpointError, load_checkpoint
+from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover, image_files
+from pipeline.decoder import SaliencyDecoder
+from pipeline.postprocess import OVERLAY_DIR, PostProcess, heat_overlay, is_temporary, postprocess, write_png
+from pipeline.progress import Progress, say
+from pipeline.store import FORMAT_VERSION, FeatureStore
+from pipeline.trunk import (RANDOM_SEED, compute_dtype, fingerprint_mismatch, load_trunk, quiet_random_warning,
+                            resolve_device)
+from pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
+
+PREDICT_JSON = "predict.json"
+FORMAT = "sal3d-predictions/1"
+#: Frames of a video's timeline read from the store at once (rounded up to whole batches).
+RUN_FRAMES = 128
+
+
+class PredictError(ValueError):
+    """A prediction that cannot be run as asked; the message names the file and the reason."""
+
+
+@dataclass
+class PredictConfig:
+    """Everything `sal3d predict` was asked; see its --help."""
+
+    source: str
+    checkpoint: Path
+    out_dir: Path
+    videos: list[str] | None = None
+    split: str = "all"
+    layout: str = "auto"
+    size: str = "original"
+    blur: float = 0.0
+    rescale: bool = True
+    overlay: bool = False
+    device: str = "auto"
+    batch_size: int | None = None  # windows per decoder batch; None: 32 on a GPU, 4 on a CPU
+    weights: str | None = None  # trunk weights for a dataset/video SOURCE; None: from the checkpoint
+    cache: str | None = None  # feature store for a dataset/video SOURCE; None: <OUT_DIR>.features.zarr
+    writers: int | None = None  # PNG writer threads; None: min(8, CPUs)
+
+
+@dataclass
+class PredictSummary:
+    predicted: list[str] = field(default_factory=list)  # videos with frames predicted by this run
+    skipped: list[str] = field(default_factory=list)  # videos whose PNGs were all present
+    failed: dict[str, str] = field(default_factory=dict)  # video id -> why (stage one failures)
+    frames: int = 0  # frames decoded and written by this run
+    seconds: float = 0.0  # the decoder phase: first feature read to last PNG written
+    extract_frames: int = 0
+    extract_seconds: float = 0.0
+    total_seconds: float = 0.0  # everything, extraction and model loading included
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self, out_dir: Path) -> str:
+        text = (f"predict: {len(self.predicted)} videos predicted, {len(self.skipped)} already complete, "
+                f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
+                f"({self.frames_per_second:.2f} frames/s) -> {out_dir}")
+        if self.extract_frames:
+            text += (f"\npredict: end to end with stage one ({self.extract_frames} frames extracted in "
+                     f"{self.extract_seconds:.1f} s): {self.total_seconds:.1f} s")
+        return text
+
+
+@dataclass
+class VideoPlan:
+    """One selected video: where its PNGs go and which frames still lack one."""
+
+    video_id: str
+    frame_count: int
+    names: list[str]
+    height: int  # of the written maps
+    width: int
+    folder: Path
+    overlay_folder: Path | None
+    todo: np.ndarray  # frame indices to predict (no map PNG yet), ascending
+    source: Path | None  # video file or frame folder, for overlays
+    overlay_only: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # map PNG present,
+    # overlay missing: the overlay is drawn from the PNG, the decoder does not run again
+
+    @property
+    def complete(self) -> bool:
+        return not len(self.todo) and not len(self.overlay_only)
+
+
+# ---------------------------------------------------------------------------- sources and checks
+
+
+def source_kind(source: str) -> str:
+    """``store``, ``dataset`` or ``video`` (a single video file)."""
+    path = Path(source)
+    if path.is_file():
+        if path.suffix.lower() in VIDEO_EXTENSIONS:
+            return "video"
+        raise PredictError(f"{source}: a file that is not a video ({', '.join(VIDEO_EXTENSIONS)})")
+    if path.is_dir():
+        return "store" if (path / "zarr.json").is_file() else "dataset"
+    if "://" in source:
+        return "store"  # an fsspec URL
+    raise PredictError(f"{source}: no such feature store, dataset directory or video file")
+
+
+def default_cache(out_dir: Path) -> Path:
+    """Where a dataset/video SOURCE's features are cached: next to OUT_DIR, not inside it."""
+    out_dir = Path(out_dir).resolve()
+    return out_dir.parent / f"{out_dir.name}.features.zarr"
+
+
+def weights_for(trunk: dict, explicit: str | None) -> str:
+    """The extract --weights value that rebuilds the trunk a checkpoint was trained with."""
+    if explicit:
+        return explicit
+    identity = str(trunk.get("weights", ""))
+    if identity.startswith("imagenet:"):
+        return "imagenet"
+    if identity == f"random:seed={RANDOM_SEED}":
+        return "random"
+    if identity.startswith("file:"):
+        raise PredictError(f"the checkpoint's trunk was loaded from a file ({identity}): pass --weights "
+                           "with the path of that VGG-16 state_dict")
+    raise PredictError(f"cannot tell which trunk weights made the checkpoint's features ({identity!r}): "
+                       "pass --weights")
+
+
+def check_trunk(checkpoint_path: Path, checkpoint_trunk: dict, what: str, found: dict) -> None:
+    """Refuse features made by another trunk than the checkpoint's; the message names both."""
+    mismatch = fingerprint_mismatch(checkpoint_trunk, found)
+    if mismatch:
+        raise PredictError(f"{what} was made with another trunk than checkpoint {checkpoint_path} was trained "
+                           f"on; refusing to mix them (checkpoint vs {what}: {mismatch})")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _plain_name(name: object, what: str) -> str:
+    if (not isinstance(name, str) or not name or name in (".", "..")
+            or any(c in name for c in "/\\\0")):
+        raise PredictError(f"{what} {name!r} is not a plain file name")
+    return name
+
+
+def _json_safe(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+# ---------------------------------------------------------------------------- stage one for a dataset/video
+
+
+def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, summary: PredictSummary):
+    """Extract what the cache store lacks; returns (store, {video id: entry}, selected ids)."""
+    from stages.extract import ExtractConfig, extract  # noqa: PLC0415 (only dataset/video sources need it)
+
+    path = Path(config.source)
+    if kind == "video":
+        root, layout, split, videos = path.parent, "videos", "all", [path.stem]
+        if config.videos and list(config.videos) != [path.stem]:
+            raise PredictError(f"{path}: a single video file is video {path.stem!r}; --videos does not apply")
+    else:
+        root, layout, split, videos = path, config.layout, config.split, config.videos
+    layout, entries = discover(root, layout, split, videos)
+    if not entries:
+        raise PredictError(f"{root}: no videos selected (layout {layout}, split {split})")
+    cache = str(config.cache or default_cache(config.out_dir))
+    existing = FeatureStore(cache, mode="r") if Path(cache).exists() else None
+    if existing is not None:
+        cached_root = existing.attrs.get("dataset")
+        if cached_root and Path(cached_root) != root.resolve():
+            raise PredictError(f"cache store {cache} holds features of {cached_root}, not {root.resolve()}: "
+                               "choose another --cache (or OUT_DIR)")
+        check_trunk(config.checkpoint, checkpoint_trunk, f"cache store {cache}", existing.fingerprint)
+    todo = [e for e in entries if existing is None or not existing.is_complete(e.video_id)]
+    if todo:
+        weights = weights_for(checkpoint_trunk, config.weights)
+        with quiet_random_warning():
+            trunk = load_trunk(weights)
+        check_trunk(config.checkpoint, checkpoint_trunk, f"trunk --weights {weights}", trunk.fingerprint)
+        del trunk
+        say(f"predict: stage one for {len(todo)} of {len(entries)} videos into the cache {cache}")
+        extracted = extract(ExtractConfig(root, cache, layout, "all", [e.video_id for e in todo], weights,
+                                          config.device))
+        summary.failed.update(extracted.failed)
+        summary.extract_frames, summary.extract_seconds = extracted.frames, extracted.seconds
+    else:
+        say(f"predict: all {len(entries)} videos already in the cache {cache}")
+    store = FeatureStore(cache, mode="r")
+    selected = [e.video_id for e in entries if e.video_id not in summary.failed and store.is_complete(e.video_id)]
+    return store, {e.video_id: e for e in entries}, selected
+
+
+def _select_from_store(store: FeatureStore, config: PredictConfig) -> list[str]:
+    complete = store.video_ids()
+    if config.videos:
+        everything = set(store.video_ids(complete_only=False))
+        unknown = [v for v in config.videos if v not in everything]
+        if unknown:
+            shown = ", ".join(complete[:10]) + (" ..." if len(complete) > 10 else "")
+            raise PredictError(f"{store.location}: no video {', '.join(unknown)} in the store (it has {shown})")
+        partial = [v for v in config.videos if v not in complete]
+        if partial:
+            raise PredictError(f"{store.location}: video {', '.join(partial)} is incomplete in the store "
+                               "(an interrupted extract? rerun sal3d extract)")
+        selected = list(dict.fromkeys(config.videos))
+    else:
+        selected = complete
+    if config.split != "all":
+        selected = [v for v in selected if store.video_attrs(v).get("split") == config.split]
+    if not selected:
+        raise PredictError(f"{store.location}: no complete videos selected" +
+                           (f" in split {config.split}" if config.split != "all" else ""))
+    return selected
+
+
+def _store_source(store: FeatureStore, video_id: str, attrs: dict) -> Path | None:
+    root, relative = store.attrs.get("dataset"), attrs.get("source")
+    return Path(root) / relative if root and relative else None
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+def _plan(store: FeatureStore, video_id: str, out_dir: Path, options: PostProcess, overlay: bool,
+          source: Path | None) -> VideoPlan:
+    _plain_name(video_id, "video id")
+    attrs = store.video_attrs(video_id)
+    count = int(attrs["frame_count"])
+    names = attrs.get("frame_names")
+    if names is None:
+        names = [f"{i + 1:04d}" for i in range(count)]
+    if len(names) != count:
+        raise PredictError(f"{store.location}: video {video_id} has {count} frames but {len(names)} frame names")
+    for name in names:
+        _plain_name(name, f"video {video_id}: frame name")
+    if len(set(names)) != count:
+        raise PredictError(f"{store.location}: video {video_id} has duplicate frame names")
+    source_count = attrs.get("source_frame_count")
+    if source_count and source_count > count:
+        say(f"predict: note: the store holds {count} of the {source_count} frames of video {video_id} "
+            "(extracted with --max-frames?); only those are predicted")
+    try:
+        height, width = options.output_size(attrs.get("height"), attrs.get("width"))
+    except ValueError as error:
+        raise PredictError(f"{store.location}: video {video_id}: {error}") from None
+    folder = out_dir / video_id
+    overlay_folder = out_dir / OVERLAY_DIR / video_id if overlay else None
+    missing = {}
+    for directory in (folder, overlay_folder):
+        if directory is None:
+            continue
+        present = set()
+        if directory.is_dir():
+            for entry in os.scandir(directory):
+                if is_temporary(entry.name):
+                    Path(entry.path).unlink(missing_ok=True)  # left by a killed run
+                else:
+                    present.add(entry.name)
+        missing[directory] = np.array([f"{name}.png" not in present for name in names], dtype=bool)
+    no_map = missing[folder]
+    no_overlay = missing[overlay_folder] if overlay_folder is not None else np.zeros(count, dtype=bool)
+    return VideoPlan(video_id, count, list(names), height, width, folder, overlay_folder,
+                     np.flatnonzero(no_map), source, np.flatnonzero(no_overlay & ~no_map))
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class FloatSigmoid(nn.Module):
+    """The decoder's last sigmoid, computed in fp32 from the (bf16) logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x.float())
+
+
+def load_decoder(checkpoint: dict, path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    model = SaliencyDecoder()
+    state = {}
+    for key, value in checkpoint["model"].items():
+        for prefix in ("_orig_mod.", "module."):  # torch.compile / DataParallel wrappers
+            key = key.removeprefix(prefix)
+        state[key] = value
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the 3DSAL decoder ({str(error).splitlines()[0]})") from None
+    if isinstance(model.block6[-1], nn.Sigmoid):
+        model.block6[-1] = FloatSigmoid()
+    model = model.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+        torch.backends.cudnn.benchmark = True
+    return model
+
+
+# ---------------------------------------------------------------------------- overlays
+
+
+class OriginalFrames:
+    """Frames of one source at their original size, uint8 RGB (H, W, 3) -- unlike FrameReader (224)."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        self._video = None
+        self._files = None
+
+    def read(self, indices: list[int]) -> list[np.ndarray]:
+        if self.source.is_dir():
+            if self._files is None:
+                self._files = image_files(self.source)
+            images = []
+            for i in indices:
+                with Image.open(self._files[i]) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+            return images
+        if self._video is None:
+            import decord
+
+            self._video = decord.VideoReader(str(self.source), num_threads=1)
+        return list(self._video.get_batch(list(indices)).asnumpy())
+
+
+def _overlay_batch(state: dict, plan: VideoPlan, frames: list[int], maps: np.ndarray,
+                   writes: ThreadPoolExecutor) -> None:
+    """Runs on the single overlay thread: decode the frames in order, then blend + write in the pool."""
+    if state.get("video") != plan.video_id:
+        state["video"], state["reader"] = plan.video_id, OriginalFrames(plan.source)
+    images = state["reader"].read(frames)
+    if maps is None:  # the maps were written by an earlier run
+        maps = [read_map(plan.folder / f"{plan.names[t]}.png") for t in frames]
+    futures = []
+    for image, t, saliency in zip(images, frames, maps):
+        futures.append(writes.submit(_write_overlay, plan.overlay_folder / f"{plan.names[t]}.png", image, saliency))
+    for future in futures:
+        future.result()
+
+
+def read_map(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L"))
+
+
+def _write_overlay(path: Path, frame: np.ndarray, saliency: np.ndarray) -> None:
+    if frame.shape[:2] != saliency.shape:
+        frame = np.asarray(Image.fromarray(frame).resize(saliency.shape[::-1], Image.BILINEAR))
+    write_png(path, heat_overlay(frame, saliency))
+
+
+# ---------------------------------------------------------------------------- predict.json
+
+
+def _settings(checkpoint: dict, sha256: str, coefficients: list[float], options: PostProcess) -> dict:
+    config = checkpoint["config"]
+    return _json_safe({
+        "checkpoint_sha256": sha256,
+        "trunk": config["trunk"],
+        "weighting": config["weighting"],
+        "coefficients": coefficients,
+        "window": "frames t-5..t, oldest first, first frame repeated at the start (pipeline.windows)",
+        "postprocess": options.record(),
+    })
+
+
+def _write_json(path: Path, record: dict) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def _open_record(out_dir: Path, settings: dict) -> dict:
+    path = out_dir / PREDICT_JSON
+    if not path.is_file():
+        return {"format": FORMAT, "settings": settings, "videos": {}, "runs": []}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PredictError(f"{path}: unreadable ({error}); remove it or choose another OUT_DIR") from None
+    old = record.get("settings", {})
+    if old != settings:
+        keys = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        raise PredictError(f"{out_dir} holds predictions made with other settings (differing: {', '.join(keys)}; "
+                           f"see {path}); its PNGs would be mixed with these: choose another OUT_DIR or remove it")
+    record.setdefault("videos", {})
+    record.setdefault("runs", [])
+    return record
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+def predict(config: PredictConfig) -> PredictSummary:
+    """Run prediction as configured; returns the summary. Raises PredictError (and the CheckpointError,
+    StoreError, DatasetError, TrunkWeightsError of the parts) for what cannot be run at all."""
+    begin = time.perf_counter()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    summary = PredictSummary()
+    options = PostProcess(config.size, float(config.blur), bool(config.rescale))
+    checkpoint_path = Path(config.checkpoint)
+    checkpoint = load_checkpoint(checkpoint_path)
+    ck_config = checkpoint["config"]
+    coefficients = [float(c) for c in ck_config["coefficients"]]
+    if ck_config.get("store_format_version") != FORMAT_VERSION:
+        raise PredictError(f"{checkpoint_path}: trained on store format {ck_config.get('store_format_version')}, "
+                           f"this sal3d reads format {FORMAT_VERSION}")
+    if ck_config["weighting"] in WEIGHTINGS and not np.allclose(coefficients, WEIGHTINGS[ck_config["weighting"]]):
+        say(f"predict: note: {checkpoint_path} names weighting {ck_config['weighting']!r} but holds the "
+            f"coefficients {coefficients}; using the coefficients")
+    out_dir = Path(config.out_dir)
+    device = resolve_device(config.device)
+    # Refuse an OUT_DIR of other settings before any work (stage one included).
+    settings = _settings(checkpoint, file_sha256(checkpoint_path), coefficients, options)
+    record = _open_record(out_dir, settings)
+
+    kind = source_kind(str(config.source))
+    if kind == "store":
+        if config.cache:
+            raise PredictError("--cache applies to a dataset or video SOURCE, not to a feature store")
+        store = FeatureStore(str(config.source), mode="r")
+        check_trunk(checkpoint_path, ck_config["trunk"], f"store {store.location}", store.fingerprint)
+        selected = _select_from_store(store, config)
+        entries: dict[str, VideoEntry] = {}
+    else:
+        store, entries, selected = _prepare_cache(config, kind, ck_config["trunk"], summary)
+        check_trunk(checkpoint_path, ck_config["trunk"], f"cache store {store.location}", store.fingerprint)
+        if not selected:
+            raise PredictError(f"{config.source}: no video could be extracted "
+                               f"({'; '.join(f'{k}: {v}' for k, v in summary.failed.items())})")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    plans = []
+    for video_id in selected:
+        source = entries[video_id].source if video_id in entries else \
+            _store_source(store, video_id, store.video_attrs(video_id))
+        plans.append(_plan(store, video_id, out_dir, options, config.overlay, source))
+    if config.overlay:
+        lost = [f"{p.video_id} ({p.source})" for p in plans
+                if not p.complete and (p.source is None or not p.source.exists())]
+        if lost:
+            raise PredictError("--overlay needs each video's frames, not found for: " + ", ".join(lost[:5]))
+    summary.skipped = [p.video_id for p in plans if p.complete]
+    work = [p for p in plans if not p.complete]
+    total = int(sum(len(p.todo) for p in work))
+    dtype = compute_dtype(device)
+    batch = config.batch_size or (32 if device.type == "cuda" else 4)
+    writers = config.writers or min(8, os.cpu_count() or 1)
+
+    run = {
+        "started": started, "source": str(config.source), "source_kind": kind,
+        "store": {"location": store.location, "format_version": store.attrs.get("format_version"),
+                  "cache": kind != "store"},
+        "checkpoint": {"path": str(checkpoint_path.resolve()), "sha256": settings["checkpoint_sha256"],
+                       "config": _json_safe(ck_config)},
+        "device": str(device), "dtype": str(dtype).removeprefix("torch."), "batch_size": batch,
+        "overlay": bool(config.overlay), "videos": [p.video_id for p in work], "complete": False,
+    }
+    record.update({"checkpoint": run["checkpoint"], "store": run["store"]})
+    record["runs"].append(run)
+    for plan in plans:
+        record["videos"][plan.video_id] = {"frames": plan.frame_count, "height": plan.height, "width": plan.width}
+    _write_json(out_dir / PREDICT_JSON, record)
+
+    say(f"predict: {len(plans)} videos, {len(summary.skipped)} already complete, {total} frames to predict "
+        f"on {device} ({run['dtype']}, batches of {batch}) -> {out_dir}")
+    if work:
+        model = load_decoder(checkpoint, checkpoint_path, device, dtype) if total else None
+        del checkpoint
+        _run(work, store, model, device, dtype, coefficients, options, batch, writers, total, summary)
+    summary.predicted = [p.video_id for p in work]
+    summary.total_seconds = time.perf_counter() - begin
+
+    run.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": True,
+                "frames": summary.frames, "seconds": round(summary.seconds, 3),
+                "frames_per_second": round(summary.frames_per_second, 3),
+                "skipped_videos": summary.skipped, "failed": summary.failed,
+                "extract_frames": summary.extract_frames, "extract_seconds": round(summary.extract_seconds, 3),
+                "total_seconds": round(summary.total_seconds, 3)})
+    _write_json(out_dir / PREDICT_JSON, record)
+    say(summary.line(out_dir))
+    for video_id, reason in summary.failed.items():
+        say(f"predict: failed {video_id}: {reason}")
+    return summary
+
+
+def _runs(plans: list[VideoPlan], run_frames: int):
+    """(plan, target frames) per run of consecutive timeline frames that has anything to predict."""
+    for plan in plans:
+        for start in range(0, plan.frame_count, run_frames):
+            targets = plan.todo[(plan.todo >= start) & (plan.todo < start + run_frames)]
+            if len(targets):
+                yield plan, targets
+
+
+def _run(plans, store, model, device, dtype, coefficients, options, batch, writers, total, summary):
+    """The decoder loop: read runs ahead, decode batches, post-process on the device, write in threads."""
+    run_frames = math.ceil(max(RUN_FRAMES, batch) / batch) * batch
+    memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+    coefficients = torch.tensor(coefficients, dtype=dtype, device=device)
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-reader")
+    pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="png-writer")
+    overlays = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
+    overlay_state: dict = {}
+    pending: deque[Future] = deque()
+    limit = 4 * batch + 2 * writers  # PNG writes in flight before the decoder waits for them
+    progress = Progress("predict", total=total, unit="frames")
+    created: set[Path] = set()
+
+    def read(plan: VideoPlan, targets: np.ndarray):
+        start, stop = frames_needed(targets)
+        return start, store.features(plan.video_id)[start:stop]
+
+    start_time = time.perf_counter()
+    try:
+        for plan in plans:  # overlays of maps an earlier run wrote: no decoder
+            if len(plan.overlay_only):
+                plan.overlay_folder.mkdir(parents=True, exist_ok=True)
+            for offset in range(0, len(plan.overlay_only), batch):
+                frames = plan.overlay_only[offset:offset + batch].tolist()
+                pending.append(overlays.submit(_overlay_batch, overlay_state, plan, frames, None, pool))
+        runs = _runs(plans, run_frames)
+        ahead: deque = deque()
+        for item in runs:
+            ahead.append((item, reader.submit(read, *item)))
+            if len(ahead) < 2:
+                continue
+            _decode_run(ahead.popleft(), model, device, dtype, coefficients, memory_format, options, batch,
+                        pool, overlays, overlay_state, pending, limit, progress, created, summary)
+        while ahead:
+            _decode_run(ahead.popleft(), model, device, dtype, coefficients, memory_format, options, batch,
+                        pool, overlays, overlay_state, pending, limit, progress, created, summary)
+        while pending:
+            pending.popleft().result()
+    finally:
+        for executor in (reader, overlays, pool):
+            executor.shutdown(wait=True, cancel_futures=True)
+        progress.close()
+    summary.seconds = time.perf_counter() - start_time
+
+
+@torch.inference_mode()
+def _decode_run(item, model, device, dtype, coefficients, memory_format, options, batch, pool, overlays,
+                overlay_state, pending, limit, progress, created, summary):
+    (plan, targets), future = item
+    first, features = future.result()
+    features = torch.from_numpy(np.ascontiguousarray(features))
+    if device.type == "cuda":
+        features = features.pin_memory().to(device, non_blocking=True)
+    for folder in (plan.folder, plan.overlay_folder):
+        if folder is not None and folder not in created:
+            folder.mkdir(parents=True, exist_ok=True)
+            created.add(folder)
+    for offset in range(0, len(targets), batch):
+        frames = targets[offset:offset + batch]
+        windows = gather_windows(features, frames, first=first)
+        x = apply_weighting(windows, coefficients, dtype=dtype, memory_format=memory_format)
+        maps = model(x)[:, 0]
+        maps = postprocess(maps, plan.height, plan.width, options).cpu().numpy()
+        for t, saliency in zip(frames.tolist(), maps):
+            pending.append(pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
+        if plan.overlay_folder is not None:
+            pending.append(overlays.submit(_overlay_batch, overlay_state, plan, frames.tolist(), maps, pool))
+        while len(pending) > limit or (pending and pending[0].done()):
+            pending.popleft().result()  # raises a writer's error here
+        summary.frames += len(frames)
+        progress.update(len(frames), note=plan.video_id)

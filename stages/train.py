@@ -1,0 +1,741 @@
+"""Stage two: train the 3DSAL decoder from a feature store (DESIGN.md section 1, "Training").
+
+Windows and targets come from the Zarr store through :mod:`pipeline.loader` (no video, no PNG);
+pixel-wise binary cross-entropy against the continuous map scaled to [0, 1]; Adam, the learning rate
+divided by 10 every ``lr_step`` epochs; early stopping on the validation loss.
+
+Run directory
+    ``config.json``   every setting, the store (absolute path, trunk fingerprint, format version),
+                      which videos train and which validate, and why.
+    ``log.jsonl``     one line per finished epoch: train loss, validation loss / CC / NSS, lr, time.
+    ``steps.jsonl``   one line per optimizer step: epoch, step, loss, lr (the loss curve).
+    ``last.pt``       everything needed to continue (see below), written at every epoch end and
+                      mid-epoch every ``checkpoint_steps`` steps and/or ``checkpoint_seconds``.
+    ``best.pt``       the weights of the epoch with the lowest validation loss so far.
+Both checkpoints are written atomically by :func:`pipeline.checkpoint.save_checkpoint` and load
+with ``torch.load(path, weights_only=True)``: ``{"model": state_dict, "config": {weighting,
+coefficients, trunk, store_format_version, epoch, validation, ...}}``; ``last.pt`` adds
+``optimizer``, ``scheduler``, ``state`` (epoch counters, early-stopping state, the running epoch
+loss) and ``rng`` (torch / CUDA / numpy / python generator states, as tensors and plain values).
+
+Epochs, --max-steps and resuming
+    Epoch ``e`` (0-based) serves every training window once, in the order fixed by ``(seed, e)``
+    (runs shuffled, pooled ``mix_runs`` at a time, windows shuffled within a pool; see
+    :mod:`pipeline.loader`). With ``max_steps = N`` an epoch ends after its first N batches of that
+    order (validation, the learning-rate schedule and early stopping still run per epoch), so a run
+    makes at most ``epochs x N`` steps.
+    A resumed run loads ``last.pt`` (model, optimizer, schedule, epoch counters, RNG states). When it
+    was written mid-epoch after ``k`` steps of epoch ``e``, the epoch's order is recomputed from
+    ``(seed, e)``, its first ``k`` batches are skipped, and the epoch's running train loss continues
+    from the saved sum; ``steps.jsonl`` / ``log.jsonl`` lines written after that checkpoint (by the
+    killed process) are dropped and redone. So a killed and resumed run does the same steps, in the
+    same order, from the same state, as one that was never interrupted.
+    Settings that define the training (``TRAINING_SETTINGS``) must match the run's on resume; the
+    others (device, workers, checkpoint cadence) may change.
+
+Validation videos
+    Videos whose ``split`` attribute is ``val`` (a DHF1K store: DHF1K val). A store without any holds
+    out a seeded ``HOLDOUT_FRACTION`` of its training videos (at least one), and says which. Videos of
+    split ``test`` are never used. Scores are computed on a fixed subset of at most ``val_windows``
+    validation windows (:func:`pipeline.loader.validation_runs`), at 224x224 against the store's maps:
+    CC against the map, NSS against the map's core (pixels >= half the frame's maximum) -- the store
+    holds no fixation maps, so this NSS is a training-time proxy, not a benchmark number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pipeline.decoder import SaliencyDecoder
+from pipeline.loader import DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH, WindowLoader, plan_runs, validation_runs
+from pipeline.metrics import cc, nss
+from pipeline.progress import Progress, say
+from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
+from pipeline.trunk import compute_dtype, fingerprint_mismatch, resolve_device
+from pipeline.windows import weighting_coefficients
+
+HOLDOUT_FRACTION = 0.15
+VALIDATION_SUBSET_SEED = 0
+NSS_CORE = 0.5  # validation NSS: "fixated" = map >= NSS_CORE * the frame's maximum
+STEP_LOG_SECONDS = 2.0  # on a GPU, step losses are fetched from the device (a sync) at most this often
+PRIOR_SAMPLES = 64  # training maps averaged for the output-bias initialization
+
+
+class TrainError(ValueError):
+    """A training run that cannot start or continue as asked; the message says why."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything `sal3d train-decoder` was asked; see its --help."""
+
+    store: str
+    run_dir: Path
+    weighting: str = "tanh"
+    epochs: int = 33
+    lr: float = 1e-4
+    lr_step: int = 2
+    patience: int = 5
+    batch_size: int = 8
+    max_steps: int | None = None  # per epoch
+    val_windows: int | None = 1024  # None or 0: every validation window
+    bn_windows: int = 256  # BatchNorm statistics recomputed on this many training windows per epoch (0: off)
+    seed: int = 0
+    run_length: int = DEFAULT_RUN_LENGTH
+    mix_runs: int = DEFAULT_MIX_RUNS
+    # Not part of the training's definition: may differ when resuming.
+    device: str = "auto"
+    workers: int | None = None  # None: 0 (a reader thread) on CPU, up to 4 processes with CUDA
+    checkpoint_steps: int | None = None  # mid-epoch last.pt every N steps (None: off)
+    checkpoint_seconds: float | None = 600.0  # ... and/or every S seconds (None: off)
+    resume: bool = False
+
+
+#: Settings that define the training: a resumed run must use the run's values.
+TRAINING_SETTINGS = ("store", "weighting", "epochs", "lr", "lr_step", "patience", "batch_size", "max_steps",
+                     "val_windows", "bn_windows", "seed", "run_length", "mix_runs")
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    best_path: Path | None = None
+    best_epoch: int | None = None
+    best_validation: dict | None = None
+    epochs_done: int = 0
+    steps: int = 0
+    stopped: str = ""  # why the run ended
+    windows_per_second: float = 0.0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        if self.best_path is None:
+            return f"train-decoder: {self.stopped}; no epoch finished, no best checkpoint"
+        v = self.best_validation
+        return (f"train-decoder: {self.stopped}. Best checkpoint: {self.best_path} (epoch {self.best_epoch}: "
+                f"val loss {v['loss']:.4f}, CC {v['cc']:.3f}, NSS {v['nss']:.3f})")
+
+
+@dataclass
+class Split:
+    """Which complete videos with maps train and which validate, and the rule that chose them."""
+
+    train: dict[str, int]  # video id -> frame count
+    val: dict[str, int]
+    rule: str
+    ignored: dict[str, str] = field(default_factory=dict)  # video id -> why
+
+
+@dataclass
+class RunState:
+    """The counters a run continues from (saved in last.pt as ``state``)."""
+
+    epoch: int = 0  # finished epochs
+    epoch_step: int = 0  # steps done in the epoch in progress
+    step: int = 0  # optimizer steps in all
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0  # 1-based; 0: none yet
+    best_validation: dict | None = None
+    bad_epochs: int = 0
+    finished: str = ""
+
+
+# ---------------------------------------------------------------------------------------- setup
+
+
+def open_training_store(location: str) -> FeatureStore:
+    """Open a store and check it can train: at least one complete video with maps."""
+    store = FeatureStore(location, mode="r")
+    complete = store.video_ids()
+    if not complete:
+        partial = len(store.video_ids(complete_only=False))
+        raise StoreError(f"{location}: no complete video in the store"
+                         + (f" ({partial} incomplete: rerun sal3d extract to finish them)" if partial else
+                            " (it is empty: run sal3d extract first)"))
+    if not any(store.maps(v) is not None for v in complete):
+        raise StoreError(f"{location}: none of its {len(complete)} complete videos has ground-truth maps; "
+                         "train-decoder needs maps (extract a dataset that has annotations)")
+    return store
+
+
+def split_videos(store: FeatureStore, seed: int) -> Split:
+    """Train / validation videos of a store (see the module docstring)."""
+    candidates, val, ignored = {}, {}, {}
+    for video in store.video_ids():
+        attrs = store.video_attrs(video)
+        count = int(attrs["frame_count"])
+        if store.maps(video) is None:
+            ignored[video] = "no ground-truth maps"
+        elif count < 1:
+            ignored[video] = "no frames"
+        elif attrs.get("split") == "test":
+            ignored[video] = "split test"
+        elif attrs.get("split") == "val":
+            val[video] = count
+        else:
+            candidates[video] = count
+    if val:
+        if not candidates:
+            raise StoreError(f"{store.location}: every video with maps is a validation video; nothing to train on")
+        return Split(candidates, val, "videos whose split attribute is 'val'", ignored)
+    if len(candidates) < 2:
+        raise StoreError(f"{store.location}: {len(candidates)} usable video(s) and none of split 'val': "
+                         "at least two are needed to hold one out for validation")
+    ids = sorted(candidates)
+    n_val = min(len(ids) - 1, max(1, round(HOLDOUT_FRACTION * len(ids))))
+    held = sorted(ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:n_val])
+    rule = (f"no 'val' videos in the store: held out {n_val} of {len(ids)} training videos "
+            f"({HOLDOUT_FRACTION:.0%}, at least 1, seeded with --seed {seed})")
+    return Split({v: candidates[v] for v in ids if v not in held}, {v: candidates[v] for v in held}, rule, ignored)
+
+
+def _settings(config: TrainConfig) -> dict:
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = str(value) if isinstance(value, Path) else value
+    out["store"] = str(Path(config.store).resolve()) if "://" not in config.store else config.store
+    return out
+
+
+def resolve_config(config: TrainConfig, explicit: set[str] | None) -> tuple[TrainConfig, dict | None]:
+    """The configuration to run with, and the saved config.json when resuming.
+
+    A new run refuses a RUN_DIR that already holds one. A resumed run takes its training settings from
+    config.json; one given explicitly (all of them when `explicit` is None) that differs is refused.
+    """
+    run_dir = Path(config.run_dir)
+    saved_path = run_dir / "config.json"
+    if not config.resume:
+        if saved_path.exists():
+            raise TrainError(f"{run_dir} already holds a training run ({saved_path}); pass --resume to continue "
+                             "it or choose another RUN_DIR")
+        return config, None
+    if not saved_path.exists():
+        raise TrainError(f"--resume: {run_dir} holds no training run (no config.json)")
+    saved = json.loads(saved_path.read_text())
+    ours = _settings(config)
+    given = set(TRAINING_SETTINGS) if explicit is None else set(explicit)
+    values = {}
+    for key in TRAINING_SETTINGS:
+        if key == "store":  # compared after the trunk fingerprint: see check_store_matches
+            continue
+        before = saved["settings"][key]
+        if key in given and ours[key] != before:
+            raise TrainError(f"--resume: {run_dir} was trained with {key}={before!r}, this run asks for "
+                             f"{key}={ours[key]!r}; resume with the run's settings or start a new RUN_DIR")
+        values[key] = before
+    return TrainConfig(**{**asdict(config), **values, "run_dir": run_dir}), saved
+
+
+def check_store_matches(saved: dict, store: FeatureStore, run_dir: Path) -> None:
+    """Refuse to continue a run on features of another trunk or store format."""
+    mismatch = fingerprint_mismatch(saved["store"]["trunk"], store.fingerprint)
+    if mismatch:
+        raise TrainError(f"--resume: {run_dir} was trained on features of another trunk than {store.location} "
+                         f"holds (run vs store: {mismatch})")
+    if saved["store"]["format_version"] != store.attrs["format_version"]:
+        raise TrainError(f"--resume: {run_dir} was trained on store format version "
+                         f"{saved['store']['format_version']}, {store.location} is version "
+                         f"{store.attrs['format_version']}")
+    here = _settings(TrainConfig(store.location, run_dir))["store"]
+    if here != saved["store"]["location"]:
+        raise TrainError(f"--resume: {run_dir} was trained with store={saved['store']['location']!r}, this run "
+                         f"asks for store={here!r}; resume with the run's store or start a new RUN_DIR")
+
+
+def default_workers(device: torch.device) -> int:
+    """Loader processes: 0 (a background reader thread) on CPU, where the decoder is ~1000x slower than
+    the loader; up to 4 processes with CUDA (see benchmarks/train_cache.py)."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 0
+
+
+def map_mean(store: FeatureStore, videos: dict[str, int], seed: int, samples: int = PRIOR_SAMPLES) -> float:
+    """Mean of the training targets (maps / 255), over up to `samples` seeded random training frames."""
+    targets = [(v, t) for v in sorted(videos) for t in range(videos[v])]
+    rng = np.random.default_rng([seed, 1])
+    picked = sorted(targets[i] for i in rng.permutation(len(targets))[:samples])
+    values = [float(np.asarray(store.maps(v)[t], dtype=np.float64).mean()) / 255.0 for v, t in picked]
+    return float(np.mean(values))
+
+
+def output_bias(prior: float) -> float:
+    """logit(prior), the prior clipped to [1e-4, 1 - 1e-4]."""
+    p = min(max(prior, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def build_model(device: torch.device, seed: int, prior: float | None = None) -> tuple[SaliencyDecoder,
+                                                                                        torch.memory_format]:
+    """The decoder, seeded; channels_last_3d on CUDA (on the CPU here it was measured ~3x slower).
+
+    prior: the mean target value; the last conv's bias starts at its logit, so the untrained decoder
+    predicts the average map intensity instead of 0.5 everywhere (the architecture is unchanged; its
+    first steps are not spent pulling every pixel down: measured on the sample, val CC 0.78 after 20
+    steps with it, 0.06 without).
+    """
+    torch.manual_seed(seed)
+    model = SaliencyDecoder()
+    if prior is not None:
+        with torch.no_grad():
+            model.block6[-2].bias.fill_(output_bias(prior))
+    memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+    return model.to(device=device, memory_format=memory_format), memory_format
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig):
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.1)
+    return optimizer, scheduler
+
+
+# ----------------------------------------------------------------------------------- RNG state
+
+
+def rng_state() -> dict:
+    """Every generator's state, as tensors and plain values (loadable with weights_only=True)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_config(config: TrainConfig, saved: dict, epoch: int, validation: dict | None) -> dict:
+    """The ``config`` entry of a checkpoint (pipeline.checkpoint.REQUIRED_CONFIG and more)."""
+    return {
+        "weighting": config.weighting,
+        "coefficients": list(weighting_coefficients(config.weighting)),
+        "trunk": saved["store"]["trunk"],
+        "store_format_version": saved["store"]["format_version"],
+        "store": saved["store"]["location"],
+        "epoch": epoch,
+        "validation": validation,
+        "settings": saved["settings"],
+    }
+
+
+def save_last(run_dir: Path, model, optimizer, scheduler, config: TrainConfig, saved: dict, state: RunState):
+    save_checkpoint(run_dir / "last.pt", {
+        "model": model.state_dict(),
+        "config": checkpoint_config(config, saved, state.epoch, state.best_validation),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": state.epoch,
+        "step": state.step,
+        "state": asdict(state),
+        "rng": rng_state(),
+    })
+
+
+def restore_last(run_dir: Path, model, optimizer, scheduler) -> RunState | None:
+    """Load last.pt into the model / optimizer / scheduler / RNGs; None when there is none yet."""
+    path = run_dir / "last.pt"
+    if not path.exists():
+        return None
+    try:
+        checkpoint = load_checkpoint(path, map_location="cpu")  # the optimizer moves its state itself
+    except CheckpointError as error:
+        raise TrainError(f"--resume: {error}") from None
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scheduler.load_state_dict(checkpoint["scheduler"])
+    set_rng_state(checkpoint["rng"])
+    return RunState(**checkpoint["state"])
+
+
+def _truncate_jsonl(path: Path, keep) -> None:
+    """Keep only the lines of a .jsonl file for which keep(record) is true (atomically)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if keep(record):
+            kept.append(line)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)
+
+
+def _append_jsonl(path: Path, records: list[dict]) -> None:
+    if records:
+        with open(path, "a") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in records))
+            handle.flush()
+
+
+# ------------------------------------------------------------------------------------ the steps
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+
+class _Logits:
+    """Captures the input of the decoder's final sigmoid, so the loss is BCE-with-logits in fp32:
+    the same pixel-wise binary cross-entropy, without log(0) where a bf16 sigmoid rounds to 0 or 1."""
+
+    def __init__(self, model: SaliencyDecoder):
+        self.value = None
+        self.handle = model.block6[-1].register_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        self.value = args[0]
+
+    def take(self) -> torch.Tensor:
+        value, self.value = self.value, None
+        return value.squeeze(2).float()  # (N, 1, 224, 224), as the model's output
+
+
+def train_step(model, optimizer, logits: _Logits, batch, device, dtype) -> torch.Tensor:
+    """One optimizer step on a batch; returns the (detached, on-device) mean BCE loss."""
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, dtype):
+        model(batch.windows)
+    loss = F.binary_cross_entropy_with_logits(logits.take(), batch.targets)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, logits: _Logits, batches, windows: int, device, dtype) -> int:
+    """Recompute every BatchNorm's running mean and variance with the current weights ("precise BN").
+
+    The running statistics are reset and re-estimated as the plain average over the first `windows`
+    windows of `batches` (forward passes in training mode, no gradient, weights untouched); the
+    momentum is restored afterwards. Only the statistics that eval-mode inference uses change, not the
+    training trajectory: with PyTorch's exponential average (momentum 0.1) the statistics lag the
+    weights, and after a few hundred fast-moving steps eval-mode predictions were measured useless (val
+    CC -0.15 against 0.33 with recomputed statistics; see the issue report). Returns the windows used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    seen = 0
+    model.train()
+    try:
+        for batch in batches:
+            with _autocast(device, dtype):
+                model(batch.windows)
+            logits.value = None
+            seen += len(batch)
+            if seen >= windows:
+                break
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        if hasattr(batches, "close"):
+            batches.close()
+    return seen
+
+
+@torch.no_grad()
+def validate(model, logits: _Logits, loader: WindowLoader, device, dtype) -> dict:
+    """Mean BCE loss, CC and NSS (see the module docstring) over the fixed validation subset."""
+    model.eval()
+    loss_sum, count, ccs, nsss = 0.0, 0, [], []
+    try:
+        for batch in loader.batches(0):
+            with _autocast(device, dtype):
+                model(batch.windows)
+            z = logits.take()
+            loss_sum += float(F.binary_cross_entropy_with_logits(z, batch.targets, reduction="none")
+                              .mean(dim=(1, 2, 3)).sum())
+            count += len(batch)
+            predictions = torch.sigmoid(z)[:, 0].cpu().numpy()
+            maps = batch.targets[:, 0].cpu().numpy()
+            for prediction, target in zip(predictions, maps):
+                ccs.append(cc(prediction, target))
+                if target.max() > 0:
+                    nsss.append(nss(prediction, target >= NSS_CORE * target.max()))
+    finally:
+        model.train()
+    return {"loss": loss_sum / max(count, 1), "cc": float(np.nanmean(ccs)) if ccs else float("nan"),
+            "nss": float(np.nanmean(nsss)) if nsss else float("nan"), "windows": count}
+
+
+class _StepLog:
+    """Per-step losses, fetched from the device in bulk (on a GPU, one sync every STEP_LOG_SECONDS;
+    on the CPU, where fetching costs nothing, every step)."""
+
+    def __init__(self, path: Path, every: float = STEP_LOG_SECONDS):
+        self.path, self.pending, self.last, self.every = path, [], time.perf_counter(), every
+
+    def add(self, epoch: int, step: int, loss: torch.Tensor, lr: float, state: RunState) -> None:
+        self.pending.append((epoch, step, loss, lr))
+        if time.perf_counter() - self.last >= self.every:
+            self.flush(state)
+
+    def flush(self, state: RunState) -> None:
+        """Write pending steps and add their losses to the epoch's running sum."""
+        if not self.pending:
+            return
+        values = torch.stack([loss for _, _, loss, _ in self.pending]).float().cpu().tolist()
+        records = [{"epoch": e + 1, "step": s, "loss": v, "lr": lr}
+                   for (e, s, _, lr), v in zip(self.pending, values)]
+        state.epoch_loss_sum += sum(values)
+        state.epoch_loss_count += len(values)
+        _append_jsonl(self.path, records)
+        self.pending, self.last = [], time.perf_counter()
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, device: torch.device) -> dict:
+    prior = map_mean(store, split.train, config.seed)
+    saved = {
+        "settings": _settings(config),
+        "store": {"location": _settings(config)["store"], "trunk": store.fingerprint,
+                  "format_version": store.attrs["format_version"]},
+        "videos": {"train": split.train, "val": split.val, "validation_rule": split.rule,
+                   "ignored": split.ignored},
+        "weighting_coefficients": list(weighting_coefficients(config.weighting)),
+        "loss": "pixel-wise binary cross-entropy (with logits, fp32) against the map / 255",
+        "validation_metrics": {"subset_seed": VALIDATION_SUBSET_SEED, "cc": "against the store's 224x224 map",
+                               "nss": f"against the map's pixels >= {NSS_CORE} x its maximum (no fixations "
+                                      "in the store)"},
+        "output_bias_init": {"map_mean": prior, "bias": output_bias(prior),
+                             "maps_sampled": min(PRIOR_SAMPLES, sum(split.train.values()))},
+        "max_steps_meaning": "an epoch ends after its first max_steps batches (per epoch, not per run)",
+        "batchnorm": (f"running statistics recomputed at each epoch end on the epoch's first {config.bn_windows} "
+                      "windows (precise BN)" if config.bn_windows else "PyTorch's running average (momentum 0.1)"),
+        "created_on_device": str(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "store_format_version_read": FORMAT_VERSION,
+    }
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    path = config.run_dir / "config.json"
+    temporary = path.with_name(".config.json.tmp")
+    temporary.write_text(json.dumps(saved, indent=2) + "\n")
+    os.replace(temporary, path)
+    return saved
+
+
+def _validate_settings(config: TrainConfig) -> None:
+    weighting_coefficients(config.weighting)  # ValueError names the valid choices
+    if config.bn_windows < 0:
+        raise TrainError(f"--bn-windows must be >= 0, got {config.bn_windows}")
+    for name in ("epochs", "lr_step", "batch_size", "run_length", "mix_runs"):
+        if getattr(config, name) < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if config.lr <= 0:
+        raise TrainError(f"--lr must be > 0, got {config.lr}")
+    if config.patience < 1:
+        raise TrainError(f"--patience must be >= 1, got {config.patience}")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise TrainError(f"--max-steps must be >= 1, got {config.max_steps}")
+
+
+def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary:
+    """Train (or, with ``config.resume``, continue) a run; returns what it achieved.
+
+    explicit: the settings the caller chose on purpose (the CLI's given options); on resume the
+    others come from the run's config.json. None: all of them (they must all match the run's).
+    """
+    config, saved = resolve_config(config, explicit)
+    _validate_settings(config)
+    run_dir = Path(config.run_dir)
+    store = open_training_store(config.store)
+    if saved is not None:
+        check_store_matches(saved, store, run_dir)
+        split = Split(saved["videos"]["train"], saved["videos"]["val"], saved["videos"]["validation_rule"])
+        missing = [v for v in [*split.train, *split.val] if not store.is_complete(v)]
+        if missing:
+            raise TrainError(f"--resume: {store.location} lacks videos the run trains on: {', '.join(missing[:5])}")
+    else:
+        split = split_videos(store, config.seed)
+    device = resolve_device(config.device)
+    dtype = compute_dtype(device)
+    if saved is None:
+        saved = write_run_config(config, store, split, device)
+    say(f"train-decoder: {len(split.train)} training videos ({sum(split.train.values())} windows), "
+        f"{len(split.val)} validation videos ({', '.join(sorted(split.val)[:8])}"
+        f"{', ...' if len(split.val) > 8 else ''}): {split.rule}")
+    for video, why in sorted(split.ignored.items()):
+        say(f"train-decoder: not used: {video} ({why})")
+
+    model, memory_format = build_model(device, config.seed, saved["output_bias_init"]["map_mean"])
+    optimizer, scheduler = build_optimizer(model, config)
+    state = None
+    if config.resume:
+        state = restore_last(run_dir, model, optimizer, scheduler)
+        if state is None:
+            say(f"train-decoder: {run_dir} has no last.pt yet: starting the run from its beginning")
+    if state is None:
+        state = RunState()
+    _truncate_jsonl(run_dir / "log.jsonl", lambda r: r["epoch"] <= state.epoch)
+    _truncate_jsonl(run_dir / "steps.jsonl", lambda r: r["step"] <= state.step)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    workers = default_workers(device) if config.workers is None else config.workers
+    common = dict(coefficients=config.weighting, device=device, workers=workers, mix_runs=config.mix_runs,
+                  memory_format=memory_format)
+    train_loader = WindowLoader(store.location, plan_runs(split.train, config.run_length), config.batch_size,
+                                seed=config.seed, shuffle=True, **common)
+    val_loader = WindowLoader(store.location, validation_runs(plan_runs(split.val, config.run_length),
+                                                              config.val_windows, VALIDATION_SUBSET_SEED),
+                              config.batch_size, shuffle=False, **common)
+    steps_per_epoch = train_loader.batches_per_epoch()
+    if config.max_steps:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    say(f"train-decoder: {run_dir} on {device} ({str(dtype).removeprefix('torch.')}), "
+        f"{steps_per_epoch} steps of {config.batch_size} windows per epoch, validation on "
+        f"{val_loader.windows_per_epoch} windows; loader: "
+        f"{f'{workers} worker processes' if workers else 'a background thread'}")
+    if state.epoch or state.epoch_step:
+        say(f"train-decoder: resuming after epoch {state.epoch}, step {state.epoch_step} of epoch "
+            f"{state.epoch + 1} ({state.step} steps in all)")
+
+    summary = TrainSummary(run_dir)
+    start = time.perf_counter()
+    windows_done = 0
+    logits = _Logits(model)
+    model.train()
+    if state.finished:
+        say(f"train-decoder: {run_dir} had already finished ({state.finished}); nothing to do")
+    while not state.finished:
+        windows_done += run_epoch(model, optimizer, scheduler, logits, train_loader, val_loader, config,
+                                  saved, state, steps_per_epoch, device, dtype)
+        save_last(run_dir, model, optimizer, scheduler, config, saved, state)
+
+    summary.seconds = time.perf_counter() - start
+    summary.windows_per_second = windows_done / summary.seconds if summary.seconds else 0.0
+    summary.epochs_done, summary.steps, summary.stopped = state.epoch, state.step, state.finished
+    if state.best_epoch:
+        summary.best_path, summary.best_epoch = run_dir / "best.pt", state.best_epoch
+        summary.best_validation = state.best_validation
+    say(summary.line())
+    return summary
+
+
+def run_epoch(model, optimizer, scheduler, logits, train_loader, val_loader, config: TrainConfig, saved: dict,
+              state: RunState, steps_per_epoch: int, device, dtype) -> int:
+    """Finish the epoch in progress (from ``state.epoch_step``), then validate, schedule and log it.
+
+    Returns the number of windows trained on in this call.
+    """
+    windows, rate = train_steps(model, optimizer, scheduler, logits, train_loader, config, saved, state,
+                                steps_per_epoch, device, dtype)
+    if config.bn_windows:
+        # the epoch's own first windows, in its seeded order: the same whether or not the run was resumed
+        recalibrate_batchnorm(model, logits, train_loader.batches(state.epoch), config.bn_windows, device, dtype)
+    validation = validate(model, logits, val_loader, device, dtype)
+    finish_epoch(model, scheduler, config, saved, state, validation, optimizer.param_groups[0]["lr"], rate)
+    return windows
+
+
+def train_steps(model, optimizer, scheduler, logits, train_loader, config: TrainConfig, saved: dict,
+                state: RunState, steps_per_epoch: int, device, dtype) -> tuple[int, float]:
+    """The epoch's remaining steps, with mid-epoch last.pt checkpoints; returns (windows, windows/s)."""
+    run_dir = Path(config.run_dir)
+    epoch, lr = state.epoch, optimizer.param_groups[0]["lr"]
+    step_log = _StepLog(run_dir / "steps.jsonl", STEP_LOG_SECONDS if device.type == "cuda" else 0.0)
+    remaining = max(0, steps_per_epoch - state.epoch_step)
+    progress = Progress(f"train epoch {epoch + 1}/{config.epochs}"
+                        + (f" (resumed at step {state.epoch_step})" if state.epoch_step else ""),
+                        total=remaining * config.batch_size, unit="windows")
+    start = last_save = time.perf_counter()
+    windows = 0
+    if remaining:
+        batches = train_loader.batches(epoch, skip=state.epoch_step)
+        for batch in batches:
+            loss = train_step(model, optimizer, logits, batch, device, dtype)
+            state.step += 1
+            state.epoch_step += 1
+            windows += len(batch)
+            step_log.add(epoch, state.step, loss, lr, state)
+            progress.update(len(batch), note=f"step {state.step}, loss {loss_display(state)}")
+            if state.epoch_step >= steps_per_epoch:
+                break
+            due_steps = config.checkpoint_steps and state.step % config.checkpoint_steps == 0
+            due_time = config.checkpoint_seconds and time.perf_counter() - last_save >= config.checkpoint_seconds
+            if due_steps or due_time:
+                step_log.flush(state)  # the saved running loss must include every step before the save
+                save_last(run_dir, model, optimizer, scheduler, config, saved, state)
+                last_save = time.perf_counter()
+        batches.close()
+    step_log.flush(state)
+    progress.close()
+    return windows, windows / max(time.perf_counter() - start, 1e-9)
+
+
+def finish_epoch(model, scheduler, config: TrainConfig, saved: dict, state: RunState, validation: dict,
+                 lr: float, rate: float) -> None:
+    """Close the epoch: schedule, best.pt, early stopping, the log.jsonl line (written before last.pt)."""
+    run_dir = Path(config.run_dir)
+    train_loss = state.epoch_loss_sum / max(state.epoch_loss_count, 1)
+    state.epoch += 1
+    state.epoch_step, state.epoch_loss_sum, state.epoch_loss_count = 0, 0.0, 0
+    scheduler.step()
+    improved = validation["loss"] < state.best_loss
+    if improved:
+        state.best_loss, state.best_epoch, state.best_validation = validation["loss"], state.epoch, validation
+        state.bad_epochs = 0
+        save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(),
+                                              "config": checkpoint_config(config, saved, state.epoch, validation)})
+    else:
+        state.bad_epochs += 1
+    if state.bad_epochs >= config.patience:
+        state.finished = (f"early stop after epoch {state.epoch}: no validation-loss improvement in "
+                          f"{config.patience} epochs")
+    elif state.epoch >= config.epochs:
+        state.finished = f"{config.epochs} epochs done"
+    record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": validation["loss"],
+              "val_cc": validation["cc"], "val_nss": validation["nss"], "val_windows": validation["windows"],
+              "lr": lr, "best": improved, "windows_per_s": rate}
+    _append_jsonl(run_dir / "log.jsonl", [record])
+    say(f"epoch {state.epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {validation['loss']:.4f}, "
+        f"val CC {validation['cc']:.3f}, val NSS {validation['nss']:.3f} (on {validation['windows']} windows), "
+        f"lr {lr:.1e}, {rate:.2f} windows/s{' *best*' if improved else ''}")
+
+
+def loss_display(state: RunState) -> str:
+    """The epoch's running mean loss as far as it was fetched (no device sync)."""
+    if not state.epoch_loss_count:
+        return "..."
+    return f"{state.epoch_loss_sum / state.epoch_loss_count:.4f}"

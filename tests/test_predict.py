@@ -1,0 +1,350 @@
+"""Prediction (stages.predict, pipeline.postprocess): layout, padding, refusal, resume, predict.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import nn
+
+from cli import main
+from pipeline.checkpoint import save_checkpoint
+from pipeline.decoder import SaliencyDecoder
+from pipeline.postprocess import PostProcess, gaussian_blur, heat_overlay, postprocess, quantize, resize_maps
+from pipeline.store import FORMAT_VERSION, FeatureStore
+from pipeline.windows import apply_weighting, weighting_coefficients, window_indices
+from stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind, weights_for
+
+REPO = Path(__file__).resolve().parents[1]
+DHF1K_SAMPLE = REPO.parent / "shared" / "data" / "dhf1k_sample"
+FAKE_TRUNK = {"arch": "test", "weights": "test:features", "weights_sha256": "a" * 64}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def make_decoder(seed: int = 0) -> SaliencyDecoder:
+    """A random decoder whose output depends on its input (PyTorch's default init flattens it to a
+    constant): Kaiming-normal convs, zero biases, and a steeper last conv."""
+    torch.manual_seed(seed)
+    model = SaliencyDecoder().eval()
+    for module in model.modules():
+        if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    with torch.no_grad():
+        model.block6[-2].weight.mul_(10.0)
+    return model
+
+
+def make_checkpoint(path: Path, trunk: dict, weighting: str = "tanh", seed: int = 0) -> SaliencyDecoder:
+    model = make_decoder(seed)
+    save_checkpoint(path, {"model": model.state_dict(), "config": {
+        "weighting": weighting, "coefficients": list(weighting_coefficients(weighting)), "trunk": trunk,
+        "store_format_version": FORMAT_VERSION, "epoch": 3}})
+    return model
+
+
+def write_store(path: Path, trunk: dict, videos: dict[str, np.ndarray], height: int, width: int) -> None:
+    """A feature store written directly: {video id: float16 features (T, 512, 14, 14)}."""
+    store = FeatureStore(str(path), mode="a", trunk=trunk)
+    for video_id, features in videos.items():
+        count = len(features)
+        writer = store.begin_video(video_id, count, with_maps=False, attrs={
+            "height": height, "width": width, "frame_names": [f"{i + 1:04d}" for i in range(count)],
+            "source": f"{video_id}.avi", "split": "val"})
+        writer.append(features.astype(np.float16))
+        writer.finish()
+
+
+def random_features(frames: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((frames, 512, 14, 14), dtype=np.float32).astype(np.float16)
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        image.load()
+        return np.asarray(image)
+
+
+def assert_layout(out: Path, video_id: str, count: int, size: tuple[int, int], mode: str = "L",
+                  sub: str | None = None) -> None:
+    folder = out / sub / video_id if sub else out / video_id
+    expected = [f"{i + 1:04d}.png" for i in range(count)]
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == expected
+    for name in expected:
+        with Image.open(folder / name) as image:
+            assert image.format == "PNG" and image.mode == mode and image.size == size  # (width, height)
+
+
+@pytest.fixture(scope="module")
+def random_trunk() -> dict:
+    from pipeline.trunk import load_trunk, quiet_random_warning
+
+    with quiet_random_warning():
+        return load_trunk("random").fingerprint
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    pytest.importorskip("imageio_ffmpeg")
+    from pipeline.sample import SampleSpec, make_sample
+
+    directory = tmp_path_factory.mktemp("sample")
+    make_sample(directory, SampleSpec(train=1, val=1, frames=4))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def random_checkpoint(tmp_path_factory, random_trunk) -> Path:
+    path = tmp_path_factory.mktemp("checkpoint") / "decoder.pt"
+    make_checkpoint(path, random_trunk)
+    return path
+
+
+# ---------------------------------------------------------------------------- post-processing (fast)
+
+
+def test_resize_is_pil_bilinear_both_ways():
+    maps = torch.from_numpy(np.random.default_rng(0).random((2, 224, 224), dtype=np.float32))
+    for height, width in ((360, 640), (96, 160)):
+        ours = resize_maps(maps, height, width).numpy()
+        for i in range(2):
+            pil = np.asarray(Image.fromarray(maps[i].numpy(), mode="F").resize((width, height), Image.BILINEAR))
+            np.testing.assert_allclose(ours[i], pil, atol=1e-4)
+
+
+def test_blur_is_scipy_gaussian_mirror():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    maps = np.random.default_rng(1).random((2, 40, 70), dtype=np.float32)
+    for sigma in (0.7, 3.0):
+        ours = gaussian_blur(torch.from_numpy(maps), sigma).numpy()
+        for i in range(2):
+            np.testing.assert_allclose(ours[i], ndimage.gaussian_filter(maps[i], sigma, mode="mirror", truncate=4.0),
+                                       atol=1e-5)
+    assert gaussian_blur(torch.from_numpy(maps), 0.0).numpy() is not None
+    np.testing.assert_array_equal(gaussian_blur(torch.from_numpy(maps), 0.0).numpy(), maps)
+
+
+def test_quantize_minmax_constant_and_plain():
+    maps = torch.tensor([[[0.2, 0.5], [0.6, 0.35]], [[0.5, 0.5], [0.5, 0.5]]])
+    # min-max: 255 * [0, 0.75, 1, 0.375] = [0, 191.25, 255, 95.625]; a constant frame -> 0
+    np.testing.assert_array_equal(quantize(maps, rescale=True).numpy(),
+                                  [[[0, 191], [255, 96]], [[0, 0], [0, 0]]])
+    # plain: 255 * m = [51, 127.5, 153, 89.25]; 127.5 rounds half to even
+    np.testing.assert_array_equal(quantize(maps, rescale=False).numpy(),
+                                  [[[51, 128], [153, 89]], [[128, 128], [128, 128]]])
+    out = postprocess(torch.rand(3, 224, 224), 36, 64, PostProcess("original", 1.5, True))
+    assert out.dtype == torch.uint8 and out.shape == (3, 36, 64)
+    assert [int(m.min()) for m in out] == [0] * 3 and [int(m.max()) for m in out] == [255] * 3
+
+
+def test_postprocess_options_are_validated_and_recorded():
+    with pytest.raises(ValueError):
+        PostProcess("640")
+    with pytest.raises(ValueError):
+        PostProcess(blur_sigma=-1)
+    record = PostProcess("original", 2.0, False).record()
+    assert record["size"] == "original" and record["blur_sigma"] == 2.0 and record["rescale"] == "none"
+    assert "bilinear" in record["resize"] and "Gaussian" in record["blur"]
+    assert PostProcess("224").output_size(360, 640) == (224, 224)
+    assert PostProcess().output_size(360, 640) == (360, 640)
+
+
+def test_heat_overlay_keeps_the_frame_where_nothing_is_salient():
+    frame = np.random.default_rng(2).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    saliency = np.zeros((10, 12), np.uint8)
+    np.testing.assert_array_equal(heat_overlay(frame, saliency), frame)
+    saliency[5, 6] = 255
+    out = heat_overlay(frame, saliency)
+    assert out.shape == frame.shape and out.dtype == np.uint8
+    assert out[5, 6, 0] > out[5, 6, 2] or frame[5, 6, 0] > 200  # hottest pixel pulled towards red
+
+
+def test_sources_and_trunk_weights(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    assert source_kind(str(tmp_path / "clip.mp4")) == "video"
+    assert source_kind(str(tmp_path)) == "dataset"
+    write_store(tmp_path / "s.zarr", FAKE_TRUNK, {}, 1, 1)
+    assert source_kind(str(tmp_path / "s.zarr")) == "store"
+    with pytest.raises(PredictError):
+        source_kind(str(tmp_path / "notes.txt"))
+    with pytest.raises(PredictError):
+        source_kind(str(tmp_path / "absent"))
+    assert default_cache(tmp_path / "out") == tmp_path / "out.features.zarr"
+    assert weights_for({"weights": "imagenet:VGG16_Weights.IMAGENET1K_V1"}, None) == "imagenet"
+    assert weights_for({"weights": "random:seed=0"}, None) == "random"
+    assert weights_for({"weights": "file:vgg.pth"}, "/w/vgg.pth") == "/w/vgg.pth"
+    with pytest.raises(PredictError, match="--weights"):
+        weights_for({"weights": "file:vgg.pth"}, None)
+
+
+# ---------------------------------------------------------------------------- refusal
+
+
+def test_refuses_a_store_of_another_trunk(tmp_path):
+    store_trunk = {**FAKE_TRUNK, "weights_sha256": "b" * 64}
+    write_store(tmp_path / "features.zarr", store_trunk, {"0001": random_features(2, 0)}, 36, 64)
+    make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
+    with pytest.raises(PredictError) as caught:
+        predict(PredictConfig(str(tmp_path / "features.zarr"), tmp_path / "decoder.pt", tmp_path / "out"))
+    message = str(caught.value)
+    assert "features.zarr" in message and "decoder.pt" in message
+    assert "a" * 64 in message and "b" * 64 in message and "weights_sha256" in message
+    assert not (tmp_path / "out").exists()  # nothing written
+    result = CliRunner().invoke(main, ["predict", str(tmp_path / "features.zarr"), str(tmp_path / "decoder.pt"),
+                                       str(tmp_path / "out")])
+    assert result.exit_code == 2 and "another trunk" in result.output
+
+
+def test_refuses_unknown_videos(tmp_path):
+    write_store(tmp_path / "features.zarr", FAKE_TRUNK, {"0001": random_features(2, 0)}, 36, 64)
+    make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
+    with pytest.raises(PredictError, match="no video 0002"):
+        predict(PredictConfig(str(tmp_path / "features.zarr"), tmp_path / "decoder.pt", tmp_path / "out",
+                              videos=["0002"]))
+
+
+# ---------------------------------------------------------------------------- decoding (slow)
+
+
+@pytest.mark.slow
+def test_padding_of_a_three_frame_video_matches_the_window_rule(tmp_path):
+    features = random_features(3, seed=5)
+    write_store(tmp_path / "features.zarr", FAKE_TRUNK, {"short": features}, 224, 224)
+    model = make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
+    summary = predict(PredictConfig(str(tmp_path / "features.zarr"), tmp_path / "decoder.pt", tmp_path / "out",
+                                    size="224", device="cpu"))
+    assert summary.frames == 3
+    written = np.stack([read_png(tmp_path / "out" / "short" / f"{t + 1:04d}.png") for t in range(3)]).astype(int)
+
+    # Reference: each frame decoded alone from the window window_indices builds (t=2: [0,0,0,0,1,2]),
+    # and two wrong rules a bug could follow (repeat the current frame; repeat the last frame forwards).
+    windows = [window_indices(t) for t in range(3)] + [[1] * 6, [2] * 6, [0, 1, 2, 2, 2, 2]]
+    x = torch.from_numpy(features[np.array(windows)])
+    with torch.inference_mode():
+        decoded = model(apply_weighting(x, "tanh"))[:, 0]
+    expected = quantize(decoded, rescale=True).numpy().astype(int)
+    for t in range(3):
+        assert np.abs(written[t] - expected[t]).max() <= 1, t
+    for wrong, t in ((3, 1), (4, 2), (5, 2)):
+        assert np.abs(written[t] - expected[wrong]).mean() > 5, (wrong, t)
+    assert np.abs(written[0] - written[2]).mean() > 5  # the frames really differ
+
+
+@pytest.mark.slow
+def test_dataset_source_end_to_end(tmp_path, sample, random_trunk, random_checkpoint):
+    out = tmp_path / "pred"
+    result = CliRunner().invoke(main, ["predict", str(sample), str(random_checkpoint), str(out), "--overlay",
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for video_id in ("0001", "0601"):
+        assert_layout(out, video_id, 4, (160, 96))
+        assert_layout(out, video_id, 4, (160, 96), mode="RGB", sub="overlays")
+    cache = tmp_path / "pred.features.zarr"
+    store = FeatureStore(str(cache))
+    assert store.video_ids() == ["0001", "0601"] and store.fingerprint == random_trunk
+    assert not list(out.rglob("*.tmp"))
+
+    record = json.loads((out / "predict.json").read_text())
+    import hashlib
+
+    sha = hashlib.sha256(random_checkpoint.read_bytes()).hexdigest()
+    settings = record["settings"]
+    assert settings["checkpoint_sha256"] == sha and settings["trunk"] == random_trunk
+    assert settings["weighting"] == "tanh"
+    assert settings["coefficients"] == pytest.approx(weighting_coefficients("tanh"))
+    assert settings["postprocess"]["size"] == "original" and settings["postprocess"]["blur_sigma"] == 0.0
+    assert settings["postprocess"]["rescale"] == "minmax"
+    assert record["checkpoint"]["path"] == str(random_checkpoint.resolve())
+    assert record["checkpoint"]["config"]["epoch"] == 3
+    assert record["store"]["location"] == str(cache) and record["store"]["cache"] is True
+    assert record["videos"] == {v: {"frames": 4, "height": 96, "width": 160} for v in ("0001", "0601")}
+    run = record["runs"][-1]
+    assert run["complete"] and run["frames"] == 8 and run["source_kind"] == "dataset" and run["overlay"]
+    assert run["dtype"] == "float32" and run["device"] == "cpu" and run["extract_frames"] == 8
+
+    # A rerun finds everything: no trunk, no decoder.
+    again = predict(PredictConfig(str(sample), random_checkpoint, out, overlay=True, device="cpu"))
+    assert again.frames == 0 and again.extract_frames == 0 and sorted(again.skipped) == ["0001", "0601"]
+    assert len(json.loads((out / "predict.json").read_text())["runs"]) == 2
+    # A lost overlay is redrawn from its map PNG, without the decoder.
+    overlay = out / "overlays" / "0001" / "0002.png"
+    before = read_png(overlay)
+    overlay.unlink()
+    again = predict(PredictConfig(str(sample), random_checkpoint, out, overlay=True, device="cpu"))
+    assert again.frames == 0 and again.predicted == ["0001"]
+    np.testing.assert_array_equal(read_png(overlay), before)
+    # Other post-processing into the same OUT_DIR is refused: its maps would be mixed.
+    with pytest.raises(PredictError, match="postprocess"):
+        predict(PredictConfig(str(sample), random_checkpoint, out, blur=2.0, device="cpu"))
+
+
+@pytest.mark.slow
+def test_single_video_file_source(tmp_path, sample, random_checkpoint):
+    out = tmp_path / "pred"
+    summary = predict(PredictConfig(str(sample / "video" / "601.AVI"), random_checkpoint, out, size="224",
+                                    device="cpu"))
+    assert summary.predicted == ["601"] and summary.frames == 4 and summary.extract_frames == 4
+    assert_layout(out, "601", 4, (224, 224))
+    assert FeatureStore(str(tmp_path / "pred.features.zarr")).video_ids() == ["601"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DHF1K_SAMPLE / "video").is_dir(), reason="the real DHF1K sample is absent")
+def test_real_dhf1k_sample_from_a_store(tmp_path, random_trunk, random_checkpoint):
+    from stages.extract import ExtractConfig, extract
+
+    store = tmp_path / "features.zarr"
+    extracted = extract(ExtractConfig(DHF1K_SAMPLE, str(store), weights="random", device="cpu", max_frames=4))
+    assert not extracted.failed
+    summary = predict(PredictConfig(str(store), random_checkpoint, tmp_path / "pred", device="cpu"))
+    assert summary.predicted == ["0300", "0600"] and summary.frames == 8
+    for video_id in ("0300", "0600"):
+        assert_layout(tmp_path / "pred", video_id, 4, (640, 360))
+    # The names are the benchmark's: the ground truth's own file names.
+    assert (DHF1K_SAMPLE / "annotation" / "0300" / "maps" / "0004.png").is_file()
+
+
+@pytest.mark.slow
+def test_resume_after_kill(tmp_path):
+    write_store(tmp_path / "features.zarr", FAKE_TRUNK, {"clip": random_features(6, seed=7)}, 48, 64)
+    make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cli", "predict", str(tmp_path / "features.zarr"), str(tmp_path / "decoder.pt"),
+               str(out), "--batch-size", "1", "--device", "cpu"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    folder = out / "clip"
+    while time.monotonic() < deadline and process.poll() is None:
+        if folder.is_dir() and any(p.suffix == ".png" for p in folder.iterdir()):
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+
+    done = sorted(p.name for p in folder.iterdir() if p.suffix == ".png")
+    assert 1 <= len(done) < 6
+    for name in done:  # whatever a killed run left under a final name is a whole PNG
+        assert read_png(folder / name).shape == (48, 64)
+    (folder / ".0006.png.99999.tmp").write_bytes(b"\x89PNG half")  # as if killed mid-write
+
+    summary = predict(PredictConfig(str(tmp_path / "features.zarr"), tmp_path / "decoder.pt", out, device="cpu"))
+    assert summary.frames == 6 - len(done)  # only the missing frames were decoded again
+    assert_layout(out, "clip", 6, (64, 48))
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    record = json.loads((out / "predict.json").read_text())
+    assert [r["complete"] for r in record["runs"]] == [False, True]
