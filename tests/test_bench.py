@@ -30,7 +30,7 @@ def _invoke(*args):
 @pytest.mark.slow
 def test_bench_cli_prints_every_row_and_writes_every_figure(tmp_path):
     path = tmp_path / "bench.json"
-    result = _invoke("bench", "--device", "cpu", "--frames", 6, "--repeats", 1, "--train-batch", 1,
+    result = _invoke("bench", "--device", "cpu", "--frames", 3, "--repeats", 1, "--train-batch", 1,
                      "--predict-frames", 1, "--json", path)
     assert result.exit_code == 0, result.output + repr(result.exception)
     for _, label, unit in ROWS:
@@ -40,7 +40,7 @@ def test_bench_cli_prints_every_row_and_writes_every_figure(tmp_path):
     for key in MACHINE_KEYS:
         assert key in record["machine"], key
     assert record["machine"]["gpu"] is None and record["settings"]["device"] == "cpu"
-    assert record["settings"]["dataset_kind"] == "generated" and record["settings"]["frames"] == 6
+    assert record["settings"]["dataset_kind"] == "generated" and record["settings"]["frames"] == 3
     for key in FIGURE_KEYS:
         figure = record["figures"][key]
         assert figure["unit"] == dict((k, u) for k, _, u in ROWS)[key]
