@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
 # A short CPU run that learns the sample's task (see tests/test_train.py's learning test).
-DEMO_TRAIN ?= --epochs 3 --max-steps 20 --batch-size 2 --lr 1e-3
+DEMO_TRAIN ?= --epochs 1 --batch-size 2 --lr 1e-3 --bn-windows 16
 
 .PHONY: test demo venv clean
 
