@@ -619,6 +619,8 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
             say(f"train-decoder: {run_dir} has no last.pt yet: starting the run from its beginning")
     if state is None:
         state = RunState()
+    for leftover in run_dir.glob(".*.pt.tmp-*"):  # a checkpoint half-written when a run was killed
+        leftover.unlink(missing_ok=True)
     _truncate_jsonl(run_dir / "log.jsonl", lambda r: r["epoch"] <= state.epoch)
     _truncate_jsonl(run_dir / "steps.jsonl", lambda r: r["step"] <= state.step)
     if device.type == "cuda":

@@ -206,19 +206,21 @@ def killed_and_resumed(tmp_path_factory, small_store):
     store = base / "store.zarr"
     shutil.copytree(small_store, store)
     run = base / "run"
-    process = subprocess.Popen([*SAL3D, "train-decoder", store, run, *map(str, KILL_RUN)], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    output = base / "killed.log"  # a file, not a pipe nobody reads while the run goes on
+    with open(output, "w") as sink:
+        process = subprocess.Popen([*SAL3D, "train-decoder", store, run, *map(str, KILL_RUN)], cwd=ROOT,
+                                   stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 400
     try:
         while len(_steps(run)) < 5:
-            assert process.poll() is None, process.communicate()[1]
+            assert process.poll() is None, output.read_text()
             assert time.monotonic() < deadline, "no fifth step logged in time"
             time.sleep(0.05)
         os.kill(process.pid, signal.SIGKILL)
     finally:
         if process.poll() is None:
             process.kill()
-        _, stderr = process.communicate()
+        process.wait()
     assert process.returncode == -signal.SIGKILL
     before = _steps(run)
     resumed = run_cli("train-decoder", store, run, "--resume")
