@@ -738,7 +738,7 @@ def finish_epoch(model, scheduler, config: TrainConfig, saved: dict, state: RunS
         state.finished = (f"early stop after epoch {state.epoch}: no validation-loss improvement in "
                           f"{config.patience} epochs")
     elif state.epoch >= config.epochs:
-        state.finished = f"{config.epochs} epochs done"
+        state.finished = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} done"
     record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": validation["loss"],
               "val_cc": validation["cc"], "val_nss": validation["nss"], "val_windows": validation["windows"],
               "lr": lr, "best": improved, "windows_per_s": rate}
