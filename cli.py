@@ -261,6 +261,9 @@ def bench(dataset_dir, device, frames, repeats, json_path, weights, train_batch,
     try:
         result = run_bench(config)
     except (BenchError, DatasetError, TrunkWeightsError, RuntimeError) as error:
+        measured = getattr(error, "result", None)
+        if measured and measured.get("table"):
+            click.echo(measured["table"])
         _fail(error)
     click.echo(result["table"])
 

@@ -102,7 +102,12 @@ ROWS = (  # (figure key, table label, unit)
 
 
 class BenchError(RuntimeError):
-    """A bench that cannot run as asked; the message says why."""
+    """A bench that cannot run as asked, or a phase that failed; the message says why. `result` holds
+    what was measured anyway (with its table), when anything was."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass
@@ -854,16 +859,25 @@ class Bench:
             self.note(f"{self.total} frames of {len(self.counts)} video(s) from "
                       f"{config.dataset or 'generated clips'}, on {self.device} ({self.result['settings']['dtype']}), "
                       f"weights {self.weights}, {config.repeats} repeat(s)")
+            errors = {}
             for phase in (self.stage_one, self.stage_two, self.predictions):
                 start = time.perf_counter()
-                phase(work)
+                try:
+                    phase(work)
+                except Exception as error:  # one broken phase must not cost the others' figures
+                    errors[phase.__name__] = traceback.format_exc(limit=8)
+                    self.result["errors"] = errors
+                    self.note(f"{phase.__name__} failed: {type(error).__name__}: {error}")
                 self.phase_seconds[phase.__name__] = round(time.perf_counter() - start, 1)
                 self.note(f"{phase.__name__} took {self.phase_seconds[phase.__name__]:.0f} s")
         self.machine["loadavg_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
         self.result["settings"]["phase_seconds"] = self.phase_seconds
         self.result["targets"] = evaluate_targets(self.result)
         self.result["table"] = render_table(self.result)
-        self.write_json(complete=True)
+        self.write_json(complete=not errors)
+        if errors:
+            raise BenchError(f"{', '.join(errors)} failed (the tracebacks are in the JSON's 'errors'); "
+                             f"the other figures were measured", result=self.result)
         return self.result
 
 
