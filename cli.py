@@ -43,8 +43,16 @@ def main():
               help="Extract at most this many frames of each video (smoke tests).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decode processes [default: 1 on CPU, up to 8 with a GPU].")
-def extract(dataset_dir, store, layout, split, videos, weights, device, batch_size, max_frames, workers):
-    """Cache VGG-16 relu5_3 features of DATASET_DIR in the Zarr store STORE.
+@click.option("--writers", type=click.IntRange(min=1), default=None,
+              help="Store writer threads (compression) [default: 1 on CPU, up to 4 with a GPU].")
+@click.option("--scheduler", metavar="ADDRESS|local:N", default=None,
+              help="Run one task per video on a dask.distributed cluster (tcp://HOST:8786), or on a local "
+                   "cluster of N worker processes; workers need the dataset at the same path and write "
+                   "straight into STORE. [default: in this process]")
+def extract(dataset_dir, store, layout, split, videos, weights, device, batch_size, max_frames, workers, writers,
+            scheduler):
+    """Cache VGG-16 relu5_3 features of DATASET_DIR in the Zarr store STORE (a path or an fsspec URL:
+    s3://..., gs://..., file://...).
 
     Complete videos already in STORE are skipped and incomplete ones redone, so an interrupted run
     resumes where it stopped. Exits with status 1 when any video failed.
@@ -55,7 +63,7 @@ def extract(dataset_dir, store, layout, split, videos, weights, device, batch_si
     from stages.extract import ExtractConfig, extract as run_extract
 
     config = ExtractConfig(dataset_dir, store, layout, split, list(videos) or None, weights, device,
-                           batch_size, max_frames, workers)
+                           batch_size, max_frames, workers, writers, scheduler)
     try:
         summary = run_extract(config)
     except (DatasetError, StoreError, TrunkWeightsError, RuntimeError) as error:
@@ -176,7 +184,7 @@ def predict(source, checkpoint, out_dir, videos, split, layout, size, blur, resc
               help="Divide the learning rate by 10 every this many epochs.")
 @click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
               help="Stop after this many epochs without a lower validation loss.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Windows per step.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Windows per step.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="End each epoch after its first N steps (smoke tests, benchmarks); at most epochs x N steps.")
 @click.option("--val-windows", type=click.IntRange(min=0), default=1024, show_default=True,
@@ -233,7 +241,7 @@ def train_decoder(ctx, store, run_dir, weighting, epochs, lr, lr_step, patience,
               help="Trunk weights; auto: imagenet when cached in TORCH_HOME, else random (speed is the same; "
               "store size is not).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
-              help="Windows per training step and loader batch [default: 2 on CPU, 8 on a GPU].")
+              help="Windows per training step and loader batch [default: 2 on CPU, train-decoder's default (32) on a GPU].")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Timed training steps per repetition, cached; end to end a fifth of them, at least 1 "
               "[default: 1 on CPU, 50 on a GPU].")

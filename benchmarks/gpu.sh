@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Every `sal3d bench` figure on one GPU, in one prepared run: expected ~3-5 minutes on an H100/H200,
-# cut off at 7m50s (the JSON is rewritten after every figure, so a cut-off run still leaves what it measured).
+# Every `sal3d bench` figure on one GPU, then two sweeps: stage one's settings (benchmarks/extract_sweep.py:
+# decode processes, writer threads, trunk batch) and the decoder step's (benchmarks/decoder_step.py: batch
+# size, memory format, torch.compile); ~5 minutes on an H200, each part cut off at its own timeout (a
+# sweep is skipped with a timeout of 0; the JSON files are rewritten as figures come, so a cut-off part
+# still leaves what it measured).
 #
 # Run from anywhere on the device machine (Python 3.12, torch preinstalled, no network). It needs the ignored
 # folder `.whl/` carried along: the wheels of ../shared/device-wheels-py312/ (decord, zarr, numcodecs, ...;
@@ -8,7 +11,7 @@
 #     mkdir -p .whl && cp ../shared/device-wheels-py312/*.whl /opt/pypi/files/imageio_ffmpeg-*.whl .whl/
 #     run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=540)
 # Writes under $OUT: bench.txt (the table), bench.json (machine, settings, every figure, targets),
-# bench.log (progress), machine.txt (nvidia-smi, CPU).
+# bench.log (progress), machine.txt (nvidia-smi, CPU), extract_sweep.{json,txt}, decoder_step.{json,txt}.
 #
 # Overridable for a dry run elsewhere: PYTHON, SKIP_INSTALL=1, BENCH_ARGS, BENCH_TIMEOUT.
 set -uo pipefail
@@ -16,7 +19,11 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sal3d-bench-out}
 PYTHON=${PYTHON:-python3}
 BENCH_ARGS=${BENCH_ARGS:---device cuda --frames 4096 --repeats 3}
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-470}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-240}
+EXTRACT_SWEEP_ARGS=${EXTRACT_SWEEP_ARGS:---device cuda}
+EXTRACT_SWEEP_TIMEOUT=${EXTRACT_SWEEP_TIMEOUT:-100}
+STEP_SWEEP_ARGS=${STEP_SWEEP_ARGS:---device cuda}
+STEP_SWEEP_TIMEOUT=${STEP_SWEEP_TIMEOUT:-120}
 mkdir -p "$OUT"
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
@@ -45,7 +52,23 @@ status=0
 timeout "$BENCH_TIMEOUT" "$PYTHON" -m cli bench $BENCH_ARGS --json "$OUT/bench.json" \
     > "$OUT/bench.txt" 2> "$OUT/bench.log" || status=$?
 
+sweep() {  # name timeout args...
+    local name=$1 limit=$2
+    shift 2
+    [ "$limit" -gt 0 ] || return 0
+    # shellcheck disable=SC2068
+    timeout "$limit" "$PYTHON" "benchmarks/$name.py" $@ --json "$OUT/$name.json" > "$OUT/$name.txt" 2>&1 \
+        || echo "gpu.sh: $name.py exited with status $?" >> "$OUT/$name.txt"
+}
+# shellcheck disable=SC2086
+sweep extract_sweep "$EXTRACT_SWEEP_TIMEOUT" $EXTRACT_SWEEP_ARGS
+# shellcheck disable=SC2086
+sweep decoder_step "$STEP_SWEEP_TIMEOUT" $STEP_SWEEP_ARGS
+
 cat "$OUT/bench.txt"
+for name in extract_sweep decoder_step; do
+    [ -f "$OUT/$name.txt" ] && { echo "--- $name ---"; tail -n 12 "$OUT/$name.txt"; }
+done
 echo "--- bench.log (tail) ---"
 tail -n 25 "$OUT/bench.log"
 if [ "$status" != 0 ]; then

@@ -247,8 +247,13 @@ def discover(root: Path | str, layout: str = "auto", split: str = "all", videos:
         "frames": lambda: _frames(root),
     }
     entries = builders[layout]()
+    sources: dict[str, Path] = {}
     for entry in entries:
         inside_root(root, entry.source.relative_to(root))
+        if entry.video_id in sources:  # e.g. 002.AVI and 0002.AVI in DHF1K: one store group, two videos
+            raise DatasetError(f"{root}: {sources[entry.video_id]} and {entry.source} are both video "
+                               f"{entry.video_id!r} in layout {layout}; rename or remove one")
+        sources[entry.video_id] = entry.source
 
     if split != "all":
         if split not in SPLITS:

@@ -24,11 +24,22 @@ from pipeline.trunk import FEATURE_SHAPE, fingerprint_mismatch
 
 FORMAT_VERSION = 1
 CHUNK_FRAMES = 8
-# Blosc zstd with byte shuffle: the smallest of lz4/zstd x shuffle/bitshuffle on the real DHF1K
-# sample (97 KB/frame against 134-139 KB for lz4, random-weight features), and still read at
-# >1,000 frames/s on 2 cores, well above what the decoder consumes (benchmarks/extract_speed.py).
-FEATURE_CODEC = {"cname": "zstd", "clevel": 5, "shuffle": "shuffle"}
+# Blosc zstd level 1 with byte shuffle in 512 KiB blocks. On the real DHF1K sample (random-weight
+# features) it stores 97.6 KB/frame, as small as level 5 in Blosc's default blocks (96.9 KB), but
+# compresses ~8x faster: ~1,100-1,600 frames/s per core against 147. Level 5 made the store writer
+# the bottleneck of stage one on a GPU (341 frames/s on an H200); lz4 is faster still but 134 KB/frame.
+# Reads run at >2,000 frames/s per core, far above what the decoder consumes. See
+# benchmarks/extract_speed.py, which measures the candidates' size, write and read speeds.
+FEATURE_CODEC = {"cname": "zstd", "clevel": 1, "shuffle": "shuffle", "blocksize": 512 * 1024}
 MAP_CODEC = FEATURE_CODEC
+
+
+def local_or_url(location) -> str:
+    """A store location as Zarr opens it: ``file://`` URLs become plain paths (Zarr's local store
+    creates the folders a new store needs); other URLs (``s3://``, ``gs://``, ``memory://``...) go to
+    fsspec as they are, with credentials from the usual environment variables and config files."""
+    location = str(location)
+    return location[len("file://"):] if location.startswith("file://") else location
 
 
 class StoreError(ValueError):
@@ -38,12 +49,12 @@ class StoreError(ValueError):
 class FeatureStore:
     """A feature store opened for reading (``mode="r"``) or for extraction (``mode="a"``).
 
-    location: a local path or an fsspec URL. For ``mode="a"`` an absent store is created with
-    `trunk` as its fingerprint; an existing one must carry the same fingerprint.
+    location: a local path or an fsspec URL (see `local_or_url`). For ``mode="a"`` an absent store is
+    created with `trunk` as its fingerprint; an existing one must carry the same fingerprint.
     """
 
     def __init__(self, location: str, mode: str = "r", trunk: dict | None = None, dataset: dict | None = None):
-        self.location = str(location)
+        self.location = local_or_url(location)
         try:
             if mode == "r":
                 self.root = zarr.open_group(self.location, mode="r")

@@ -148,6 +148,7 @@ class TrunkRunner:
 
     def __init__(self, trunk: Trunk, device: torch.device):
         self.device = device
+        self.fingerprint = trunk.fingerprint
         self.module = trunk.module.to(device).to(memory_format=torch.channels_last)
         self.dtype = compute_dtype(device)
         if device.type == "cuda":

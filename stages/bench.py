@@ -62,6 +62,7 @@ from pipeline.progress import say
 from pipeline.store import FORMAT_VERSION, FeatureStore
 from pipeline.trunk import RELU5_3, TrunkRunner, compute_dtype, load_trunk, quiet_random_warning, resolve_device
 from pipeline.windows import DEFAULT_WEIGHTING, apply_weighting, frames_needed, gather_windows, weighting_coefficients
+from stages.train import TrainConfig
 
 SCHEMA = "sal3d-bench/1"
 
@@ -120,7 +121,7 @@ class BenchConfig:
     repeats: int = 3
     json_path: Path | None = None
     weights: str = "auto"  # auto: imagenet when cached in TORCH_HOME, else random
-    train_batch: int | None = None  # None: 2 on CPU, 8 (train-decoder's default) on CUDA
+    train_batch: int | None = None  # None: 2 on CPU, train-decoder's default (32) on CUDA
     steps: int | None = None  # timed cached steps per repetition (end to end: a fifth); None: 1 on CPU, 50 on CUDA
     predict_frames: int | None = None  # frames per predict repetition; None: 4 on CPU, all on CUDA
     work_dir: Path | None = None  # where the clips, stores and predictions go (None: a temporary folder)
@@ -341,7 +342,7 @@ class Bench:
         if config.repeats < 1:
             raise BenchError(f"--repeats must be >= 1, got {config.repeats}")
         self.frames = config.frames or (4096 if self.cuda else 24)
-        self.train_batch = config.train_batch or (8 if self.cuda else 2)
+        self.train_batch = config.train_batch or (TrainConfig.batch_size if self.cuda else 2)
         self.steps = config.steps or (50 if self.cuda else 1)
         self.predict_frames = config.predict_frames or (self.frames if self.cuda else 4)
         for name in ("frames", "train_batch", "steps", "predict_frames"):
@@ -450,13 +451,37 @@ class Bench:
                     keep.setdefault(message.index, []).append(message.frames.numpy().copy())
         return count / (time.perf_counter() - start)
 
-    def _trunk_pass(self, runner: TrunkRunner, videos: list[np.ndarray]) -> float:
+    def _trunk_pass(self, runner: TrunkRunner, videos: list[np.ndarray], keep: list | None = None) -> float:
         count = 0
         start = time.perf_counter()
         for frames in videos:
             for first in range(0, len(frames), self.batch):
-                count += len(runner(frames[first:first + self.batch]))
+                features = runner(frames[first:first + self.batch])
+                count += len(features)
+                if keep is not None:
+                    keep.append(features)
         return count / (time.perf_counter() - start)
+
+    def _write_pass(self, store: Path, features: list[np.ndarray]) -> float:
+        """extract's store writes alone (`StoreWrites`, its default writer threads) of trunk batches
+        already in memory, each video's batches as extract submits them: frames/s."""
+        from stages.extract import StoreWrites, default_writers
+
+        if store.exists():
+            shutil.rmtree(store)
+        target = FeatureStore(str(store), mode="a", trunk={"bench": "write pass"})
+        batches = iter(features)
+        start = time.perf_counter()
+        writes = StoreWrites(default_writers(self.device))
+        for index, video_id in enumerate(self.counts):
+            writer = target.begin_video(video_id, self.counts[video_id], False, {})
+            for _ in range(0, self.counts[video_id], self.batch):
+                writes.submit(index, writer.append, next(batches))
+            writes.submit(index, writer.finish)
+        errors = writes.drain()
+        if errors:
+            raise BenchError(f"store writes failed: {errors[0][1]}")
+        return self.total / (time.perf_counter() - start)
 
     def _trunk_device_pass(self, runner: TrunkRunner, frames: torch.Tensor) -> float:
         from pipeline.preprocessing import normalize
@@ -483,7 +508,7 @@ class Bench:
         return summary
 
     def stage_one(self, work: Path) -> None:
-        from stages.extract import default_workers
+        from stages.extract import default_workers, default_writers
 
         repeats = self.config.repeats
         workers = default_workers(self.device)
@@ -497,14 +522,19 @@ class Bench:
             runner(everything[:size])  # every batch shape once (cuDNN picks its algorithms per shape)
         self.store = work / "store.zarr"
         self._extract(self.store)
-        decode, decode_maps, trunk, extract = [], [], [], []
+        features: list[np.ndarray] = []
+        self._trunk_pass(runner, videos, features)
+        decode, decode_maps, trunk, write, extract = [], [], [], [], []
         for _ in range(repeats):
             decode.append(self._decode_pass(False))
             if self.entries[0].maps_dir is not None:
                 decode_maps.append(self._decode_pass(True))
             trunk.append(self._trunk_pass(runner, videos))
+            write.append(self._write_pass(work / "write-repeat.zarr", features))
             extract.append(self._extract(work / "extract-repeat.zarr").frames_per_second)
-        shutil.rmtree(work / "extract-repeat.zarr", ignore_errors=True)
+        del features
+        for name in ("write-repeat.zarr", "extract-repeat.zarr"):
+            shutil.rmtree(work / name, ignore_errors=True)
         device_only = []
         if self.cuda:
             frames = torch.from_numpy(everything).to(self.device)
@@ -527,9 +557,13 @@ class Bench:
                     dtype=str(runner.dtype).removeprefix("torch."), batch=self.batch,
                     device_only_frames_per_s=compute if device_only else None, device_only_runs=device_only,
                     gmac_per_frame=self.trunk_gmac)
-        ceiling = min(median(decode), median(trunk))
-        which = "decode" if median(decode) < median(trunk) else "trunk"
-        fraction = median(extract) / ceiling
+        # extract's own stages: decoding as it decodes (frames, and maps where the dataset has them),
+        # the trunk, and the store writes; it can go no faster than the slowest
+        stages = {"decode" + (" with maps" if with_maps else ""): with_maps or median(decode),
+                  "trunk": median(trunk), "store writes": median(write)}
+        which = min(stages, key=stages.get)
+        fraction = median(extract) / stages[which]
+        of_decode_trunk = median(extract) / min(median(decode), median(trunk))
         stored = FeatureStore(str(self.store))
         ids = stored.video_ids()
         frames = sum(stored.video_attrs(v)["frame_count"] for v in ids)
@@ -540,9 +574,13 @@ class Bench:
         sizes = sorted({(stored.video_attrs(v)["width"], stored.video_attrs(v)["height"]) for v in ids})
         self.sizes = sizes
         self.figure("extract", extract,
-                    f"{fraction:.2f} x min(decode, trunk) = {which}-bound; store {feature_bytes / KB:.1f} KB/frame "
-                    f"of features" + (f" + {map_bytes / KB:.1f} KB of maps" if map_bytes else ""),
-                    fraction_of_bound=fraction, bound_by=which, bytes_per_frame=feature_bytes,
+                    f"{fraction:.2f} x min(" + ", ".join(f"{k} {_number(v)}" for k, v in stages.items())
+                    + f") = {which}-bound ({of_decode_trunk:.2f} x min(decord alone, trunk)); store "
+                    f"{feature_bytes / KB:.1f} KB/frame of features"
+                    + (f" + {map_bytes / KB:.1f} KB of maps" if map_bytes else ""),
+                    fraction_of_bound=fraction, bound_by=which, stage_rates=stages,
+                    fraction_of_decode_trunk=of_decode_trunk, store_writes_runs=write,
+                    writers=default_writers(self.device), bytes_per_frame=feature_bytes,
                     map_bytes_per_frame=map_bytes, raw_bytes_per_frame=512 * 14 * 14 * 2, frames=frames,
                     workers=workers, batch=self.batch, weights=self.weights,
                     video_sizes=[f"{w}x{h}" for w, h in sizes])

@@ -1,14 +1,16 @@
 """Stage one: decode every video of a dataset, run the trunk once per frame, cache the features.
 
 Worker processes decode (decord, or PIL for frame folders) and read ground-truth maps, in batches of
-frames; the main process runs the trunk on each batch; one writer thread compresses and writes to
-the Zarr store. The three overlap, so the run goes at the speed of the slowest.
+frames; the main process runs the trunk on each batch; writer threads (one per video at a time)
+compress and write to the Zarr store. The three overlap, so the run goes at the speed of the slowest.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import time
+import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,10 +19,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipeline.cluster import cluster_workers, dask_client, gpu_resources
 from pipeline.datasets import VideoEntry, discover
 from pipeline.frames import FrameReader, FrameReadError, read_maps
 from pipeline.progress import Progress, say
-from pipeline.store import FeatureStore
+from pipeline.store import FeatureStore, StoreError
 from pipeline.trunk import TrunkRunner, load_trunk, resolve_device
 
 
@@ -37,7 +40,9 @@ class ExtractConfig:
     device: str = "auto"
     batch_size: int = 32
     max_frames: int | None = None
-    workers: int | None = None  # decode processes; None: 1 on CPU, up to 8 on a GPU
+    workers: int | None = None  # decode processes; None: default_workers(device)
+    writers: int | None = None  # store writer threads; None: default_writers(device)
+    scheduler: str | None = None  # a dask.distributed scheduler address or local:N; None: in this process
 
 
 @dataclass
@@ -47,14 +52,23 @@ class ExtractSummary:
     failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
     frames: int = 0
     seconds: float = 0.0
+    # where the main loop's time went: waiting for decoded frames, running the trunk, waiting for
+    # the store writers to catch up (seconds)
+    waits: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "trunk": 0.0, "writes": 0.0})
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
-        return (f"extract: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed; "
+        line = (f"extract: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed; "
                 f"{self.frames} frames in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s)")
+        if self.frames and self.seconds > 0 and any(self.waits.values()):  # (measured in-process only)
+            line += "; time " + ", ".join(f"{name} {seconds / self.seconds:.0%}" for name, seconds in
+                                          (("waiting for decode", self.waits["decode"]),
+                                           ("trunk", self.waits["trunk"]),
+                                           ("waiting for writes", self.waits["writes"])))
+        return line
 
 
 @dataclass
@@ -85,9 +99,10 @@ class DecodeStream(IterableDataset):
         worker = get_worker_info()
         first, step = (worker.id, worker.num_workers) if worker else (0, 1)
         for index in range(first, len(self.entries), step):
-            yield from self._decode(index)
+            yield from self.decode_video(index)
 
-    def _decode(self, index: int):
+    def decode_video(self, index: int):
+        """The messages of one video of the work list: begin, frames..., end (or error)."""
         entry = self.entries[index]
         try:
             reader = FrameReader(entry)  # opened here, inside the worker: never across a fork
@@ -124,40 +139,60 @@ def _identity(message):
     return message
 
 
-class _Writes:
-    """Runs store writes in order on one thread, at most `depth` behind the trunk."""
+class StoreWrites:
+    """Runs store writes on `threads` writer threads, at most `depth` writes per thread behind the trunk.
 
-    def __init__(self, depth: int = 4):
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+    A video's writes all go to the same thread (video index modulo `threads`), so they happen in order;
+    different videos compress and write in parallel (Blosc releases the GIL). `submit` and `collect`
+    return the errors of finished writes as (video index, exception).
+    """
+
+    def __init__(self, threads: int = 1, depth: int = 4):
+        self.lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-writer-{k}")
+                      for k in range(threads)]
         self.pending: deque[tuple[int, Future]] = deque()
-        self.depth = depth
+        self.limit = depth * threads
 
     def submit(self, index: int, fn, *args) -> list[tuple[int, BaseException]]:
-        self.pending.append((index, self.pool.submit(fn, *args)))
-        return self.collect(block=len(self.pending) > self.depth)
+        self.pending.append((index, self.lanes[index % len(self.lanes)].submit(fn, *args)))
+        return self.collect(block=len(self.pending) > self.limit)
 
     def collect(self, block: bool = False) -> list[tuple[int, BaseException]]:
-        """Errors of finished writes, as (video index, exception)."""
+        """Errors of finished writes; with `block`, first waits until at most `limit` are pending."""
         errors = []
         while self.pending and (block or self.pending[0][1].done()):
             index, future = self.pending.popleft()
             error = future.exception()
             if error is not None:
                 errors.append((index, error))
-            block = block and len(self.pending) > self.depth
+            block = block and len(self.pending) > self.limit
         return errors
 
     def drain(self) -> list[tuple[int, BaseException]]:
         errors = []
         while self.pending:
             errors += self.collect(block=True)
-        self.pool.shutdown()
+        for lane in self.lanes:
+            lane.shutdown()
         return errors
 
 
+def begin_video(store: FeatureStore, video_id: str, info: dict):
+    """The store's writer for a video, from a decoder's ``begin`` message info."""
+    return store.begin_video(video_id, info["frame_count"], info["attrs"]["has_maps"], info["attrs"])
+
+
 def default_workers(device: torch.device) -> int:
+    """Decode processes: 1 on the CPU (the trunk needs the cores), up to 8 with a GPU."""
     cpus = os.cpu_count() or 1
     return max(1, min(8, cpus - 1)) if device.type == "cuda" else 1
+
+
+def default_writers(device: torch.device) -> int:
+    """Store writer threads: 1 on the CPU (~1,000 frames/s each, far above the CPU trunk), up to 4
+    with a GPU, where a fast trunk needs ~2 cores of compression at 2,000 frames/s."""
+    cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus // 4)) if device.type == "cuda" else 1
 
 
 def extract(config: ExtractConfig) -> ExtractSummary:
@@ -179,13 +214,15 @@ def extract(config: ExtractConfig) -> ExtractSummary:
         say(summary.line())
         return summary
 
+    if config.scheduler:
+        return _extract_on_cluster(config, root, todo, store, summary)
     runner = TrunkRunner(trunk, device)
     workers = config.workers or default_workers(device)
     loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames), batch_size=None,
                         num_workers=workers, collate_fn=_identity, prefetch_factor=4,
                         persistent_workers=False)
-    writers: dict[int, object] = {}
-    writes = _Writes()
+    video_writers: dict[int, object] = {}
+    writes = StoreWrites(config.writers or default_writers(device))
     progress = Progress("extract", unit="frames")
     start = time.perf_counter()
 
@@ -194,38 +231,118 @@ def extract(config: ExtractConfig) -> ExtractSummary:
         if video_id not in summary.failed:
             summary.failed[video_id] = reason
             say(f"\nextract: FAILED {video_id}: {reason}")
-        writers.pop(index, None)
+        video_writers.pop(index, None)
 
+    waits = summary.waits
+    mark = time.perf_counter()
     for message in loader:
+        now = time.perf_counter()
+        waits["decode"] += now - mark
         for index, error in writes.collect():
             fail(index, f"writing to {store.location}: {error}")
         index, video_id = message.index, todo[message.index].video_id
         if video_id in summary.failed:
-            continue
-        if message.kind == "error":
+            pass  # the rest of a failed video's messages are dropped
+        elif message.kind == "error":
             fail(index, message.message)
         elif message.kind == "begin":
             for note in message.info["notes"]:
                 say(f"\nextract: {video_id} ({todo[index].source}): {note}")
-            with_maps = message.info["attrs"]["has_maps"]
-            writers[index] = store.begin_video(video_id, message.info["frame_count"], with_maps,
-                                               message.info["attrs"])
+            video_writers[index] = begin_video(store, video_id, message.info)
         elif message.kind == "frames":
             features = runner(message.frames)
+            computed = time.perf_counter()
+            waits["trunk"] += computed - now
             maps = None if message.maps is None else message.maps.numpy()
-            for failed in writes.submit(index, writers[index].append, features, maps):
+            for failed in writes.submit(index, video_writers[index].append, features, maps):
                 fail(*failed)
+            waits["writes"] += time.perf_counter() - computed
             progress.update(len(features), note=video_id)
             summary.frames += len(features)
         elif message.kind == "end":
-            for failed in writes.submit(index, writers.pop(index).finish):
+            for failed in writes.submit(index, video_writers.pop(index).finish):
                 fail(*failed)
             summary.done.append(video_id)
+        mark = time.perf_counter()
+    drained = time.perf_counter()
     for index, error in writes.drain():
         fail(index, f"writing to {store.location}: {error}")
+    waits["writes"] += time.perf_counter() - drained
     summary.done = [v for v in summary.done if v not in summary.failed]
     summary.seconds = time.perf_counter() - start
     progress.close()
+    say(summary.line())
+    for video_id, reason in summary.failed.items():
+        say(f"extract: failed {video_id}: {reason}")
+    return summary
+
+
+# ---------------------------------------------------------------------------------- on a Dask cluster
+
+
+class VideoFailed(RuntimeError):
+    """A video that could not be extracted; the message names the file and the reason."""
+
+
+@functools.lru_cache(maxsize=2)
+def _process_trunk(weights: str, device: str) -> TrunkRunner:
+    """The trunk of this (worker) process, loaded once and reused by every video task it runs."""
+    return TrunkRunner(load_trunk(weights), resolve_device(device))
+
+
+def extract_video(entry: VideoEntry, root: Path, location: str, weights: str, device: str, batch_size: int,
+                  max_frames: int | None) -> int:
+    """Stage one for one video in this process, start to finish: decode, trunk, write into the store
+    at `location` (created beforehand by the client). This is the task a Dask worker runs; it returns
+    the frames written, or raises `VideoFailed` / `StoreError` saying why. A worker killed mid-video
+    leaves the video incomplete, and a rerun redoes it."""
+    runner = _process_trunk(weights, device)
+    store = FeatureStore(location, mode="a", trunk=runner.fingerprint)  # refuses a worker with other weights
+    writer, frames = None, 0
+    for message in DecodeStream([entry], root, batch_size, max_frames).decode_video(0):
+        if message.kind == "error":
+            raise VideoFailed(message.message)
+        if message.kind == "begin":
+            writer = begin_video(store, entry.video_id, message.info)
+        elif message.kind == "frames":
+            writer.append(runner(message.frames), None if message.maps is None else message.maps.numpy())
+            frames += len(message.frames)
+        elif message.kind == "end":
+            writer.finish()
+    return frames
+
+
+def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry], store: FeatureStore,
+                        summary: ExtractSummary) -> ExtractSummary:
+    """One `extract_video` task per video on the cluster at ``config.scheduler``; results collected as
+    they finish. A failed task is reported by video, as in-process; a worker that dies is replaced and
+    its task rerun by the scheduler (up to distributed's ``allowed-failures``)."""
+    from distributed import as_completed  # noqa: PLC0415 (dask_client checked that it is installed)
+
+    with dask_client(config.scheduler) as client:
+        resources = gpu_resources(client)
+        workers = len(cluster_workers(client))
+        say(f"extract: {len(todo)} video task(s) on the cluster at {config.scheduler} ({workers} worker(s)"
+            + (", one GPU per task" if resources else "") + ")")
+        start = time.perf_counter()
+        futures = {client.submit(extract_video, entry, root.resolve(), store.location, config.weights,
+                                 config.device, config.batch_size, config.max_frames, pure=False,
+                                 key=f"extract-{entry.video_id}-{uuid.uuid4().hex[:8]}", resources=resources): entry
+                   for entry in todo}
+        progress = Progress("extract", total=len(todo), unit="videos")
+        for future in as_completed(futures):
+            video_id = futures[future].video_id
+            try:
+                summary.frames += future.result()
+                summary.done.append(video_id)
+            except Exception as error:  # one video's failure, reported by video
+                reason = str(error) if isinstance(error, (VideoFailed, StoreError)) else \
+                    f"{type(error).__name__}: {error}"
+                summary.failed[video_id] = reason
+                say(f"\nextract: FAILED {video_id}: {reason}")
+            progress.update(1, note=video_id)
+        summary.seconds = time.perf_counter() - start
+        progress.close()
     say(summary.line())
     for video_id, reason in summary.failed.items():
         say(f"extract: failed {video_id}: {reason}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import zarr
 
 from pipeline.sample import SampleSpec, make_sample
 from stages.extract import ExtractConfig, extract
@@ -41,3 +43,17 @@ def real_sample() -> Path:
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def assert_stores_equal(a, b) -> None:
+    """Every array and attribute of every video of two feature stores, element for element."""
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    assert ga.attrs["trunk"] == gb.attrs["trunk"]
+    ids = sorted(ga["videos"].group_keys())
+    assert ids == sorted(gb["videos"].group_keys())
+    for video_id in ids:
+        va, vb = ga["videos"][video_id], gb["videos"][video_id]
+        assert dict(va.attrs) == dict(vb.attrs), video_id
+        assert sorted(va.array_keys()) == sorted(vb.array_keys())
+        for name in va.array_keys():
+            np.testing.assert_array_equal(va[name][:], vb[name][:], err_msg=f"{video_id}/{name}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline.datasets import DatasetError, detect_layout, discover, load_manifest, numeric_key, official_manifest
+from pipeline.sample import SampleSpec, make_sample
 
 
 def touch(path: Path) -> Path:
@@ -112,3 +114,10 @@ def test_symlinked_video_outside_root_is_refused(tmp_path):
     (tmp_path / "data" / "clip.mp4").symlink_to(outside)
     with pytest.raises(DatasetError, match="outside the dataset root"):
         discover(tmp_path / "data")
+
+
+def test_two_files_of_one_video_id_are_refused(tmp_path):
+    make_sample(tmp_path, SampleSpec(train=1, val=0, frames=2))
+    shutil.copy(tmp_path / "video" / "001.AVI", tmp_path / "video" / "0001.AVI")
+    with pytest.raises(DatasetError, match="both video '0001'"):
+        discover(tmp_path)

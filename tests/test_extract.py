@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli import main as cli_main
-from conftest import BATCH, SAMPLE_SPEC, copy_tree
+from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal, copy_tree
 from pipeline.frames import read_maps
 from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
 from pipeline.trunk import TrunkWeightsError, load_trunk
@@ -33,20 +33,6 @@ SAMPLE_IDS = ["0001", "0002", "0601"]
 def run_extract(dataset, store, **options):
     options.setdefault("weights", "random")
     return extract(ExtractConfig(Path(dataset), str(store), device="cpu", batch_size=BATCH, **options))
-
-
-def assert_stores_equal(a: Path, b: Path) -> None:
-    """Every array and attribute of every video, element for element."""
-    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
-    assert ga.attrs["trunk"] == gb.attrs["trunk"]
-    ids = sorted(ga["videos"].group_keys())
-    assert ids == sorted(gb["videos"].group_keys())
-    for video_id in ids:
-        va, vb = ga["videos"][video_id], gb["videos"][video_id]
-        assert dict(va.attrs) == dict(vb.attrs), video_id
-        assert sorted(va.array_keys()) == sorted(vb.array_keys())
-        for name in va.array_keys():
-            np.testing.assert_array_equal(va[name][:], vb[name][:], err_msg=f"{video_id}/{name}")
 
 
 def test_extracts_the_generated_sample(sample_dir, sample_store):
