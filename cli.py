@@ -211,6 +211,10 @@ def train_decoder(ctx, store, run_dir, weighting, epochs, lr, lr_step, patience,
 
     Validation videos are the store's split 'val' ones, else a seeded 15% held out of the training
     videos. Progress goes to stderr; the run ends saying where the best checkpoint is and what it scored.
+
+    Under torchrun (torchrun --nproc-per-node N -m cli train-decoder ...) the N processes train data-parallel:
+    --batch-size and --max-steps are per process, the learning rate is used as given, and only rank 0
+    writes RUN_DIR.
     """
     from pipeline.store import StoreError
     from stages.train import TrainConfig, TrainError, train

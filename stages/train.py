@@ -52,10 +52,32 @@ Validation videos
     validation windows (:func:`pipeline.loader.validation_runs`), at 224x224 against the store's maps:
     CC against the map, NSS against the map's core (pixels >= half the frame's maximum) -- the store
     holds no fixation maps, so this NSS is a training-time proxy, not a benchmark number.
+
+Data parallel (``torchrun --nproc-per-node N -m cli train-decoder ...``; :mod:`pipeline.distributed`)
+    With ``WORLD_SIZE`` > 1 each process trains a replica in DistributedDataParallel (nccl between
+    GPUs, one per ``LOCAL_RANK``; gloo between CPU processes); with it unset or 1 nothing changes.
+    - Sharding: every rank computes the epoch's order from ``(seed, epoch)``; with S steps per rank
+      (``batches // N``, or ``max_steps`` when smaller), rank r takes the contiguous batches
+      ``[r S, (r + 1) S)`` of it, so ranks read disjoint groups from the store and make equal numbers
+      of steps (DDP needs that); the ``batches mod N`` batches left over are dropped each epoch.
+    - ``--batch-size`` is per rank: a step averages the gradients of ``N x batch_size`` windows (the
+      effective batch). The learning rate is unchanged (``LR_RULE``): Adam's step size does not grow
+      with the batch the way SGD's does, so the linear scaling rule is not applied; scale ``--lr``
+      by hand to try it.
+    - BatchNorm normalises each rank's own batch (no SyncBatchNorm: per-step statistics stay those of
+      ``batch_size`` windows, as in a single process); running statistics are rank 0's.
+    - Every rank recalibrates BatchNorm and validates on the same windows; rank 0's statistics and
+      scores are then copied to every rank, so the schedule, best.pt and early stopping are decided
+      identically everywhere. Losses in steps.jsonl and the progress line are means over the ranks.
+    - Only rank 0 speaks and writes config.json (with a ``distributed`` record), log.jsonl, steps.jsonl
+      and the checkpoints (the plain decoder's state_dict, no ``module.`` prefix). A resumed run needs
+      the world size it was started with. At the end the replicas are compared
+      (``max |w_r - w_0|``, said by rank 0 and in :class:`TrainSummary`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -69,11 +91,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline import distributed
 from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.decoder import SaliencyDecoder
 from pipeline.loader import DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH, WindowLoader, plan_runs, validation_runs
 from pipeline.metrics import cc, nss
-from pipeline.progress import Progress, say
+from pipeline.progress import Progress
+from pipeline.progress import say as say_always
 from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError, local_or_url
 from pipeline.trunk import compute_dtype, fingerprint_mismatch, resolve_device
 from pipeline.windows import weighting_coefficients
@@ -83,10 +107,24 @@ VALIDATION_SUBSET_SEED = 0
 NSS_CORE = 0.5  # validation NSS: "fixated" = map >= NSS_CORE * the frame's maximum
 STEP_LOG_SECONDS = 2.0  # on a GPU, step losses are fetched from the device (a sync) at most this often
 PRIOR_SAMPLES = 64  # training maps averaged for the output-bias initialization
+LR_RULE = "unchanged: --lr is Adam's learning rate whatever the world size (no linear scaling)"
 
 
 class TrainError(ValueError):
     """A training run that cannot start or continue as asked; the message says why."""
+
+
+def say(message: str) -> None:
+    """A status line for the user, from rank 0 only (the others would repeat it)."""
+    if distributed.is_main():
+        say_always(message)
+
+
+class _Discard(io.TextIOBase):
+    """A stream that drops what it is given: the progress lines of ranks other than 0."""
+
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 @dataclass
@@ -133,6 +171,7 @@ class TrainSummary:
     stopped: str = ""  # why the run ended
     windows_per_second: float = 0.0
     seconds: float = 0.0
+    rank_difference: float | None = None  # distributed: max |w_r - w_0| over the replicas at the end
 
     def line(self) -> str:
         if self.best_path is None:
@@ -367,8 +406,11 @@ def checkpoint_config(config: TrainConfig, saved: dict, epoch: int, validation: 
 
 
 def save_last(run_dir: Path, model, optimizer, scheduler, config: TrainConfig, saved: dict, state: RunState):
+    """Write last.pt (rank 0 only; the replicas are identical)."""
+    if not distributed.is_main():
+        return
     save_checkpoint(run_dir / "last.pt", {
-        "model": model.state_dict(),
+        "model": distributed.unwrap(model).state_dict(),
         "config": checkpoint_config(config, saved, state.epoch, state.best_validation),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -517,7 +559,7 @@ class _StepLog:
     """Per-step losses, fetched from the device in bulk (on a GPU, one sync every STEP_LOG_SECONDS;
     on the CPU, where fetching costs nothing, every step)."""
 
-    def __init__(self, path: Path, every: float = STEP_LOG_SECONDS):
+    def __init__(self, path: Path | None, every: float = STEP_LOG_SECONDS):  # path None: count, write nothing
         self.path, self.pending, self.last, self.every = path, [], time.perf_counter(), every
 
     def add(self, epoch: int, step: int, loss: torch.Tensor, lr: float, state: RunState) -> None:
@@ -534,14 +576,37 @@ class _StepLog:
                    for (e, s, _, lr), v in zip(self.pending, values)]
         state.epoch_loss_sum += sum(values)
         state.epoch_loss_count += len(values)
-        _append_jsonl(self.path, records)
+        if self.path is not None:
+            _append_jsonl(self.path, records)
         self.pending, self.last = [], time.perf_counter()
 
 
 # ------------------------------------------------------------------------------------ the run
 
 
-def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, device: torch.device) -> dict:
+def distributed_record(config: TrainConfig, world: distributed.World, device: torch.device) -> dict:
+    """config.json's ``distributed`` entry: how a data-parallel run shares the work (see the module docstring)."""
+    return {"world_size": world.size, "backend": distributed.backend_for(device),
+            "batch_per_rank": config.batch_size, "effective_batch": config.batch_size * world.size,
+            "lr_rule": LR_RULE, "lr_effective": config.lr,
+            "sharding": "rank r takes the contiguous batches [r S, (r + 1) S) of the epoch's order, S = steps "
+                        "per rank; the batches left over (batches mod world_size) are dropped",
+            "batchnorm": "per rank (no SyncBatchNorm); running statistics and validation scores are rank 0's"}
+
+
+def check_world_size(saved: dict | None, world: distributed.World, run_dir: Path) -> None:
+    """Refuse to resume a run with another number of processes: it would change the effective batch and
+    which batches of an epoch each rank has done."""
+    if saved is None:
+        return
+    before = saved.get("distributed", {}).get("world_size", 1)
+    if before != world.size:
+        raise TrainError(f"--resume: {run_dir} was trained by {before} process(es), this run has {world.size} "
+                         f"(WORLD_SIZE); resume it with {before}")
+
+
+def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, device: torch.device,
+                     world: distributed.World = distributed.World()) -> dict:
     prior = map_mean(store, split.train, config.seed)
     saved = {
         "settings": _settings(config),
@@ -563,6 +628,8 @@ def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, dev
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "store_format_version_read": FORMAT_VERSION,
     }
+    if world.distributed:  # a single process's config.json stays as it was
+        saved["distributed"] = distributed_record(config, world, device)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     path = config.run_dir / "config.json"
     temporary = path.with_name(".config.json.tmp")
@@ -591,10 +658,13 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
 
     explicit: the settings the caller chose on purpose (the CLI's given options); on resume the
     others come from the run's config.json. None: all of them (they must all match the run's).
+    Under torchrun (``WORLD_SIZE`` > 1) every process calls this; see the module docstring.
     """
+    world = distributed.world_from_env()
     config, saved = resolve_config(config, explicit)
     _validate_settings(config)
     run_dir = Path(config.run_dir)
+    check_world_size(saved, world, run_dir)
     store = open_training_store(config.store)
     if saved is not None:
         check_store_matches(saved, store, run_dir)
@@ -604,10 +674,24 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
             raise TrainError(f"--resume: {store.location} lacks videos the run trains on: {', '.join(missing[:5])}")
     else:
         split = split_videos(store, config.seed)
-    device = resolve_device(config.device)
+    # Every refusal above happens before the process group exists: each rank refuses alike and exits,
+    # and torchrun ends the run instead of leaving ranks waiting for each other.
+    device = distributed.start(world, resolve_device(config.device))
+    try:
+        return _run(config, saved, store, split, world, device)
+    finally:
+        distributed.stop()
+
+
+def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Split, world: distributed.World,
+         device: torch.device) -> TrainSummary:
+    """The run itself, once the store, the split and the process group are settled (see :func:`train`)."""
+    run_dir = Path(config.run_dir)
     dtype = compute_dtype(device)
     if saved is None:
-        saved = write_run_config(config, store, split, device)
+        distributed.barrier()  # every rank has seen RUN_DIR without a run (resolve_config) before rank 0 writes one
+        saved = distributed.from_main(write_run_config(config, store, split, device, world)
+                                      if distributed.is_main() else None)
     say(f"train-decoder: {len(split.train)} training videos ({sum(split.train.values())} windows), "
         f"{len(split.val)} validation videos ({', '.join(sorted(split.val)[:8])}"
         f"{', ...' if len(split.val) > 8 else ''}): {split.rule}")
@@ -623,10 +707,11 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
             say(f"train-decoder: {run_dir} has no last.pt yet: starting the run from its beginning")
     if state is None:
         state = RunState()
-    for leftover in run_dir.glob(".*.pt.tmp-*"):  # a checkpoint half-written when a run was killed
-        leftover.unlink(missing_ok=True)
-    _truncate_jsonl(run_dir / "log.jsonl", lambda r: r["epoch"] <= state.epoch)
-    _truncate_jsonl(run_dir / "steps.jsonl", lambda r: r["step"] <= state.step)
+    if distributed.is_main():
+        for leftover in run_dir.glob(".*.pt.tmp-*"):  # a checkpoint half-written when a run was killed
+            leftover.unlink(missing_ok=True)
+        _truncate_jsonl(run_dir / "log.jsonl", lambda r: r["epoch"] <= state.epoch)
+        _truncate_jsonl(run_dir / "steps.jsonl", lambda r: r["step"] <= state.step)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -638,13 +723,21 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
     val_loader = WindowLoader(store.location, validation_runs(plan_runs(split.val, config.run_length),
                                                               config.val_windows, VALIDATION_SUBSET_SEED),
                               config.batch_size, shuffle=False, **common)
-    steps_per_epoch = train_loader.batches_per_epoch()
+    steps_per_epoch = train_loader.batches_per_epoch() // world.size  # per rank: the remainder is dropped
+    if steps_per_epoch < 1:
+        raise TrainError(f"{train_loader.batches_per_epoch()} training batches of {config.batch_size} windows "
+                         f"cannot give each of {world.size} processes a step: lower --batch-size or the number "
+                         "of processes")
     if config.max_steps:
         steps_per_epoch = min(steps_per_epoch, config.max_steps)
     say(f"train-decoder: {run_dir} on {device} ({str(dtype).removeprefix('torch.')}), "
         f"{steps_per_epoch} steps of {config.batch_size} windows per epoch, validation on "
         f"{val_loader.windows_per_epoch} windows; loader: "
         f"{f'{workers} worker processes' if workers else 'a background thread'}")
+    if world.distributed:
+        say(f"train-decoder: data parallel over {world.size} processes ({distributed.backend_for(device)}): "
+            f"{config.batch_size} windows per rank per step, effective batch {config.batch_size * world.size}; "
+            f"learning rate {config.lr:g}, {LR_RULE}")
     if state.epoch or state.epoch_step:
         say(f"train-decoder: resuming after epoch {state.epoch}, step {state.epoch_step} of epoch "
             f"{state.epoch + 1} ({state.step} steps in all)")
@@ -652,8 +745,9 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
     summary = TrainSummary(run_dir)
     start = time.perf_counter()
     windows_done = 0
-    logits = _Logits(model)
+    logits = _Logits(model)  # hooks the decoder itself, which runs inside the DDP wrapper too
     model.train()
+    model = distributed.wrap(model, device)
     if state.finished:
         say(f"train-decoder: {run_dir} had already finished ({state.finished}); nothing to do")
     while not state.finished:
@@ -667,6 +761,10 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
     if state.best_epoch:
         summary.best_path, summary.best_epoch = run_dir / "best.pt", state.best_epoch
         summary.best_validation = state.best_validation
+    if world.distributed:
+        summary.rank_difference = distributed.max_difference_from_main(model)
+        say(f"train-decoder: ranks {'agree' if summary.rank_difference == 0 else 'DIFFER'}: "
+            f"max |w_r - w_0| = {summary.rank_difference:g} over {world.size} ranks")
     say(summary.line())
     return summary
 
@@ -679,35 +777,47 @@ def run_epoch(model, optimizer, scheduler, logits, train_loader, val_loader, con
     """
     windows, rate = train_steps(model, optimizer, scheduler, logits, train_loader, config, saved, state,
                                 steps_per_epoch, device, dtype)
+    decoder = distributed.unwrap(model)  # the passes below need no gradient all-reduce
     if config.bn_windows:
         # the epoch's own first windows, in its seeded order: the same whether or not the run was resumed
-        recalibrate_batchnorm(model, logits, train_loader.batches(state.epoch), config.bn_windows, device, dtype)
-    validation = validate(model, logits, val_loader, device, dtype)
+        recalibrate_batchnorm(decoder, logits, train_loader.batches(state.epoch), config.bn_windows, device, dtype)
+    # Every rank recalibrated on the same windows and validates the same ones; taking rank 0's statistics and
+    # scores everywhere means no float difference between devices can make the ranks decide differently.
+    distributed.copy_buffers_from_main(decoder)
+    validation = distributed.from_main(validate(decoder, logits, val_loader, device, dtype))
     finish_epoch(model, scheduler, config, saved, state, validation, optimizer.param_groups[0]["lr"], rate)
     return windows
 
 
 def train_steps(model, optimizer, scheduler, logits, train_loader, config: TrainConfig, saved: dict,
                 state: RunState, steps_per_epoch: int, device, dtype) -> tuple[int, float]:
-    """The epoch's remaining steps, with mid-epoch last.pt checkpoints; returns (windows, windows/s)."""
+    """The epoch's remaining steps, with mid-epoch last.pt checkpoints; returns (windows, windows/s).
+
+    Distributed, this rank's share of the epoch (see the module docstring); windows count all ranks'.
+    """
     run_dir = Path(config.run_dir)
     epoch, lr = state.epoch, optimizer.param_groups[0]["lr"]
-    step_log = _StepLog(run_dir / "steps.jsonl", STEP_LOG_SECONDS if device.type == "cuda" else 0.0)
+    ranks, main = distributed.world_size(), distributed.is_main()
+    step_log = _StepLog(run_dir / "steps.jsonl" if main else None,
+                        STEP_LOG_SECONDS if device.type == "cuda" else 0.0)
     remaining = max(0, steps_per_epoch - state.epoch_step)
     progress = Progress(f"train epoch {epoch + 1}/{config.epochs}"
                         + (f" (resumed at step {state.epoch_step})" if state.epoch_step else ""),
-                        total=remaining * config.batch_size, unit="windows")
+                        total=remaining * config.batch_size * ranks, unit="windows",
+                        stream=None if main else _Discard())
     start = last_save = time.perf_counter()
     windows = 0
     if remaining:
-        batches = train_loader.batches(epoch, skip=state.epoch_step)
+        first = distributed.rank() * steps_per_epoch  # where this rank's contiguous share of the epoch starts
+        batches = train_loader.batches(epoch, skip=first + state.epoch_step)
         for batch in batches:
-            loss = train_step(model, optimizer, logits, batch, device, dtype)
+            loss = distributed.mean(train_step(model, optimizer, logits, batch, device, dtype))
             state.step += 1
             state.epoch_step += 1
-            windows += len(batch)
+            step_windows = len(batch) * ranks  # the other ranks' batches are as long, but for the epoch's last
+            windows += step_windows
             step_log.add(epoch, state.step, loss, lr, state)
-            progress.update(len(batch), note=f"step {state.step}, loss {loss_display(state)}")
+            progress.update(step_windows, note=f"step {state.step}, loss {loss_display(state)}")
             if state.epoch_step >= steps_per_epoch:
                 break
             due_steps = config.checkpoint_steps and state.step % config.checkpoint_steps == 0
@@ -734,8 +844,10 @@ def finish_epoch(model, scheduler, config: TrainConfig, saved: dict, state: RunS
     if improved:
         state.best_loss, state.best_epoch, state.best_validation = validation["loss"], state.epoch, validation
         state.bad_epochs = 0
-        save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(),
-                                              "config": checkpoint_config(config, saved, state.epoch, validation)})
+        if distributed.is_main():
+            best = {"model": distributed.unwrap(model).state_dict(),
+                    "config": checkpoint_config(config, saved, state.epoch, validation)}
+            save_checkpoint(run_dir / "best.pt", best)
     else:
         state.bad_epochs += 1
     if state.bad_epochs >= config.patience:
@@ -746,7 +858,8 @@ def finish_epoch(model, scheduler, config: TrainConfig, saved: dict, state: RunS
     record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": validation["loss"],
               "val_cc": validation["cc"], "val_nss": validation["nss"], "val_windows": validation["windows"],
               "lr": lr, "best": improved, "windows_per_s": rate}
-    _append_jsonl(run_dir / "log.jsonl", [record])
+    if distributed.is_main():
+        _append_jsonl(run_dir / "log.jsonl", [record])
     say(f"epoch {state.epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {validation['loss']:.4f}, "
         f"val CC {validation['cc']:.3f}, val NSS {validation['nss']:.3f} (on {validation['windows']} windows), "
         f"lr {lr:.1e}, {rate:.2f} windows/s{' *best*' if improved else ''}")
