@@ -8,6 +8,7 @@ workstation or a test. dask.distributed is an optional dependency (``pip install
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -46,9 +47,14 @@ def dask_client(address: str) -> Iterator[object]:
     workers = local_workers(address)
     if workers is not None:
         # processes, not threads: each worker holds its own trunk and decoders, and decord readers
-        # must not cross a fork; one thread each, as the trunk already uses the cores it has
+        # must not cross a fork. One task at a time per worker, whose trunk gets the worker's share of
+        # the cores: distributed would otherwise start every worker with OpenMP and MKL at 1 thread
+        # (torch takes its thread count from MKL's).
+        cores = str(max(1, (os.cpu_count() or 1) // workers))
+        threads = {"OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores}  # set before the task imports torch
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                      dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+                                      dashboard_address=":0", env=threads) as cluster, \
+                distributed.Client(cluster) as client:
             yield client
         return
     try:

@@ -286,7 +286,14 @@ class VideoFailed(RuntimeError):
 
 @functools.lru_cache(maxsize=2)
 def _process_trunk(weights: str, device: str) -> TrunkRunner:
-    """The trunk of this (worker) process, loaded once and reused by every video task it runs."""
+    """The trunk of this (worker) process, loaded once and reused by every video task it runs.
+
+    On a CPU it computes with OMP_NUM_THREADS threads when that is set: a Dask nanny sets it after
+    the worker started (1 by default; `dask_client` gives each local worker its share of the cores),
+    which may be after torch fixed its thread count."""
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
     return TrunkRunner(load_trunk(weights), resolve_device(device))
 
 
