@@ -22,7 +22,7 @@ import torch
 from pipeline.decoder import decoder_macs
 from pipeline.loader import Batch
 from pipeline.trunk import compute_dtype, resolve_device
-from stages.train import TrainConfig, _Logits, build_model, build_optimizer, train_step
+from stages.train import LogitsCapture, TrainConfig, build_model, build_optimizer, train_step
 
 
 def sync(device: torch.device) -> None:
@@ -34,7 +34,7 @@ def step_rate(device, dtype, batch: int, steps: int, repeats: int, memory_format
     model, _ = build_model(device, seed=0, prior=0.1)
     model = model.to(memory_format=memory_format)
     optimizer, _ = build_optimizer(model, TrainConfig("unused", "unused"))
-    logits = _Logits(model)
+    logits = LogitsCapture(model)
     model.train()
     if compiled:
         model.forward = torch.compile(model.forward)

@@ -434,12 +434,12 @@ class Bench:
         """One pass of extract's decode stage over the selected videos: frames/s."""
         from torch.utils.data import DataLoader
 
-        from stages.extract import DecodeStream, _identity, default_workers
+        from stages.extract import DecodeStream, as_is, default_workers
 
         entries = self.entries if with_maps else [replace(e, maps_dir=None) for e in self.entries]
         stream = DecodeStream(entries, self.root, self.batch, self.per_video)
         loader = DataLoader(stream, batch_size=None, num_workers=default_workers(self.device),
-                            collate_fn=_identity, prefetch_factor=4, persistent_workers=False)
+                            collate_fn=as_is, prefetch_factor=4, persistent_workers=False)
         count = 0
         start = time.perf_counter()
         for message in loader:
@@ -589,7 +589,7 @@ class Bench:
 
     def stage_two(self, work: Path) -> None:
         from pipeline.loader import Batch, WindowLoader, plan_runs
-        from stages.train import TrainConfig, _Logits, build_model, build_optimizer, default_workers, train_step
+        from stages.train import LogitsCapture, TrainConfig, build_model, build_optimizer, default_workers, train_step
 
         store = FeatureStore(str(self.store))
         counts = {v: store.video_attrs(v)["frame_count"] for v in store.video_ids() if store.maps(v) is not None}
@@ -602,7 +602,7 @@ class Bench:
         workers = default_workers(device)
         model, memory_format = build_model(device, seed=0, prior=0.1)
         optimizer, _ = build_optimizer(model, TrainConfig(str(self.store), work / "run"))
-        logits = _Logits(model)
+        logits = LogitsCapture(model)
         model.train()
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # as train() sets it

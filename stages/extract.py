@@ -24,7 +24,7 @@ from pipeline.datasets import VideoEntry, discover
 from pipeline.frames import FrameReader, FrameReadError, read_maps
 from pipeline.progress import Progress, say
 from pipeline.store import FeatureStore, StoreError
-from pipeline.trunk import TrunkRunner, load_trunk, resolve_device
+from pipeline.trunk import Trunk, TrunkRunner, load_trunk, resolve_device
 
 
 @dataclass
@@ -135,7 +135,8 @@ class DecodeStream(IterableDataset):
             yield Decoded(index, "error", message=f"{entry.source}: {type(error).__name__}: {error}")
 
 
-def _identity(message):
+def as_is(message):
+    """The DataLoader's collate function for DecodeStream: messages are passed on as they are."""
     return message
 
 
@@ -195,12 +196,15 @@ def default_writers(device: torch.device) -> int:
     return max(1, min(4, cpus // 4)) if device.type == "cuda" else 1
 
 
-def extract(config: ExtractConfig) -> ExtractSummary:
-    """Run stage one as configured; returns the summary (which says what failed, and why)."""
+def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary:
+    """Run stage one as configured; returns the summary (which says what failed, and why).
+
+    trunk: the trunk ``config.weights`` names, when the caller has loaded it already (it is not
+    loaded again)."""
     root = Path(config.dataset)
     layout, entries = discover(root, config.layout, config.split, config.videos)
     device = resolve_device(config.device)
-    trunk = load_trunk(config.weights)
+    trunk = trunk or load_trunk(config.weights)
     store = FeatureStore(config.store, mode="a", trunk=trunk.fingerprint,
                          dataset={"layout": layout, "dataset": str(root.resolve())})
     summary = ExtractSummary()
@@ -219,7 +223,7 @@ def extract(config: ExtractConfig) -> ExtractSummary:
     runner = TrunkRunner(trunk, device)
     workers = config.workers or default_workers(device)
     loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames), batch_size=None,
-                        num_workers=workers, collate_fn=_identity, prefetch_factor=4,
+                        num_workers=workers, collate_fn=as_is, prefetch_factor=4,
                         persistent_workers=False)
     video_writers: dict[int, object] = {}
     writes = StoreWrites(config.writers or default_writers(device))

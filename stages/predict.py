@@ -234,10 +234,10 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
         with quiet_random_warning():
             trunk = load_trunk(weights)
         check_trunk(config.checkpoint, checkpoint_trunk, f"trunk --weights {weights}", trunk.fingerprint)
-        del trunk
         say(f"predict: stage one for {len(todo)} of {len(entries)} videos into the cache {cache}")
         extracted = extract(ExtractConfig(root, cache, layout, "all", [e.video_id for e in todo], weights,
-                                          config.device))
+                                          config.device), trunk)
+        del trunk
         summary.failed.update(extracted.failed)
         summary.extract_frames, summary.extract_seconds = extracted.frames, extracted.seconds
     else:

@@ -469,7 +469,7 @@ def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
 
-class _Logits:
+class LogitsCapture:
     """Captures the input of the decoder's final sigmoid, so the loss is BCE-with-logits in fp32:
     the same pixel-wise binary cross-entropy, without log(0) where a bf16 sigmoid rounds to 0 or 1."""
 
@@ -485,7 +485,7 @@ class _Logits:
         return value.squeeze(2).float()  # (N, 1, 224, 224), as the model's output
 
 
-def train_step(model, optimizer, logits: _Logits, batch, device, dtype) -> torch.Tensor:
+def train_step(model, optimizer, logits: LogitsCapture, batch, device, dtype) -> torch.Tensor:
     """One optimizer step on a batch; returns the (detached, on-device) mean BCE loss."""
     optimizer.zero_grad(set_to_none=True)
     with _autocast(device, dtype):
@@ -497,7 +497,7 @@ def train_step(model, optimizer, logits: _Logits, batch, device, dtype) -> torch
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model, logits: _Logits, batches, windows: int, device, dtype) -> int:
+def recalibrate_batchnorm(model, logits: LogitsCapture, batches, windows: int, device, dtype) -> int:
     """Recompute every BatchNorm's running mean and variance with the current weights ("precise BN").
 
     The running statistics are reset and re-estimated as the plain average over the first `windows`
@@ -531,7 +531,7 @@ def recalibrate_batchnorm(model, logits: _Logits, batches, windows: int, device,
 
 
 @torch.no_grad()
-def validate(model, logits: _Logits, loader: WindowLoader, device, dtype) -> dict:
+def validate(model, logits: LogitsCapture, loader: WindowLoader, device, dtype) -> dict:
     """Mean BCE loss, CC and NSS (see the module docstring) over the fixed validation subset."""
     model.eval()
     loss_sum, count, ccs, nsss = 0.0, 0, [], []
@@ -745,7 +745,7 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     summary = TrainSummary(run_dir)
     start = time.perf_counter()
     windows_done = 0
-    logits = _Logits(model)  # hooks the decoder itself, which runs inside the DDP wrapper too
+    logits = LogitsCapture(model)  # hooks the decoder itself, which runs inside the DDP wrapper too
     model.train()
     model = distributed.wrap(model, device)
     if state.finished:
