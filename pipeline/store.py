@@ -26,7 +26,7 @@ FORMAT_VERSION = 1
 CHUNK_FRAMES = 8
 # Blosc zstd level 1 with byte shuffle in 512 KiB blocks. On the real DHF1K sample (random-weight
 # features) it stores 97.6 KB/frame, as small as level 5 in Blosc's default blocks (96.9 KB), but
-# compresses ~8x faster: ~1,100-1,600 frames/s per core against 147. Level 5 made the store writer
+# compresses ~8x faster: 1,025 frames/s on one core against 131. Level 5 made the store writer
 # the bottleneck of stage one on a GPU (341 frames/s on an H200); lz4 is faster still but 134 KB/frame.
 # Reads run at >2,000 frames/s per core, far above what the decoder consumes. See
 # benchmarks/extract_speed.py, which measures the candidates' size, write and read speeds.

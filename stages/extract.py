@@ -45,6 +45,9 @@ class ExtractConfig:
     scheduler: str | None = None  # a dask.distributed scheduler address or local:N; None: in this process
 
 
+WAIT_LABELS = {"decode": "waiting for decode", "trunk": "trunk", "writes": "waiting for writes"}
+
+
 @dataclass
 class ExtractSummary:
     done: list[str] = field(default_factory=list)
@@ -52,23 +55,33 @@ class ExtractSummary:
     failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
     frames: int = 0
     seconds: float = 0.0
-    # where the main loop's time went: waiting for decoded frames, running the trunk, waiting for
-    # the store writers to catch up (seconds)
-    waits: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "trunk": 0.0, "writes": 0.0})
+    # where the main loop's time went (seconds; measured in-process only), keys as WAIT_LABELS
+    waits: dict[str, float] = field(default_factory=lambda: dict.fromkeys(WAIT_LABELS, 0.0))
 
     @property
     def frames_per_second(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
+    def fail(self, video_id: str, reason: str) -> None:
+        """Record a video's failure (its first reason) and say it at once."""
+        if video_id not in self.failed:
+            self.failed[video_id] = reason
+            say(f"\nextract: FAILED {video_id}: {reason}")
+
     def line(self) -> str:
         line = (f"extract: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed; "
                 f"{self.frames} frames in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s)")
-        if self.frames and self.seconds > 0 and any(self.waits.values()):  # (measured in-process only)
-            line += "; time " + ", ".join(f"{name} {seconds / self.seconds:.0%}" for name, seconds in
-                                          (("waiting for decode", self.waits["decode"]),
-                                           ("trunk", self.waits["trunk"]),
-                                           ("waiting for writes", self.waits["writes"])))
+        if self.frames and self.seconds > 0 and any(self.waits.values()):
+            line += "; time " + ", ".join(f"{label} {self.waits[key] / self.seconds:.0%}"
+                                          for key, label in WAIT_LABELS.items())
         return line
+
+    def report(self) -> "ExtractSummary":
+        """Say the summary line and every failure; returns itself."""
+        say(self.line())
+        for video_id, reason in self.failed.items():
+            say(f"extract: failed {video_id}: {reason}")
+        return self
 
 
 @dataclass
@@ -215,8 +228,7 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     say(f"extract: {len(entries)} videos in {root} (layout {layout}, split {config.split}): "
         f"{len(summary.skipped)} already complete, {len(todo)} to do, on {device}")
     if not todo:
-        say(summary.line())
-        return summary
+        return summary.report()
 
     if config.scheduler:
         return _extract_on_cluster(config, root, todo, store, summary)
@@ -231,10 +243,7 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     start = time.perf_counter()
 
     def fail(index: int, reason: str) -> None:
-        video_id = todo[index].video_id
-        if video_id not in summary.failed:
-            summary.failed[video_id] = reason
-            say(f"\nextract: FAILED {video_id}: {reason}")
+        summary.fail(todo[index].video_id, reason)
         video_writers.pop(index, None)
 
     waits = summary.waits
@@ -275,10 +284,7 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     summary.done = [v for v in summary.done if v not in summary.failed]
     summary.seconds = time.perf_counter() - start
     progress.close()
-    say(summary.line())
-    for video_id, reason in summary.failed.items():
-        say(f"extract: failed {video_id}: {reason}")
-    return summary
+    return summary.report()
 
 
 # ---------------------------------------------------------------------------------- on a Dask cluster
@@ -347,14 +353,9 @@ def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry
                 summary.frames += future.result()
                 summary.done.append(video_id)
             except Exception as error:  # one video's failure, reported by video
-                reason = str(error) if isinstance(error, (VideoFailed, StoreError)) else \
-                    f"{type(error).__name__}: {error}"
-                summary.failed[video_id] = reason
-                say(f"\nextract: FAILED {video_id}: {reason}")
+                summary.fail(video_id, str(error) if isinstance(error, (VideoFailed, StoreError))
+                             else f"{type(error).__name__}: {error}")
             progress.update(1, note=video_id)
         summary.seconds = time.perf_counter() - start
         progress.close()
-    say(summary.line())
-    for video_id, reason in summary.failed.items():
-        say(f"extract: failed {video_id}: {reason}")
-    return summary
+    return summary.report()
