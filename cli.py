@@ -44,7 +44,7 @@ def main():
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Decode processes [default: 1 on CPU, up to 8 with a GPU].")
 @click.option("--writers", type=click.IntRange(min=1), default=None,
-              help="Store writer threads (compression) [default: 1 on CPU, up to 4 with a GPU].")
+              help="Store writer processes (compression) [default: 1 on CPU, up to 4 with a GPU].")
 @click.option("--scheduler", metavar="ADDRESS|local:N", default=None,
               help="Run one task per video on a dask.distributed cluster (tcp://HOST:8786), or on a local "
                    "cluster of N worker processes; workers need the dataset at the same path and write "

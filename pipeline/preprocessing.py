@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-INPUT_SIZE = 224
+from pipeline.contract import INPUT_SIZE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

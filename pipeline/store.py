@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 import zarr
 
-from pipeline.preprocessing import INPUT_SIZE
-from pipeline.trunk import FEATURE_SHAPE, fingerprint_mismatch
+from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE, fingerprint_mismatch
 
 FORMAT_VERSION = 1
 CHUNK_FRAMES = 8

@@ -19,9 +19,9 @@ import torch
 import torchvision
 
 from pipeline import preprocessing
+from pipeline.contract import FEATURE_SHAPE
 
 RELU5_3 = 30  # vgg16().features[:30] ends with relu5_3
-FEATURE_SHAPE = (512, 14, 14)
 ARCH = "torchvision.models.vgg16().features[:30] (relu5_3)"
 RANDOM_SEED = 0
 
@@ -64,15 +64,6 @@ def load_trunk(weights: str = "imagenet") -> Trunk:
         "feature_shape": list(FEATURE_SHAPE),
     }
     return Trunk(module, fingerprint)
-
-
-def fingerprint_mismatch(expected: dict, found: dict) -> str | None:
-    """None when two trunk fingerprints match, else a sentence naming the fields that differ."""
-    keys = sorted(set(expected) | set(found))
-    differing = [k for k in keys if expected.get(k) != found.get(k)]
-    if not differing:
-        return None
-    return "; ".join(f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in differing)
 
 
 def _imagenet_vgg16() -> torch.nn.Module:
@@ -144,6 +135,7 @@ class TrunkRunner:
     """Runs the trunk on uint8 frame batches on one device, channels_last, in bf16 where it is fast.
 
     __call__: uint8 frames (N, 224, 224, 3) (numpy or torch) -> float16 numpy (N, 512, 14, 14).
+    `submit` does the same without waiting for a GPU: the caller prepares the next batch meanwhile.
     """
 
     def __init__(self, trunk: Trunk, device: torch.device):
@@ -157,16 +149,43 @@ class TrunkRunner:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
-    @torch.inference_mode()
     def __call__(self, frames) -> np.ndarray:
+        return self.submit(frames).result()
+
+    @torch.inference_mode()
+    def submit(self, frames) -> "TrunkBatch":
+        """Starts the trunk on uint8 frames (N, 224, 224, 3); on a GPU it returns once the work is
+        queued (the features come back to pinned host memory behind it), on a CPU once it is done."""
         frames = torch.as_tensor(frames)
         if self.device.type == "cuda":
             frames = frames.pin_memory().to(self.device, non_blocking=True)
         with self.autocast():
             features = self.module(preprocessing.normalize(frames))
         # Features are stored as float16: clamp so a large activation saturates instead of becoming inf.
-        features = features.float().clamp_(-65504, 65504).to(torch.float16)
-        return features.contiguous().cpu().numpy()
+        features = features.float().clamp_(-65504, 65504).to(torch.float16).contiguous()
+        if self.device.type != "cuda":
+            return TrunkBatch(features, None)
+        host = torch.empty(features.shape, dtype=features.dtype, pin_memory=True)
+        host.copy_(features, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()
+        return TrunkBatch(host, copied)
+
+
+@dataclass
+class TrunkBatch:
+    """Features on their way to host memory; `result` waits for them: float16 numpy (N, 512, 14, 14)."""
+
+    features: torch.Tensor
+    copied: object  # a torch.cuda.Event recorded after the copy to the host, or None when it is there
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def result(self) -> np.ndarray:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.features.numpy()
 
 
 @contextlib.contextmanager

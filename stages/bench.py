@@ -60,6 +60,7 @@ from pipeline.decoder import decoder_macs
 from pipeline.frames import FrameReader, read_maps
 from pipeline.progress import say
 from pipeline.store import FORMAT_VERSION, FeatureStore
+from pipeline.store_writers import StoreWriters
 from pipeline.trunk import RELU5_3, TrunkRunner, compute_dtype, load_trunk, quiet_random_warning, resolve_device
 from pipeline.windows import DEFAULT_WEIGHTING, apply_weighting, frames_needed, gather_windows, weighting_coefficients
 from stages.train import TrainConfig
@@ -463,22 +464,25 @@ class Bench:
         return count / (time.perf_counter() - start)
 
     def _write_pass(self, store: Path, features: list[np.ndarray]) -> float:
-        """extract's store writes alone (`StoreWrites`, its default writer threads) of trunk batches
-        already in memory, each video's batches as extract submits them: frames/s."""
-        from stages.extract import StoreWrites, default_writers
+        """extract's store writes alone (`StoreWriters`, its default writer processes) of trunk batches
+        already in memory, each video's batches as extract queues them: frames/s."""
+        from stages.extract import default_writers
 
         if store.exists():
             shutil.rmtree(store)
-        target = FeatureStore(str(store), mode="a", trunk={"bench": "write pass"})
+        fingerprint = {"bench": "write pass"}
+        FeatureStore(str(store), mode="a", trunk=fingerprint)
         batches = iter(features)
-        start = time.perf_counter()
-        writes = StoreWrites(default_writers(self.device))
-        for index, video_id in enumerate(self.counts):
-            writer = target.begin_video(video_id, self.counts[video_id], False, {})
-            for _ in range(0, self.counts[video_id], self.batch):
-                writes.submit(index, writer.append, next(batches))
-            writes.submit(index, writer.finish)
-        errors = writes.drain()
+        errors = []
+        with StoreWriters(str(store), fingerprint, default_writers(self.device), self.batch) as writes:
+            writes.wait_ready()  # the writer processes' start-up (0.7 s here) is not write speed
+            start = time.perf_counter()
+            for index, video_id in enumerate(self.counts):
+                errors += writes.begin(index, video_id, self.counts[video_id], False, {})
+                for _ in range(0, self.counts[video_id], self.batch):
+                    errors += writes.append(index, next(batches))
+                errors += writes.finish(index)
+            errors += writes.close()
         if errors:
             raise BenchError(f"store writes failed: {errors[0][1]}")
         return self.total / (time.perf_counter() - start)
@@ -524,6 +528,7 @@ class Bench:
         self._extract(self.store)
         features: list[np.ndarray] = []
         self._trunk_pass(runner, videos, features)
+        agreement = self._check_extracted(features, [len(v) for v in videos])
         decode, decode_maps, trunk, write, extract = [], [], [], [], []
         for _ in range(repeats):
             decode.append(self._decode_pass(False))
@@ -583,7 +588,24 @@ class Bench:
                     writers=default_writers(self.device), bytes_per_frame=feature_bytes,
                     map_bytes_per_frame=map_bytes, raw_bytes_per_frame=512 * 14 * 14 * 2, frames=frames,
                     workers=workers, batch=self.batch, weights=self.weights,
-                    video_sizes=[f"{w}x{h}" for w, h in sizes])
+                    video_sizes=[f"{w}x{h}" for w, h in sizes], max_difference_from_trunk=agreement)
+
+    def _check_extracted(self, features: list[np.ndarray], lengths: list[int]) -> float:
+        """The largest |extract's stored feature - the trunk's own on the same frames|, relative to the
+        largest feature; raises BenchError above bf16's rounding (extract's batches are the trunk
+        pass's, so on a CPU the two are equal)."""
+        expected = np.split(np.concatenate(features).astype(np.float32), np.cumsum(lengths)[:-1])
+        stored = FeatureStore(str(self.store))
+        worst = 0.0
+        for video_id, want in zip(self.counts, expected):
+            got = stored.features(video_id)[:].astype(np.float32)
+            if got.shape != want.shape:
+                raise BenchError(f"extract stored {got.shape} features for {video_id}, the trunk gave {want.shape}")
+            worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)))
+        if worst > 1e-2:
+            raise BenchError(f"extract's stored features differ from the trunk's on the same frames (largest "
+                             f"difference {worst:.3g} of the largest feature)")
+        return worst
 
     # ------------------------------------------------------------------ loader and training
 

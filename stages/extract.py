@@ -1,8 +1,9 @@
 """Stage one: decode every video of a dataset, run the trunk once per frame, cache the features.
 
 Worker processes decode (decord, or PIL for frame folders) and read ground-truth maps, in batches of
-frames; the main process runs the trunk on each batch; writer threads (one per video at a time)
-compress and write to the Zarr store. The three overlap, so the run goes at the speed of the slowest.
+frames; the main process runs the trunk on each batch; writer processes (`pipeline.store_writers`,
+one per video at a time) compress and write to the Zarr store. The three overlap, so the run goes at
+the speed of the slowest.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import functools
 import os
 import time
 import uuid
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pipeline.datasets import VideoEntry, discover
 from pipeline.frames import FrameReader, FrameReadError, read_maps
 from pipeline.progress import Progress, say
 from pipeline.store import FeatureStore, StoreError
+from pipeline.store_writers import StoreWriters
 from pipeline.trunk import Trunk, TrunkRunner, load_trunk, resolve_device
 
 
@@ -41,7 +41,7 @@ class ExtractConfig:
     batch_size: int = 32
     max_frames: int | None = None
     workers: int | None = None  # decode processes; None: default_workers(device)
-    writers: int | None = None  # store writer threads; None: default_writers(device)
+    writers: int | None = None  # store writer processes; None: default_writers(device)
     scheduler: str | None = None  # a dask.distributed scheduler address or local:N; None: in this process
 
 
@@ -153,47 +153,9 @@ def as_is(message):
     return message
 
 
-class StoreWrites:
-    """Runs store writes on `threads` writer threads, at most `depth` writes per thread behind the trunk.
-
-    A video's writes all go to the same thread (video index modulo `threads`), so they happen in order;
-    different videos compress and write in parallel (Blosc releases the GIL). `submit` and `collect`
-    return the errors of finished writes as (video index, exception).
-    """
-
-    def __init__(self, threads: int = 1, depth: int = 4):
-        self.lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"store-writer-{k}")
-                      for k in range(threads)]
-        self.pending: deque[tuple[int, Future]] = deque()
-        self.limit = depth * threads
-
-    def submit(self, index: int, fn, *args) -> list[tuple[int, BaseException]]:
-        self.pending.append((index, self.lanes[index % len(self.lanes)].submit(fn, *args)))
-        return self.collect(block=len(self.pending) > self.limit)
-
-    def collect(self, block: bool = False) -> list[tuple[int, BaseException]]:
-        """Errors of finished writes; with `block`, first waits until at most `limit` are pending."""
-        errors = []
-        while self.pending and (block or self.pending[0][1].done()):
-            index, future = self.pending.popleft()
-            error = future.exception()
-            if error is not None:
-                errors.append((index, error))
-            block = block and len(self.pending) > self.limit
-        return errors
-
-    def drain(self) -> list[tuple[int, BaseException]]:
-        errors = []
-        while self.pending:
-            errors += self.collect(block=True)
-        for lane in self.lanes:
-            lane.shutdown()
-        return errors
-
-
-def begin_video(store: FeatureStore, video_id: str, info: dict):
-    """The store's writer for a video, from a decoder's ``begin`` message info."""
-    return store.begin_video(video_id, info["frame_count"], info["attrs"]["has_maps"], info["attrs"])
+def video_arguments(video_id: str, info: dict) -> tuple:
+    """`FeatureStore.begin_video`'s arguments for a video, from a decoder's ``begin`` message info."""
+    return video_id, info["frame_count"], info["attrs"]["has_maps"], info["attrs"]
 
 
 def default_workers(device: torch.device) -> int:
@@ -203,7 +165,7 @@ def default_workers(device: torch.device) -> int:
 
 
 def default_writers(device: torch.device) -> int:
-    """Store writer threads: 1 on the CPU (~1,000 frames/s each, far above the CPU trunk), up to 4
+    """Store writer processes: 1 on the CPU (~1,000 frames/s each, far above the CPU trunk), up to 4
     with a GPU, where a fast trunk needs ~2 cores of compression at 2,000 frames/s."""
     cpus = os.cpu_count() or 1
     return max(1, min(4, cpus // 4)) if device.type == "cuda" else 1
@@ -237,54 +199,75 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames), batch_size=None,
                         num_workers=workers, collate_fn=as_is, prefetch_factor=4,
                         persistent_workers=False)
-    video_writers: dict[int, object] = {}
-    writes = StoreWrites(config.writers or default_writers(device))
+    lanes = config.writers or default_writers(device)
+    with StoreWriters(store.location, store.fingerprint, lanes, config.batch_size) as writes:
+        _run_in_process(loader, runner, writes, todo, summary)
+    return summary.report()
+
+
+def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriters, todo: list[VideoEntry],
+                    summary: ExtractSummary) -> None:
+    """The main loop: decoded batches from `loader` through the trunk into `writes`. The trunk runs one
+    batch ahead of the writes, so on a GPU it computes while this thread hands the previous batch over."""
     progress = Progress("extract", unit="frames")
     start = time.perf_counter()
-
-    def fail(index: int, reason: str) -> None:
-        summary.fail(todo[index].video_id, reason)
-        video_writers.pop(index, None)
-
     waits = summary.waits
+    pending = None  # (video index, TrunkBatch, maps): the trunk's latest batch, not yet handed to the writers
+
+    def record(errors: list[tuple[int, str]]) -> None:
+        for index, reason in errors:
+            summary.fail(todo[index].video_id, reason)
+
+    def hand_over() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        (index, batch, maps), pending = pending, None
+        if todo[index].video_id in summary.failed:
+            return
+        computed = time.perf_counter()
+        features = batch.result()
+        handed = time.perf_counter()
+        waits["trunk"] += handed - computed
+        waited = writes.waited
+        record(writes.append(index, features, maps))
+        waits["writes"] += writes.waited - waited
+        progress.update(len(features), note=todo[index].video_id)
+        summary.frames += len(features)
+
     mark = time.perf_counter()
     for message in loader:
         now = time.perf_counter()
         waits["decode"] += now - mark
-        for index, error in writes.collect():
-            fail(index, f"writing to {store.location}: {error}")
         index, video_id = message.index, todo[message.index].video_id
+        if message.kind == "frames":
+            if video_id not in summary.failed:
+                batch = runner.submit(message.frames)
+                waits["trunk"] += time.perf_counter() - now
+                hand_over()
+                pending = (index, batch, None if message.maps is None else message.maps.numpy())
+            mark = time.perf_counter()
+            continue
+        hand_over()  # a video's writes keep their order: its last batch goes before its end
         if video_id in summary.failed:
             pass  # the rest of a failed video's messages are dropped
         elif message.kind == "error":
-            fail(index, message.message)
+            summary.fail(video_id, message.message)
         elif message.kind == "begin":
             for note in message.info["notes"]:
                 say(f"\nextract: {video_id} ({todo[index].source}): {note}")
-            video_writers[index] = begin_video(store, video_id, message.info)
-        elif message.kind == "frames":
-            features = runner(message.frames)
-            computed = time.perf_counter()
-            waits["trunk"] += computed - now
-            maps = None if message.maps is None else message.maps.numpy()
-            for failed in writes.submit(index, video_writers[index].append, features, maps):
-                fail(*failed)
-            waits["writes"] += time.perf_counter() - computed
-            progress.update(len(features), note=video_id)
-            summary.frames += len(features)
+            record(writes.begin(index, *video_arguments(video_id, message.info)))
         elif message.kind == "end":
-            for failed in writes.submit(index, video_writers.pop(index).finish):
-                fail(*failed)
+            record(writes.finish(index))
             summary.done.append(video_id)
         mark = time.perf_counter()
+    hand_over()
     drained = time.perf_counter()
-    for index, error in writes.drain():
-        fail(index, f"writing to {store.location}: {error}")
+    record(writes.close())
     waits["writes"] += time.perf_counter() - drained
     summary.done = [v for v in summary.done if v not in summary.failed]
     summary.seconds = time.perf_counter() - start
     progress.close()
-    return summary.report()
 
 
 # ---------------------------------------------------------------------------------- on a Dask cluster
@@ -320,7 +303,7 @@ def extract_video(entry: VideoEntry, root: Path, location: str, weights: str, de
         if message.kind == "error":
             raise VideoFailed(message.message)
         if message.kind == "begin":
-            writer = begin_video(store, entry.video_id, message.info)
+            writer = store.begin_video(*video_arguments(entry.video_id, message.info))
         elif message.kind == "frames":
             writer.append(runner(message.frames), None if message.maps is None else message.maps.numpy())
             frames += len(message.frames)

@@ -55,9 +55,9 @@ from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover, image_file
 from pipeline.decoder import SaliencyDecoder
 from pipeline.postprocess import OVERLAY_DIR, PostProcess, heat_overlay, is_temporary, postprocess, write_png
 from pipeline.progress import Progress, say
+from pipeline.contract import fingerprint_mismatch
 from pipeline.store import FORMAT_VERSION, FeatureStore
-from pipeline.trunk import (RANDOM_SEED, compute_dtype, fingerprint_mismatch, load_trunk, quiet_random_warning,
-                            resolve_device)
+from pipeline.trunk import RANDOM_SEED, compute_dtype, load_trunk, quiet_random_warning, resolve_device
 from pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
 
 PREDICT_JSON = "predict.json"

@@ -93,13 +93,14 @@ import torch.nn.functional as F
 
 from pipeline import distributed
 from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pipeline.contract import fingerprint_mismatch
 from pipeline.decoder import SaliencyDecoder
 from pipeline.loader import DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH, WindowLoader, plan_runs, validation_runs
 from pipeline.metrics import cc, nss
 from pipeline.progress import Progress
 from pipeline.progress import say as say_always
 from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError, local_or_url
-from pipeline.trunk import compute_dtype, fingerprint_mismatch, resolve_device
+from pipeline.trunk import compute_dtype, resolve_device
 from pipeline.windows import weighting_coefficients
 
 HOLDOUT_FRACTION = 0.15

@@ -49,6 +49,8 @@ def test_bench_cli_prints_every_row_and_writes_every_figure(tmp_path):
     extract = record["figures"]["extract"]
     assert extract["bytes_per_frame"] > 0 and extract["video_sizes"] == ["640x360"]
     assert extract["fraction_of_bound"] > 0 and extract["bound_by"] in ("decode", "trunk")
+    # extract stores exactly what the trunk computes on the same frames (the same batches, on a CPU)
+    assert extract["max_difference_from_trunk"] == 0, extract["max_difference_from_trunk"]
     assert record["figures"]["train_end_to_end"]["ratio_cached_to_end_to_end"] > 0
     assert record["figures"]["projection"]["paper_hours"] == 160
     constants = record["constants"]

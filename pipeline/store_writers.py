@@ -1,0 +1,340 @@
+"""Store writes off the main process: writer lanes fed through one shared-memory segment.
+
+Why processes: on a GPU, stage one's main thread launches the trunk's kernels between batches, and
+every torch call drops and retakes the GIL. Store writes in threads of the same process (zarr and
+numcodecs run Python between their compressor calls) take it from that thread:
+benchmarks/gil_contention.py measured its torch dispatch rate at 47% of alone with writes in a
+thread, and 98% with the same writes in another process.
+
+The main process copies a batch of features (and maps) into a free slot of the segment and sends the
+batch's lane a small message; the lane copies the batch out, frees the slot, and writes with a
+`VideoWriter`. All of a video's messages go to one lane (video index modulo lanes), so its writes
+happen in order; different videos compress and write in parallel. A lane runs in a process of its
+own (``python -m pipeline.store_writers``, which imports no torch: see `pipeline.contract`), or, for
+``memory://`` stores that only this process can see, in a thread.
+
+If the main process dies, its lanes see their pipe close and exit; what they had not finished stays
+incomplete in the store, and a rerun redoes it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection, wait
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
+from pipeline.store import FeatureStore
+
+SLOTS_PER_LANE = 3  # batches in flight per lane: one being written, two waiting
+
+
+@dataclass(frozen=True)
+class Slots:
+    """The layout of the shared segment: `count` slots, each one batch of up to `frames` frames of
+    float16 features (frames, 512, 14, 14) and uint8 maps (frames, 224, 224)."""
+
+    count: int
+    frames: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.frames * (2 * int(np.prod(FEATURE_SHAPE)) + INPUT_SIZE * INPUT_SIZE)
+
+    def views(self, buffer) -> tuple[np.ndarray, np.ndarray]:
+        """(features (count, frames, 512, 14, 14) float16, maps (count, frames, 224, 224) uint8) over
+        `buffer`."""
+        features = np.ndarray((self.count, self.frames, *FEATURE_SHAPE), np.float16, buffer)
+        maps = np.ndarray((self.count, self.frames, INPUT_SIZE, INPUT_SIZE), np.uint8, buffer,
+                          offset=features.nbytes)
+        return features, maps
+
+
+def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots: Slots) -> None:
+    """A lane's loop over the shared `buffer`: takes ``begin`` / ``append`` / ``finish`` messages until
+    a ``None`` (answered ``("stopped",)``) or the main process's end of the pipe closes. Answers
+    ``("ready",)`` once the store is open, ``("free", slot)`` as soon as a batch is copied out, ``("done", index)`` when a video is complete
+    in the store, ``("error", index, reason)`` for a video that cannot be written (its later messages
+    are dropped), and ``("fatal", reason)`` before it ends on anything else (a store it cannot open...)."""
+    features_slots, maps_slots = slots.views(buffer)
+    writers, failed = {}, set()
+    try:
+        store = FeatureStore(location, mode="a", trunk=fingerprint)
+        conn.send(("ready",))
+        while True:
+            try:
+                message = conn.recv()
+            except EOFError:
+                return  # the main process is gone
+            if message is None:
+                conn.send(("stopped",))
+                return
+            kind, index = message[0], message[1]
+            if kind == "append":
+                slot, count, with_maps = message[2:]
+                features = features_slots[slot, :count].copy()
+                maps = maps_slots[slot, :count].copy() if with_maps else None
+                conn.send(("free", slot))
+            if index in failed:
+                continue
+            try:
+                if kind == "begin":
+                    writers[index] = store.begin_video(*message[2:])
+                elif kind == "append":
+                    writers[index].append(features, maps)
+                elif kind == "finish":
+                    writers.pop(index).finish()
+                    conn.send(("done", index))
+            except Exception as error:  # this video's write failed; the others go on
+                failed.add(index)
+                writers.pop(index, None)
+                conn.send(("error", index, f"writing to {location}: {error}"))
+    except KeyboardInterrupt:
+        return  # Ctrl-C reaches the whole process group; the main process reports it
+    except Exception as error:
+        try:
+            conn.send(("fatal", f"{type(error).__name__}: {error}"))
+        except OSError:
+            pass
+    finally:
+        del features_slots, maps_slots  # numpy views must go before the segment closes
+        conn.close()
+
+
+def lane_process_main(fd: int) -> None:
+    """A lane process: its pipe is file descriptor `fd`; the first message says what to serve."""
+    conn = Connection(fd)
+    try:
+        location, fingerprint, segment, count, frames = conn.recv()
+    except EOFError:
+        return  # the main process ended before this one started
+    memory = SharedMemory(name=segment)
+    # Python < 3.13 hands an attached segment to this process's resource tracker, which would unlink
+    # it when this process ends; the main process created it and is the one to remove it.
+    resource_tracker.unregister(memory._name, "shared_memory")  # noqa: SLF001
+    try:
+        serve_lane(conn, location, fingerprint, memory.buf, Slots(count, frames))
+    finally:
+        memory.close()
+
+
+@dataclass
+class Lane:
+    """The main process's side of one lane."""
+
+    name: str
+    conn: Connection
+    host: subprocess.Popen | threading.Thread
+    open_videos: set[int] = field(default_factory=set)  # begun, not yet done or failed
+    slots_out: set[int] = field(default_factory=set)  # handed over, not yet freed
+    fatal: str | None = None
+    ready: bool = False
+
+    def end(self, timeout: float) -> str:
+        """Waits up to `timeout` s for the lane to end; returns how it ended, in words."""
+        if isinstance(self.host, threading.Thread):
+            self.host.join(timeout)
+            how = f"store writer thread {self.name} stopped"
+        else:
+            try:
+                code = self.host.wait(timeout)
+            except subprocess.TimeoutExpired:
+                code = None
+            how = f"store writer process {self.name} (pid {self.host.pid}) died (exit code {code})"
+        return f"store writer {self.name} stopped: {self.fatal}" if self.fatal else how
+
+    def stop_now(self) -> None:
+        self.conn.close()  # a lane sees EOF and returns
+        if isinstance(self.host, subprocess.Popen) and self.host.poll() is None:
+            self.host.terminate()
+        self.end(timeout=5)
+
+
+def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory, slots: Slots,
+               in_process: bool) -> Lane:
+    """A lane in a fresh interpreter running this module (torch is never imported there), or in a
+    thread of this process."""
+    ours, theirs = socket.socketpair()
+    conn = Connection(ours.detach())
+    if in_process:
+        host = threading.Thread(target=serve_lane, name=name, daemon=True,
+                                args=(Connection(theirs.detach()), location, fingerprint, memory.buf, slots))
+        host.start()
+        return Lane(name, conn, host)
+    package_root = str(Path(__file__).resolve().parents[1])  # this very copy of the code
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    host = subprocess.Popen([sys.executable, "-m", "pipeline.store_writers", str(theirs.fileno())],
+                            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+    theirs.close()  # so that the lane's death closes the pipe for us
+    conn.send((location, fingerprint, memory.name, slots.count, slots.frames))
+    return Lane(name, conn, host)
+
+
+class StoreWriters:
+    """`lanes` writer lanes into the store at `location` (made with the trunk `fingerprint`), taking
+    batches of up to `batch_frames` frames. Lanes are processes, except for ``memory://`` stores
+    (threads: no other process can see them). Use as a context manager: leaving it by an exception
+    stops the lanes at once; call `close` first to wait for every write.
+
+    `begin`, `append` and `finish` queue a video's writes and return the write errors that have come
+    back so far, as (video index, reason); `append` blocks while every slot is in use (the time it
+    blocked is added to `waited`).
+    """
+
+    def __init__(self, location: str, fingerprint: dict, lanes: int, batch_frames: int):
+        self.slots = Slots(lanes * SLOTS_PER_LANE, batch_frames)
+        self.memory = SharedMemory(create=True, size=self.slots.nbytes)
+        self.features_slots, self.maps_slots = self.slots.views(self.memory.buf)
+        self.free = deque(range(self.slots.count))
+        self.in_processes = not location.startswith("memory://")
+        self.lanes: list[Lane] = []
+        self.errors: list[tuple[int, str]] = []
+        self.waited = 0.0
+        try:
+            for k in range(lanes):
+                self.lanes.append(start_lane(f"store-writer-{k}", location, fingerprint, self.memory, self.slots,
+                                             in_process=not self.in_processes))
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        self.live = set(range(lanes))
+
+    def __enter__(self) -> "StoreWriters":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is not None:
+            for lane in self.lanes:
+                lane.stop_now()
+            self.live = set()
+        del self.features_slots, self.maps_slots  # numpy views must go before the segment closes
+        try:
+            self.memory.close()
+        except BufferError:
+            pass  # a lane thread that did not stop still maps it; the segment goes with this process
+        self.memory.unlink()
+
+    # ------------------------------------------------------------------ queueing
+
+    def begin(self, index: int, video_id: str, frame_count: int, with_maps: bool, attrs: dict):
+        """Start video `index` (its arrays created empty, as `FeatureStore.begin_video`)."""
+        lane = index % len(self.lanes)
+        self.lanes[lane].open_videos.add(index)
+        self._send(lane, ("begin", index, video_id, frame_count, with_maps, attrs))
+        return self.collect()
+
+    def append(self, index: int, features: np.ndarray, maps: np.ndarray | None = None):
+        """Queue video `index`'s next frames: features (n, 512, 14, 14) float16, maps (n, 224, 224)
+        uint8 or None; n at most `batch_frames`."""
+        if len(features) > self.slots.frames:
+            raise ValueError(f"{len(features)} frames in one batch; the writers take at most {self.slots.frames}")
+        lane = index % len(self.lanes)
+        if lane in self.live:
+            slot = self._free_slot()
+            self.features_slots[slot, :len(features)] = features
+            if maps is not None:
+                self.maps_slots[slot, :len(maps)] = maps
+            self.lanes[lane].slots_out.add(slot)
+            self._send(lane, ("append", index, slot, len(features), maps is not None))
+        return self.collect()
+
+    def finish(self, index: int):
+        """Write the rest of video `index` and mark it complete."""
+        self._send(index % len(self.lanes), ("finish", index))
+        return self.collect()
+
+    def collect(self) -> list[tuple[int, str]]:
+        """The errors that came back since the last call, as (video index, reason)."""
+        self._pump(block=False)
+        errors, self.errors = self.errors, []
+        return errors
+
+    def wait_ready(self) -> None:
+        """Waits until every lane has started and opened the store (for timing the writes alone)."""
+        while any(not self.lanes[k].ready for k in self.live):
+            self._pump(block=True)
+
+    def close(self) -> list[tuple[int, str]]:
+        """Waits until every queued write is done, stops the lanes; returns the remaining errors."""
+        for lane in list(self.live):
+            self._send(lane, None)
+        while self.live:
+            self._pump(block=True)
+        for lane in self.lanes:
+            lane.end(timeout=30)
+        return self.collect()
+
+    # ------------------------------------------------------------------ the lanes' answers
+
+    def _send(self, lane: int, message) -> None:
+        if lane not in self.live:
+            if message is not None and message[0] == "begin":
+                self._lane_lost(lane)  # fails the video just begun on a dead lane
+            return
+        try:
+            self.lanes[lane].conn.send(message)
+        except OSError:
+            self._lane_lost(lane)
+
+    def _free_slot(self) -> int:
+        if not self.free:
+            start = time.perf_counter()
+            while not self.free:
+                if not self.live:
+                    raise RuntimeError("every store writer has stopped")
+                self._pump(block=True)
+            self.waited += time.perf_counter() - start
+        return self.free.popleft()
+
+    def _pump(self, block: bool) -> None:
+        """Read every answer that is waiting; with `block`, first wait for at least one."""
+        conns = {self.lanes[k].conn: k for k in self.live}
+        for conn in wait(list(conns), timeout=None if block else 0):
+            lane = conns[conn]
+            try:
+                while lane in self.live and conn.poll():
+                    self._answer(lane, conn.recv())
+            except (EOFError, OSError):
+                self._lane_lost(lane)
+
+    def _answer(self, k: int, answer: tuple) -> None:
+        lane, kind = self.lanes[k], answer[0]
+        if kind == "free":
+            lane.slots_out.discard(answer[1])
+            self.free.append(answer[1])
+        elif kind == "done":
+            lane.open_videos.discard(answer[1])
+        elif kind == "error":
+            lane.open_videos.discard(answer[1])
+            self.errors.append((answer[1], answer[2]))
+        elif kind == "ready":
+            lane.ready = True
+        elif kind == "stopped":
+            self.live.discard(k)
+        elif kind == "fatal":
+            lane.fatal = answer[1]
+
+    def _lane_lost(self, k: int) -> None:
+        """A lane that ended unasked: its unfinished videos fail, its slots come back."""
+        self.live.discard(k)
+        lane = self.lanes[k]
+        how = lane.end(timeout=5)
+        self.errors += [(index, f"{how} before the video was written") for index in sorted(lane.open_videos)]
+        lane.open_videos.clear()
+        self.free.extend(lane.slots_out)
+        lane.slots_out.clear()
+
+
+if __name__ == "__main__":
+    lane_process_main(int(sys.argv[1]))
