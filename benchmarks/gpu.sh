@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Every `sal3d bench` figure on one GPU, then two sweeps: stage one's settings (benchmarks/extract_sweep.py:
-# decode processes, writer threads, trunk batch) and the decoder step's (benchmarks/decoder_step.py: batch
-# size, memory format, torch.compile); ~5 minutes on an H200, each part cut off at its own timeout (a
-# sweep is skipped with a timeout of 0; the JSON files are rewritten as figures come, so a cut-off part
-# still leaves what it measured).
+# Every `sal3d bench` figure on one GPU, then: stage one's settings (benchmarks/extract_sweep.py: decode
+# processes, writer processes, trunk batch), the store writers fed as extract feeds them, in a thread
+# against in a process (benchmarks/writer_feed.py, CPU only), and the decoder step's settings
+# (benchmarks/decoder_step.py: batch size, memory format, torch.compile; measured on an H200 already, so
+# skipped unless STEP_SWEEP_TIMEOUT is set). ~6 minutes, each part cut off at its own timeout (a part is
+# skipped with a timeout of 0; the JSON files are rewritten as figures come, so a cut-off part still
+# leaves what it measured).
 #
 # Run from anywhere on the device machine (Python 3.12, torch preinstalled, no network). It needs the ignored
 # folder `.whl/` carried along: the wheels of ../shared/device-wheels-py312/ (decord, zarr, numcodecs, ...;
@@ -11,7 +13,8 @@
 #     mkdir -p .whl && cp ../shared/device-wheels-py312/*.whl /opt/pypi/files/imageio_ffmpeg-*.whl .whl/
 #     run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=540)
 # Writes under $OUT: bench.txt (the table), bench.json (machine, settings, every figure, targets),
-# bench.log (progress), machine.txt (nvidia-smi, CPU), extract_sweep.{json,txt}, decoder_step.{json,txt}.
+# bench.log (progress), machine.txt (nvidia-smi, CPU), extract_sweep.{json,txt}, writer_feed.{json,txt},
+# decoder_step.{json,txt}.
 #
 # Overridable for a dry run elsewhere: PYTHON, SKIP_INSTALL=1, BENCH_ARGS, BENCH_TIMEOUT.
 set -uo pipefail
@@ -22,8 +25,10 @@ BENCH_ARGS=${BENCH_ARGS:---device cuda --frames 4096 --repeats 3}
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-240}
 EXTRACT_SWEEP_ARGS=${EXTRACT_SWEEP_ARGS:---device cuda}
 EXTRACT_SWEEP_TIMEOUT=${EXTRACT_SWEEP_TIMEOUT:-100}
+FEED_ARGS=${FEED_ARGS:---repeats 3}
+FEED_TIMEOUT=${FEED_TIMEOUT:-60}
 STEP_SWEEP_ARGS=${STEP_SWEEP_ARGS:---device cuda}
-STEP_SWEEP_TIMEOUT=${STEP_SWEEP_TIMEOUT:-120}
+STEP_SWEEP_TIMEOUT=${STEP_SWEEP_TIMEOUT:-0}
 mkdir -p "$OUT"
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
@@ -63,10 +68,12 @@ sweep() {  # name timeout args...
 # shellcheck disable=SC2086
 sweep extract_sweep "$EXTRACT_SWEEP_TIMEOUT" $EXTRACT_SWEEP_ARGS
 # shellcheck disable=SC2086
+sweep writer_feed "$FEED_TIMEOUT" $FEED_ARGS
+# shellcheck disable=SC2086
 sweep decoder_step "$STEP_SWEEP_TIMEOUT" $STEP_SWEEP_ARGS
 
 cat "$OUT/bench.txt"
-for name in extract_sweep decoder_step; do
+for name in extract_sweep writer_feed decoder_step; do
     [ -f "$OUT/$name.txt" ] && { echo "--- $name ---"; tail -n 12 "$OUT/$name.txt"; }
 done
 echo "--- bench.log (tail) ---"

@@ -184,8 +184,8 @@ def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory
 class StoreWriters:
     """`lanes` writer lanes into the store at `location` (made with the trunk `fingerprint`), taking
     batches of up to `batch_frames` frames. Lanes are processes, except for ``memory://`` stores
-    (threads: no other process can see them). Use as a context manager: leaving it by an exception
-    stops the lanes at once; call `close` first to wait for every write.
+    (threads: no other process can see them). Use as a context manager and call `close` to wait for
+    every write; leaving it by an exception, or without `close`, stops the lanes at once.
 
     `begin`, `append` and `finish` queue a video's writes and return the write errors that have come
     back so far, as (video index, reason); `append` blocks while every slot is in use (the time it
@@ -214,10 +214,12 @@ class StoreWriters:
         return self
 
     def __exit__(self, kind, error, trace) -> None:
-        if kind is not None:
-            for lane in self.lanes:
+        for k, lane in enumerate(self.lanes):
+            if kind is not None or k in self.live:  # an exception, or `close` was not called
                 lane.stop_now()
-            self.live = set()
+            else:
+                lane.end(timeout=30)  # after `close` a lane is only exiting (~0.2 s); reap it
+        self.live = set()
         del self.features_slots, self.maps_slots  # numpy views must go before the segment closes
         try:
             self.memory.close()
@@ -266,13 +268,12 @@ class StoreWriters:
             self._pump(block=True)
 
     def close(self) -> list[tuple[int, str]]:
-        """Waits until every queued write is done, stops the lanes; returns the remaining errors."""
+        """Waits until every queued write is done and tells the lanes to stop; returns the remaining
+        errors. (Leaving the context waits for the lanes to exit.)"""
         for lane in list(self.live):
             self._send(lane, None)
         while self.live:
             self._pump(block=True)
-        for lane in self.lanes:
-            lane.end(timeout=30)
         return self.collect()
 
     # ------------------------------------------------------------------ the lanes' answers

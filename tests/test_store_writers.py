@@ -159,3 +159,13 @@ def running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def test_leaving_without_close_stops_the_writers_at_once(tmp_path):
+    store = new_store(tmp_path / "s.zarr")
+    start = time.monotonic()
+    with StoreWriters(store.location, FINGERPRINT, lanes=2, batch_frames=BATCH_FRAMES) as writes:
+        writes.begin(0, "v", 8, False, {})
+    assert time.monotonic() - start < 10
+    assert not any(running(lane.host.pid) for lane in writes.lanes)
+    assert FeatureStore(str(tmp_path / "s.zarr")).video_ids() == []
