@@ -1,4 +1,4 @@
-"""`extract` end to end under several settings (decode processes, store writer threads, trunk batch),
+"""`extract` end to end under several settings (decode processes, store writer processes, trunk batch),
 side by side in one run, with where the main loop's time went: which setting moves stage one.
 
     python benchmarks/extract_sweep.py [--videos 8] [--frames 256] [--repeats 2] [--device auto] [--json FILE]
@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     workers, writers = default_workers(device), default_writers(device)
-    variants = {  # name -> (decode workers, writer threads, trunk batch)
+    variants = {  # name -> (decode workers, writer processes, trunk batch)
         "default": (workers, writers, 32),
         "workers x1.5": (workers + workers // 2, writers, 32),
         "workers /2": (max(1, workers // 2), writers, 32),

@@ -4,9 +4,11 @@ running in another process (the same CPU work, but no shared GIL).
 
     python benchmarks/gil_contention.py [--seconds 6]
 
-Why: on a GPU, extract's main thread launches the trunk's kernels while writer threads compress and
-write the previous batches; if the writers hold up the launching thread, stage one runs below the
-trunk's own rate. Random float16 features stand in for the trunk's (the codec's work is similar).
+Why: on a GPU, extract's main thread launches the trunk's kernels while the store writers compress
+and write the previous batches; writers that hold up the launching thread keep stage one below the
+trunk's own rate. This measurement is why they are processes now (`pipeline.store_writers`);
+benchmarks/writer_feed.py times the two designs as extract feeds them. Random float16 features stand
+in for the trunk's (the codec's work is similar).
 """
 
 from __future__ import annotations
