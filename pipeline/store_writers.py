@@ -162,12 +162,12 @@ class Lane:
 
 
 def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory, slots: Slots,
-               in_process: bool) -> Lane:
+               as_thread: bool) -> Lane:
     """A lane in a fresh interpreter running this module (torch is never imported there), or in a
     thread of this process."""
     ours, theirs = socket.socketpair()
     conn = Connection(ours.detach())
-    if in_process:
+    if as_thread:
         host = threading.Thread(target=serve_lane, name=name, daemon=True,
                                 args=(Connection(theirs.detach()), location, fingerprint, memory.buf, slots))
         host.start()
@@ -199,16 +199,17 @@ class StoreWriters:
         self.free = deque(range(self.slots.count))
         self.in_processes = not location.startswith("memory://")
         self.lanes: list[Lane] = []
+        self.live: set[int] = set()  # lanes running and not yet told to stop
         self.errors: list[tuple[int, str]] = []
         self.waited = 0.0
         try:
             for k in range(lanes):
                 self.lanes.append(start_lane(f"store-writer-{k}", location, fingerprint, self.memory, self.slots,
-                                             in_process=not self.in_processes))
+                                             as_thread=not self.in_processes))
+                self.live.add(k)
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
-        self.live = set(range(lanes))
 
     def __enter__(self) -> "StoreWriters":
         return self

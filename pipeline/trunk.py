@@ -179,9 +179,6 @@ class TrunkBatch:
     features: torch.Tensor
     copied: object  # a torch.cuda.Event recorded after the copy to the host, or None when it is there
 
-    def __len__(self) -> int:
-        return len(self.features)
-
     def result(self) -> np.ndarray:
         if self.copied is not None:
             self.copied.synchronize()
