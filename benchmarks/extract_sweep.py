@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pipeline.trunk import quiet_random_warning, resolve_device
 from stages.bench import _quiet, make_clips
-from stages.extract import ExtractConfig, default_workers, default_writers, extract
+from pipeline.decode import default_workers, default_writers
+from stages.extract import ExtractConfig, extract
 
 
 def main() -> None:

@@ -10,15 +10,17 @@ then rename) and loaded with ``weights_only=True``: loading never runs pickled c
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from pipeline.atomic import atomic_write
+from pipeline.errors import Sal3dError
+
 REQUIRED_CONFIG = ("weighting", "coefficients", "trunk", "store_format_version")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Sal3dError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
@@ -28,10 +30,8 @@ def save_checkpoint(path: Path | str, checkpoint: dict) -> None:
     missing += [f"config.{k}" for k in REQUIRED_CONFIG if k not in checkpoint.get("config", {})]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
+    with atomic_write(path) as temporary:
+        torch.save(checkpoint, temporary)
 
 
 def load_checkpoint(path: Path | str, map_location="cpu") -> dict:

@@ -12,11 +12,13 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
+from pipeline.errors import Sal3dError
+
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 30
 
 
-class ClusterError(RuntimeError):
+class ClusterError(Sal3dError):
     """A cluster that cannot be used; the message names the address and the reason."""
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from pipeline.errors import Sal3dError
+
 LAYOUTS = ("dhf1k", "ucf-sports", "hollywood2", "davis", "videos", "frames")
 SPLITS = ("train", "val", "test")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -30,7 +32,7 @@ FOLDER_SPLITS = {"training": "train", "testing": "test"}
 MANIFEST_FILES = {"dhf1k": "dhf1k.csv", "ucf-sports": "ucf-sports.csv"}
 
 
-class DatasetError(ValueError):
+class DatasetError(Sal3dError):
     """A dataset directory, manifest or video selection that cannot be used as asked."""
 
 

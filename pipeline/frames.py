@@ -13,10 +13,11 @@ import numpy as np
 from PIL import Image
 
 from pipeline.datasets import VideoEntry
+from pipeline.errors import Sal3dError
 from pipeline.preprocessing import INPUT_SIZE, resize_image
 
 
-class FrameReadError(RuntimeError):
+class FrameReadError(Sal3dError):
     """A video or frame that cannot be decoded; the message names the file and the reason."""
 
 

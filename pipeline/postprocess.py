@@ -25,7 +25,6 @@ the CPU (in writer threads).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline.atomic import atomic_write
 from pipeline.preprocessing import INPUT_SIZE
 
 # Heat-map overlays live in OUT_DIR/overlays/<video>/, beside the benchmark layout (evaluate skips it).
@@ -160,27 +160,12 @@ def heat_overlay(frame: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY
     return (out + 0.5).astype(np.uint8)
 
 
-def temporary_name(path: Path) -> Path:
-    """Where `write_png` writes before the rename: hidden, in the same folder (same file system)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write a uint8 (H, W) grey or (H, W, 3) RGB image atomically: a temporary file, then rename.
 
     A killed run leaves at most a hidden ``.NAME.PID.tmp`` file (removed by the next run), never a
     partial PNG under its final name.
     """
-    temporary = temporary_name(path)
-    try:
+    with atomic_write(path) as temporary:
         Image.fromarray(np.ascontiguousarray(image)).save(temporary, format="PNG",
                                                           compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def is_temporary(name: str) -> bool:
-    """True for the name of a file `write_png` was writing when its run stopped."""
-    return name.startswith(".") and name.endswith(".tmp")

@@ -20,6 +20,7 @@ import numpy as np
 import zarr
 
 from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE, fingerprint_mismatch
+from pipeline.errors import Sal3dError
 
 FORMAT_VERSION = 1
 CHUNK_FRAMES = 8
@@ -41,7 +42,7 @@ def local_or_url(location) -> str:
     return location[len("file://"):] if location.startswith("file://") else location
 
 
-class StoreError(ValueError):
+class StoreError(Sal3dError):
     """A store that cannot be used as asked; the message names the store and the reason."""
 
 

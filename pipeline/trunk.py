@@ -20,13 +20,14 @@ import torchvision
 
 from pipeline import preprocessing
 from pipeline.contract import FEATURE_SHAPE
+from pipeline.errors import Sal3dError
 
 RELU5_3 = 30  # vgg16().features[:30] ends with relu5_3
 ARCH = "torchvision.models.vgg16().features[:30] (relu5_3)"
 RANDOM_SEED = 0
 
 
-class TrunkWeightsError(RuntimeError):
+class TrunkWeightsError(Sal3dError):
     """The requested trunk weights cannot be loaded; the message says how to fix it."""
 
 

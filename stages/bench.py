@@ -55,8 +55,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline.atomic import write_text_atomic
 from pipeline.datasets import discover
 from pipeline.decoder import decoder_macs
+from pipeline.errors import Sal3dError
 from pipeline.frames import FrameReader, read_maps
 from pipeline.progress import say
 from pipeline.store import FORMAT_VERSION, FeatureStore
@@ -103,7 +105,7 @@ ROWS = (  # (figure key, table label, unit)
 )
 
 
-class BenchError(RuntimeError):
+class BenchError(Sal3dError):
     """A bench that cannot run as asked, or a phase that failed; the message says why. `result` holds
     what was measured anyway (with its table), when anything was."""
 
@@ -393,9 +395,7 @@ class Bench:
         if self.config.json_path:
             path = Path(self.config.json_path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.tmp")
-            temporary.write_text(json.dumps(self.result, indent=2, default=str) + "\n")
-            os.replace(temporary, path)
+            write_text_atomic(path, json.dumps(self.result, indent=2, default=str) + "\n")
 
     # ------------------------------------------------------------------ the dataset
 
@@ -435,7 +435,7 @@ class Bench:
         """One pass of extract's decode stage over the selected videos: frames/s."""
         from torch.utils.data import DataLoader
 
-        from stages.extract import DecodeStream, as_is, default_workers
+        from pipeline.decode import DecodeStream, as_is, default_workers
 
         entries = self.entries if with_maps else [replace(e, maps_dir=None) for e in self.entries]
         stream = DecodeStream(entries, self.root, self.batch, self.per_video)
@@ -466,7 +466,7 @@ class Bench:
     def _write_pass(self, store: Path, features: list[np.ndarray]) -> float:
         """extract's store writes alone (`StoreWriters`, its default writer processes) of trunk batches
         already in memory, each video's batches as extract queues them: frames/s."""
-        from stages.extract import default_writers
+        from pipeline.decode import default_writers
 
         if store.exists():
             shutil.rmtree(store)
@@ -513,7 +513,7 @@ class Bench:
         return summary
 
     def stage_one(self, work: Path) -> None:
-        from stages.extract import default_workers, default_writers
+        from pipeline.decode import default_workers, default_writers
 
         repeats = self.config.repeats
         workers = default_workers(self.device)

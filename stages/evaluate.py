@@ -55,6 +55,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.datasets import VideoEntry, discover
+from pipeline.errors import Sal3dError
 from pipeline.metrics import METRIC_NAMES, resize_to, score_frame
 from pipeline.postprocess import OVERLAY_DIR
 from pipeline.progress import Progress, say
@@ -70,7 +71,7 @@ BASELINE_MARKER = ".sal3d-baseline.json"
 POOL_MIN_FRAMES = 300
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(Sal3dError):
     """Predictions or ground truth that cannot be scored as asked; the message says which files."""
 
 

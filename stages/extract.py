@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from pipeline.cluster import cluster_workers, dask_client, gpu_resources
 from pipeline.datasets import VideoEntry, discover
-from pipeline.frames import FrameReader, FrameReadError, read_maps
+from pipeline.decode import DecodeStream, as_is, default_workers, default_writers, video_arguments
+from pipeline.errors import Sal3dError
 from pipeline.progress import Progress, say
 from pipeline.store import FeatureStore, StoreError
 from pipeline.store_writers import StoreWriters
@@ -82,93 +83,6 @@ class ExtractSummary:
         for video_id, reason in self.failed.items():
             say(f"extract: failed {video_id}: {reason}")
         return self
-
-
-@dataclass
-class Decoded:
-    """One message from a decode worker, about the video at `index` of the work list.
-
-    kind ``begin``: `info` holds the attributes to store (frame count after trimming, sizes...);
-    ``frames``: `frames` uint8 (n, 224, 224, 3) and `maps` uint8 (n, 224, 224) or None from `start`;
-    ``end``: every frame was sent; ``error``: `message` says why the video failed.
-    """
-
-    index: int
-    kind: str
-    start: int = 0
-    frames: object = None
-    maps: object = None
-    info: dict | None = None
-    message: str = ""
-
-
-class DecodeStream(IterableDataset):
-    """Decodes the work list in worker processes; worker k takes videos k, k + W, k + 2W, ..."""
-
-    def __init__(self, entries: list[VideoEntry], root: Path, batch_size: int, max_frames: int | None):
-        self.entries, self.root, self.batch_size, self.max_frames = entries, root, batch_size, max_frames
-
-    def __iter__(self):
-        worker = get_worker_info()
-        first, step = (worker.id, worker.num_workers) if worker else (0, 1)
-        for index in range(first, len(self.entries), step):
-            yield from self.decode_video(index)
-
-    def decode_video(self, index: int):
-        """The messages of one video of the work list: begin, frames..., end (or error)."""
-        entry = self.entries[index]
-        try:
-            reader = FrameReader(entry)  # opened here, inside the worker: never across a fork
-            info = reader.info()
-            count = info.frame_count if self.max_frames is None else min(info.frame_count, self.max_frames)
-            map_files, notes = entry.map_files(), []
-            if map_files and len(map_files) != info.frame_count:
-                notes.append(f"{info.frame_count} frames but {len(map_files)} maps: keeping the "
-                             f"{min(count, len(map_files))} frames that have both")
-                count = min(count, len(map_files))
-            attrs = {
-                "source": str(entry.source.relative_to(self.root)),
-                "split": entry.split,
-                "height": info.height, "width": info.width, "fps": info.fps,
-                "source_frame_count": info.frame_count,
-                "has_maps": bool(map_files), "has_fixations": bool(entry.fixation_files()),
-                "frame_names": entry.frame_names(count),
-            }
-            yield Decoded(index, "begin", info={"frame_count": count, "attrs": attrs, "notes": notes})
-            for start in range(0, count, self.batch_size):
-                stop = min(start + self.batch_size, count)
-                frames = reader.read(start, stop)
-                maps = read_maps(map_files[start:stop]) if map_files else None
-                yield Decoded(index, "frames", start, torch.from_numpy(frames),
-                              None if maps is None else torch.from_numpy(maps))
-            yield Decoded(index, "end")
-        except FrameReadError as error:
-            yield Decoded(index, "error", message=str(error))
-        except Exception as error:  # anything else about this one video must not stop the dataset
-            yield Decoded(index, "error", message=f"{entry.source}: {type(error).__name__}: {error}")
-
-
-def as_is(message):
-    """The DataLoader's collate function for DecodeStream: messages are passed on as they are."""
-    return message
-
-
-def video_arguments(video_id: str, info: dict) -> tuple:
-    """`FeatureStore.begin_video`'s arguments for a video, from a decoder's ``begin`` message info."""
-    return video_id, info["frame_count"], info["attrs"]["has_maps"], info["attrs"]
-
-
-def default_workers(device: torch.device) -> int:
-    """Decode processes: 1 on the CPU (the trunk needs the cores), up to 8 with a GPU."""
-    cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus - 1)) if device.type == "cuda" else 1
-
-
-def default_writers(device: torch.device) -> int:
-    """Store writer processes: 1 on the CPU (~1,000 frames/s each, far above the CPU trunk), up to 4
-    with a GPU, where a fast trunk needs ~2 cores of compression at 2,000 frames/s."""
-    cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus // 4)) if device.type == "cuda" else 1
 
 
 def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary:
@@ -273,7 +187,7 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
 # ---------------------------------------------------------------------------------- on a Dask cluster
 
 
-class VideoFailed(RuntimeError):
+class VideoFailed(Sal3dError):
     """A video that could not be extracted; the message names the file and the reason."""
 
 

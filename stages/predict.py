@@ -53,7 +53,9 @@ from torch import nn
 from pipeline.checkpoint import CheckpointError, load_checkpoint
 from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover, image_files
 from pipeline.decoder import SaliencyDecoder
-from pipeline.postprocess import OVERLAY_DIR, PostProcess, heat_overlay, is_temporary, postprocess, write_png
+from pipeline.atomic import is_temporary, write_text_atomic
+from pipeline.errors import Sal3dError
+from pipeline.postprocess import OVERLAY_DIR, PostProcess, heat_overlay, postprocess, write_png
 from pipeline.progress import Progress, say
 from pipeline.contract import fingerprint_mismatch
 from pipeline.store import FORMAT_VERSION, FeatureStore
@@ -66,7 +68,7 @@ FORMAT = "sal3d-predictions/1"
 RUN_FRAMES = 128
 
 
-class PredictError(ValueError):
+class PredictError(Sal3dError):
     """A prediction that cannot be run as asked; the message names the file and the reason."""
 
 
@@ -419,9 +421,7 @@ def _settings(checkpoint: dict, sha256: str, coefficients: list[float], options:
 
 
 def _write_json(path: Path, record: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def _open_record(out_dir: Path, settings: dict) -> dict:

@@ -92,9 +92,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import distributed
+from pipeline.atomic import is_temporary, write_text_atomic
 from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.contract import fingerprint_mismatch
 from pipeline.decoder import SaliencyDecoder
+from pipeline.errors import Sal3dError
 from pipeline.loader import DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH, WindowLoader, plan_runs, validation_runs
 from pipeline.metrics import cc, nss
 from pipeline.progress import Progress
@@ -111,7 +113,7 @@ PRIOR_SAMPLES = 64  # training maps averaged for the output-bias initialization
 LR_RULE = "unchanged: --lr is Adam's learning rate whatever the world size (no linear scaling)"
 
 
-class TrainError(ValueError):
+class TrainError(Sal3dError):
     """A training run that cannot start or continue as asked; the message says why."""
 
 
@@ -451,9 +453,7 @@ def _truncate_jsonl(path: Path, keep) -> None:
             continue
         if keep(record):
             kept.append(line)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
@@ -632,10 +632,7 @@ def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, dev
     if world.distributed:  # a single process's config.json stays as it was
         saved["distributed"] = distributed_record(config, world, device)
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    path = config.run_dir / "config.json"
-    temporary = path.with_name(".config.json.tmp")
-    temporary.write_text(json.dumps(saved, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_text_atomic(config.run_dir / "config.json", json.dumps(saved, indent=2) + "\n")
     return saved
 
 
@@ -709,8 +706,9 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     if state is None:
         state = RunState()
     if distributed.is_main():
-        for leftover in run_dir.glob(".*.pt.tmp-*"):  # a checkpoint half-written when a run was killed
-            leftover.unlink(missing_ok=True)
+        for leftover in run_dir.iterdir():  # a file half-written when a run was killed
+            if is_temporary(leftover.name):
+                leftover.unlink(missing_ok=True)
         _truncate_jsonl(run_dir / "log.jsonl", lambda r: r["epoch"] <= state.epoch)
         _truncate_jsonl(run_dir / "steps.jsonl", lambda r: r["step"] <= state.step)
     if device.type == "cuda":
