@@ -5,7 +5,7 @@ figure on a GPU once the loader is out of the way.
     python benchmarks/decoder_step.py [--device cuda] [--batches 8 16 32 64] [--steps 30] [--repeats 3]
                                       [--compile-batch 32] [--json FILE]
 
-Every variant runs `stages.train.train_step` (forward in autocast, BCE-with-logits, backward, Adam) on
+Every variant runs `pipeline.training.train_step` (forward in autocast, BCE-with-logits, backward, Adam) on
 random windows (N, 512, 6, 14, 14) and random targets, after a warm-up; medians of the repeats,
 windows/s, with the TFLOP/s that means at 3 x the decoder's forward MACs per window.
 """
@@ -22,7 +22,8 @@ import torch
 from pipeline.decoder import decoder_macs
 from pipeline.loader import Batch
 from pipeline.trunk import compute_dtype, resolve_device
-from stages.train import LogitsCapture, TrainConfig, build_model, build_optimizer, train_step
+from pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
+from stages.train import TrainConfig
 
 
 def sync(device: torch.device) -> None:
@@ -33,7 +34,7 @@ def sync(device: torch.device) -> None:
 def step_rate(device, dtype, batch: int, steps: int, repeats: int, memory_format, compiled: bool) -> dict:
     model, _ = build_model(device, seed=0, prior=0.1)
     model = model.to(memory_format=memory_format)
-    optimizer, _ = build_optimizer(model, TrainConfig("unused", "unused"))
+    optimizer, _ = build_optimizer(model, TrainConfig.lr, TrainConfig.lr_step)
     logits = LogitsCapture(model)
     model.train()
     if compiled:

@@ -89,14 +89,20 @@ def video_arguments(video_id: str, info: dict) -> tuple:
     return video_id, info["frame_count"], info["attrs"]["has_maps"], info["attrs"]
 
 
+GPU_DECODE_WORKERS = 8  # at most, with a GPU
+GPU_WRITERS = 4  # at most, with a GPU
+DEFAULT_WORKERS_TEXT = f"1 on CPU, up to {GPU_DECODE_WORKERS} with a GPU (CPUs - 1)"
+DEFAULT_WRITERS_TEXT = f"1 on CPU, up to {GPU_WRITERS} with a GPU (CPUs / 4)"
+
+
 def default_workers(device: torch.device) -> int:
-    """Decode processes: 1 on the CPU (the trunk needs the cores), up to 8 with a GPU."""
+    """Decode processes: 1 on the CPU (the trunk needs the cores), up to GPU_DECODE_WORKERS with a GPU."""
     cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus - 1)) if device.type == "cuda" else 1
+    return max(1, min(GPU_DECODE_WORKERS, cpus - 1)) if device.type == "cuda" else 1
 
 
 def default_writers(device: torch.device) -> int:
-    """Store writer processes: 1 on the CPU (~1,000 frames/s each, far above the CPU trunk), up to 4
-    with a GPU, where a fast trunk needs ~2 cores of compression at 2,000 frames/s."""
+    """Store writer processes: 1 on the CPU (one writes far faster than the CPU trunk computes), up to
+    GPU_WRITERS with a GPU, where a fast trunk needs several cores of compression (benchmarks/README.md)."""
     cpus = os.cpu_count() or 1
-    return max(1, min(4, cpus // 4)) if device.type == "cuda" else 1
+    return max(1, min(GPU_WRITERS, cpus // 4)) if device.type == "cuda" else 1

@@ -13,7 +13,7 @@ trunk               `TrunkRunner` on frames already in memory (uint8 on the host
                     device-resident tensors ("device only", the figure compared with the peak)
 extract             `stages.extract.extract()` end to end into a fresh store; bytes per frame of that store
 loader              `WindowLoader` serving the store (default workers of `train-decoder`), no model
-train (cached)      `stages.train.train_step` on the loader's batches, as `run_epoch` does
+train (cached)      `pipeline.training.train_step` on the loader's batches, as `run_epoch` does
 train (end to end)  the same step, but each window's six frames are decoded (`FrameReader`), run through the
                     trunk (`TrunkRunner`) and weighted (`apply_weighting`), its map read from the PNG
 predict (store)     `stages.predict.predict()` from a feature store: its decoder phase (PNGs written)
@@ -47,7 +47,7 @@ import tempfile
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -105,6 +105,13 @@ ROWS = (  # (figure key, table label, unit)
 )
 
 
+#: What a run measures when not told: small on a CPU (minutes), DHF1K-sized batches on a GPU.
+CPU_FRAMES, GPU_FRAMES = 24, 4096
+CPU_TRAIN_BATCH = 2
+CPU_STEPS, GPU_STEPS = 1, 50
+CPU_PREDICT_FRAMES = 4
+
+
 class BenchError(Sal3dError):
     """A bench that cannot run as asked, or a phase that failed; the message says why. `result` holds
     what was measured anyway (with its table), when anything was."""
@@ -120,14 +127,19 @@ class BenchConfig:
 
     dataset: Path | None = None  # None: generated 640x360 clips
     device: str = "auto"
-    frames: int | None = None  # frames in all, over at most MAX_VIDEOS videos; None: 24 on CPU, 4096 on CUDA
+    # frames in all, over at most MAX_VIDEOS videos
+    frames: int | None = field(default=None, metadata={"auto": f"{CPU_FRAMES} on CPU, {GPU_FRAMES} on a GPU"})
     repeats: int = 3
     json_path: Path | None = None
     weights: str = "auto"  # auto: imagenet when cached in TORCH_HOME, else random
-    train_batch: int | None = None  # None: 2 on CPU, train-decoder's default (32) on CUDA
-    steps: int | None = None  # timed cached steps per repetition (end to end: a fifth); None: 1 on CPU, 50 on CUDA
-    predict_frames: int | None = None  # frames per predict repetition; None: 4 on CPU, all on CUDA
-    work_dir: Path | None = None  # where the clips, stores and predictions go (None: a temporary folder)
+    train_batch: int | None = field(default=None, metadata={
+        "auto": f"{CPU_TRAIN_BATCH} on CPU, train-decoder's default ({TrainConfig.batch_size}) on a GPU"})
+    # timed cached steps per repetition (end to end: a fifth)
+    steps: int | None = field(default=None, metadata={"auto": f"{CPU_STEPS} on CPU, {GPU_STEPS} on a GPU"})
+    # frames per predict repetition
+    predict_frames: int | None = field(default=None, metadata={"auto": f"{CPU_PREDICT_FRAMES} on CPU, all on a GPU"})
+    # where the clips, stores and predictions go
+    work_dir: Path | None = field(default=None, metadata={"auto": "a temporary folder, removed"})
     verbose: bool = False  # let the stages' own progress lines through
     command: str | None = None  # recorded in the JSON
 
@@ -344,10 +356,10 @@ class Bench:
         self.cuda = self.device.type == "cuda"
         if config.repeats < 1:
             raise BenchError(f"--repeats must be >= 1, got {config.repeats}")
-        self.frames = config.frames or (4096 if self.cuda else 24)
-        self.train_batch = config.train_batch or (TrainConfig.batch_size if self.cuda else 2)
-        self.steps = config.steps or (50 if self.cuda else 1)
-        self.predict_frames = config.predict_frames or (self.frames if self.cuda else 4)
+        self.frames = config.frames or (GPU_FRAMES if self.cuda else CPU_FRAMES)
+        self.train_batch = config.train_batch or (TrainConfig.batch_size if self.cuda else CPU_TRAIN_BATCH)
+        self.steps = config.steps or (GPU_STEPS if self.cuda else CPU_STEPS)
+        self.predict_frames = config.predict_frames or (self.frames if self.cuda else CPU_PREDICT_FRAMES)
         for name in ("frames", "train_batch", "steps", "predict_frames"):
             if getattr(self, name) < 1:
                 raise BenchError(f"--{name.replace('_', '-')} must be >= 1")
@@ -613,7 +625,8 @@ class Bench:
 
     def stage_two(self, work: Path) -> None:
         from pipeline.loader import Batch, WindowLoader, plan_runs
-        from stages.train import LogitsCapture, TrainConfig, build_model, build_optimizer, default_workers, train_step
+        from pipeline.loader import default_loader_workers
+        from pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
 
         store = FeatureStore(str(self.store))
         counts = {v: store.video_attrs(v)["frame_count"] for v in store.video_ids() if store.maps(v) is not None}
@@ -623,9 +636,9 @@ class Bench:
                 self.skip(key, why)
             return
         repeats, batch, device = self.config.repeats, self.train_batch, self.device
-        workers = default_workers(device)
+        workers = default_loader_workers(device)
         model, memory_format = build_model(device, seed=0, prior=0.1)
-        optimizer, _ = build_optimizer(model, TrainConfig(str(self.store), work / "run"))
+        optimizer, _ = build_optimizer(model, TrainConfig.lr, TrainConfig.lr_step)
         logits = LogitsCapture(model)
         model.train()
         if self.cuda:

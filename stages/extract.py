@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 
 from pipeline.cluster import cluster_workers, dask_client, gpu_resources
 from pipeline.datasets import VideoEntry, discover
-from pipeline.decode import DecodeStream, as_is, default_workers, default_writers, video_arguments
+from pipeline.decode import (DEFAULT_WORKERS_TEXT, DEFAULT_WRITERS_TEXT, DecodeStream, as_is, default_workers,
+                             default_writers, video_arguments)
 from pipeline.errors import Sal3dError
 from pipeline.progress import Progress, say
 from pipeline.store import FeatureStore, StoreError
@@ -41,9 +42,10 @@ class ExtractConfig:
     device: str = "auto"
     batch_size: int = 32
     max_frames: int | None = None
-    workers: int | None = None  # decode processes; None: default_workers(device)
-    writers: int | None = None  # store writer processes; None: default_writers(device)
-    scheduler: str | None = None  # a dask.distributed scheduler address or local:N; None: in this process
+    workers: int | None = field(default=None, metadata={"auto": DEFAULT_WORKERS_TEXT})  # decode processes
+    writers: int | None = field(default=None, metadata={"auto": DEFAULT_WRITERS_TEXT})  # store writer processes
+    # a dask.distributed scheduler address or local:N; None: in this process
+    scheduler: str | None = field(default=None, metadata={"auto": "in this process"})
 
 
 WAIT_LABELS = {"decode": "waiting for decode", "trunk": "trunk", "writes": "waiting for writes"}

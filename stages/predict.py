@@ -66,6 +66,8 @@ PREDICT_JSON = "predict.json"
 FORMAT = "sal3d-predictions/1"
 #: Frames of a video's timeline read from the store at once (rounded up to whole batches).
 RUN_FRAMES = 128
+#: Windows per decoder batch when not given.
+GPU_BATCH, CPU_BATCH = 32, 4
 
 
 class PredictError(Sal3dError):
@@ -87,9 +89,12 @@ class PredictConfig:
     rescale: bool = True
     overlay: bool = False
     device: str = "auto"
-    batch_size: int | None = None  # windows per decoder batch; None: 32 on a GPU, 4 on a CPU
-    weights: str | None = None  # trunk weights for a dataset/video SOURCE; None: from the checkpoint
-    cache: str | None = None  # feature store for a dataset/video SOURCE; None: <OUT_DIR>.features.zarr
+    batch_size: int | None = field(default=None, metadata={  # windows per decoder batch
+        "auto": f"{GPU_BATCH} on a GPU, {CPU_BATCH} on a CPU"})
+    weights: str | None = field(default=None, metadata={  # trunk weights for a dataset/video SOURCE
+        "auto": "the checkpoint's trunk"})
+    cache: str | None = field(default=None, metadata={  # feature store for a dataset/video SOURCE
+        "auto": "OUT_DIR.features.zarr next to OUT_DIR"})
     writers: int | None = None  # PNG writer threads; None: min(8, CPUs)
 
 
@@ -499,7 +504,7 @@ def predict(config: PredictConfig) -> PredictSummary:
     work = [p for p in plans if not p.complete]
     total = int(sum(len(p.todo) for p in work))
     dtype = compute_dtype(device)
-    batch = config.batch_size or (32 if device.type == "cuda" else 4)
+    batch = config.batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
     writers = config.writers or min(8, os.cpu_count() or 1)
 
     run = {

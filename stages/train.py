@@ -80,36 +80,31 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import random
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline import distributed
 from pipeline.atomic import is_temporary, write_text_atomic
 from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.contract import fingerprint_mismatch
-from pipeline.decoder import SaliencyDecoder
 from pipeline.errors import Sal3dError
-from pipeline.loader import DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH, WindowLoader, plan_runs, validation_runs
-from pipeline.metrics import cc, nss
+from pipeline.loader import (DEFAULT_LOADER_WORKERS_TEXT, DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH, WindowLoader,
+                             default_loader_workers, plan_runs, validation_runs)
 from pipeline.progress import Progress
 from pipeline.progress import say as say_always
 from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError, local_or_url
+from pipeline.training import (NSS_CORE, PRIOR_SAMPLES, LogitsCapture, build_model, build_optimizer, map_mean,
+                               output_bias, recalibrate_batchnorm, rng_state, set_rng_state, train_step, validate)
 from pipeline.trunk import compute_dtype, resolve_device
 from pipeline.windows import weighting_coefficients
 
 HOLDOUT_FRACTION = 0.15
 VALIDATION_SUBSET_SEED = 0
-NSS_CORE = 0.5  # validation NSS: "fixated" = map >= NSS_CORE * the frame's maximum
 STEP_LOG_SECONDS = 2.0  # on a GPU, step losses are fetched from the device (a sync) at most this often
-PRIOR_SAMPLES = 64  # training maps averaged for the output-bias initialization
 LR_RULE = "unchanged: --lr is Adam's learning rate whatever the world size (no linear scaling)"
 
 
@@ -152,7 +147,7 @@ class TrainConfig:
     mix_runs: int = DEFAULT_MIX_RUNS
     # Not part of the training's definition: may differ when resuming.
     device: str = "auto"
-    workers: int | None = None  # None: 0 (a reader thread) on CPU, up to 4 processes with CUDA
+    workers: int | None = field(default=None, metadata={"auto": DEFAULT_LOADER_WORKERS_TEXT})  # loader processes
     checkpoint_steps: int | None = None  # mid-epoch last.pt every N steps (None: off)
     checkpoint_seconds: float | None = 600.0  # ... and/or every S seconds (None: off)
     resume: bool = False
@@ -208,6 +203,32 @@ class RunState:
     best_validation: dict | None = None
     bad_epochs: int = 0
     finished: str = ""
+
+
+@dataclass
+class Training:
+    """One run's working parts once it is set up: what the epoch loop reads and advances."""
+
+    config: TrainConfig
+    saved: dict  # the run's config.json
+    state: RunState
+    model: torch.nn.Module  # the decoder, wrapped in DistributedDataParallel under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    logits: LogitsCapture
+    train_loader: WindowLoader
+    val_loader: WindowLoader
+    steps_per_epoch: int  # per rank
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.config.run_dir)
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
 
 # ---------------------------------------------------------------------------------------- setup
@@ -315,82 +336,6 @@ def check_store_matches(saved: dict, store: FeatureStore, run_dir: Path) -> None
                          f"asks for store={here!r}; resume with the run's store or start a new RUN_DIR")
 
 
-def default_workers(device: torch.device) -> int:
-    """Loader processes: 0 (a background reader thread) on CPU, where the decoder is ~1000x slower than
-    the loader; with CUDA up to 8, half the CPUs (4 served ~4,400 windows/s on an H200 machine, ~1,100
-    each, against ~1,900 windows/s the decoder trains at batch 32)."""
-    return max(1, min(8, (os.cpu_count() or 1) // 2)) if device.type == "cuda" else 0
-
-
-def map_mean(store: FeatureStore, videos: dict[str, int], seed: int, samples: int = PRIOR_SAMPLES) -> float:
-    """Mean of the training targets (maps / 255), over up to `samples` seeded random training frames."""
-    targets = [(v, t) for v in sorted(videos) for t in range(videos[v])]
-    rng = np.random.default_rng([seed, 1])
-    picked = sorted(targets[i] for i in rng.permutation(len(targets))[:samples])
-    values = [float(np.asarray(store.maps(v)[t], dtype=np.float64).mean()) / 255.0 for v, t in picked]
-    return float(np.mean(values))
-
-
-def output_bias(prior: float) -> float:
-    """logit(prior), the prior clipped to [1e-4, 1 - 1e-4]."""
-    p = min(max(prior, 1e-4), 1 - 1e-4)
-    return math.log(p / (1 - p))
-
-
-def build_model(device: torch.device, seed: int, prior: float | None = None) -> tuple[SaliencyDecoder,
-                                                                                        torch.memory_format]:
-    """The decoder, seeded; channels_last_3d on CUDA (on the CPU here it was measured ~3x slower).
-
-    prior: the mean target value; the last conv's bias starts at its logit, so the untrained decoder
-    predicts the average map intensity instead of 0.5 everywhere (the architecture is unchanged; its
-    first steps are not spent pulling every pixel down: measured on the sample, val CC 0.78 after 20
-    steps with it, 0.33 after 40 without).
-    """
-    torch.manual_seed(seed)
-    model = SaliencyDecoder()
-    if prior is not None:
-        with torch.no_grad():
-            model.block6[-2].bias.fill_(output_bias(prior))
-    memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
-    return model.to(device=device, memory_format=memory_format), memory_format
-
-
-def build_optimizer(model: torch.nn.Module, config: TrainConfig):
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step, gamma=0.1)
-    return optimizer, scheduler
-
-
-# ----------------------------------------------------------------------------------- RNG state
-
-
-def rng_state() -> dict:
-    """Every generator's state, as tensors and plain values (loadable with weights_only=True)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 # ---------------------------------------------------------------------------------- checkpoints
 
 
@@ -408,15 +353,16 @@ def checkpoint_config(config: TrainConfig, saved: dict, epoch: int, validation: 
     }
 
 
-def save_last(run_dir: Path, model, optimizer, scheduler, config: TrainConfig, saved: dict, state: RunState):
+def save_last(run: Training) -> None:
     """Write last.pt (rank 0 only; the replicas are identical)."""
     if not distributed.is_main():
         return
-    save_checkpoint(run_dir / "last.pt", {
-        "model": distributed.unwrap(model).state_dict(),
-        "config": checkpoint_config(config, saved, state.epoch, state.best_validation),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+    state = run.state
+    save_checkpoint(run.run_dir / "last.pt", {
+        "model": distributed.unwrap(run.model).state_dict(),
+        "config": checkpoint_config(run.config, run.saved, state.epoch, state.best_validation),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
         "epoch": state.epoch,
         "step": state.step,
         "state": asdict(state),
@@ -464,96 +410,6 @@ def _append_jsonl(path: Path, records: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------------ the steps
-
-
-def _autocast(device: torch.device, dtype: torch.dtype):
-    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-
-
-class LogitsCapture:
-    """Captures the input of the decoder's final sigmoid, so the loss is BCE-with-logits in fp32:
-    the same pixel-wise binary cross-entropy, without log(0) where a bf16 sigmoid rounds to 0 or 1."""
-
-    def __init__(self, model: SaliencyDecoder):
-        self.value = None
-        self.handle = model.block6[-1].register_forward_pre_hook(self._hook)
-
-    def _hook(self, module, args):
-        self.value = args[0]
-
-    def take(self) -> torch.Tensor:
-        value, self.value = self.value, None
-        return value.squeeze(2).float()  # (N, 1, 224, 224), as the model's output
-
-
-def train_step(model, optimizer, logits: LogitsCapture, batch, device, dtype) -> torch.Tensor:
-    """One optimizer step on a batch; returns the (detached, on-device) mean BCE loss."""
-    optimizer.zero_grad(set_to_none=True)
-    with _autocast(device, dtype):
-        model(batch.windows)
-    loss = F.binary_cross_entropy_with_logits(logits.take(), batch.targets)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model, logits: LogitsCapture, batches, windows: int, device, dtype) -> int:
-    """Recompute every BatchNorm's running mean and variance with the current weights ("precise BN").
-
-    The running statistics are reset and re-estimated as the plain average over the first `windows`
-    windows of `batches` (forward passes in training mode, no gradient, weights untouched); the
-    momentum is restored afterwards. Only the statistics that eval-mode inference uses change, not the
-    training trajectory: with PyTorch's exponential average (momentum 0.1) the statistics lag the
-    weights, and after 40 fast-moving steps eval-mode predictions were measured useless (val CC -0.15
-    against 0.33 with recomputed statistics, on the sample). Returns the windows used.
-    """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    seen = 0
-    model.train()
-    try:
-        for batch in batches:
-            with _autocast(device, dtype):
-                model(batch.windows)
-            logits.value = None
-            seen += len(batch)
-            if seen >= windows:
-                break
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        if hasattr(batches, "close"):
-            batches.close()
-    return seen
-
-
-@torch.no_grad()
-def validate(model, logits: LogitsCapture, loader: WindowLoader, device, dtype) -> dict:
-    """Mean BCE loss, CC and NSS (see the module docstring) over the fixed validation subset."""
-    model.eval()
-    loss_sum, count, ccs, nsss = 0.0, 0, [], []
-    try:
-        for batch in loader.batches(0):
-            with _autocast(device, dtype):
-                model(batch.windows)
-            z = logits.take()
-            loss_sum += float(F.binary_cross_entropy_with_logits(z, batch.targets, reduction="none")
-                              .mean(dim=(1, 2, 3)).sum())
-            count += len(batch)
-            predictions = torch.sigmoid(z)[:, 0].cpu().numpy()
-            maps = batch.targets[:, 0].cpu().numpy()
-            for prediction, target in zip(predictions, maps):
-                ccs.append(cc(prediction, target))
-                if target.max() > 0:
-                    nsss.append(nss(prediction, target >= NSS_CORE * target.max()))
-    finally:
-        model.train()
-    return {"loss": loss_sum / max(count, 1), "cc": float(np.nanmean(ccs)) if ccs else float("nan"),
-            "nss": float(np.nanmean(nsss)) if nsss else float("nan"), "windows": count}
 
 
 class _StepLog:
@@ -697,7 +553,7 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
         say(f"train-decoder: not used: {video} ({why})")
 
     model, memory_format = build_model(device, config.seed, saved["output_bias_init"]["map_mean"])
-    optimizer, scheduler = build_optimizer(model, config)
+    optimizer, scheduler = build_optimizer(model, config.lr, config.lr_step)
     state = None
     if config.resume:
         state = restore_last(run_dir, model, optimizer, scheduler)
@@ -714,7 +570,7 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    workers = default_workers(device) if config.workers is None else config.workers
+    workers = default_loader_workers(device) if config.workers is None else config.workers
     common = dict(coefficients=config.weighting, device=device, workers=workers, mix_runs=config.mix_runs,
                   memory_format=memory_format)
     train_loader = WindowLoader(store.location, plan_runs(split.train, config.run_length), config.batch_size,
@@ -746,13 +602,13 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     windows_done = 0
     logits = LogitsCapture(model)  # hooks the decoder itself, which runs inside the DDP wrapper too
     model.train()
-    model = distributed.wrap(model, device)
+    run = Training(config, saved, state, distributed.wrap(model, device), optimizer, scheduler, logits,
+                   train_loader, val_loader, steps_per_epoch, device, dtype)
     if state.finished:
         say(f"train-decoder: {run_dir} had already finished ({state.finished}); nothing to do")
     while not state.finished:
-        windows_done += run_epoch(model, optimizer, scheduler, logits, train_loader, val_loader, config,
-                                  saved, state, steps_per_epoch, device, dtype)
-        save_last(run_dir, model, optimizer, scheduler, config, saved, state)
+        windows_done += run_epoch(run)
+        save_last(run)
 
     summary.seconds = time.perf_counter() - start
     summary.windows_per_second = windows_done / summary.seconds if summary.seconds else 0.0
@@ -761,44 +617,43 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
         summary.best_path, summary.best_epoch = run_dir / "best.pt", state.best_epoch
         summary.best_validation = state.best_validation
     if world.distributed:
-        summary.rank_difference = distributed.max_difference_from_main(model)
+        summary.rank_difference = distributed.max_difference_from_main(run.model)
         say(f"train-decoder: ranks {'agree' if summary.rank_difference == 0 else 'DIFFER'}: "
             f"max |w_r - w_0| = {summary.rank_difference:g} over {world.size} ranks")
     say(summary.line())
     return summary
 
 
-def run_epoch(model, optimizer, scheduler, logits, train_loader, val_loader, config: TrainConfig, saved: dict,
-              state: RunState, steps_per_epoch: int, device, dtype) -> int:
+def run_epoch(run: Training) -> int:
     """Finish the epoch in progress (from ``state.epoch_step``), then validate, schedule and log it.
 
     Returns the number of windows trained on in this call.
     """
-    windows, rate = train_steps(model, optimizer, scheduler, logits, train_loader, config, saved, state,
-                                steps_per_epoch, device, dtype)
-    decoder = distributed.unwrap(model)  # the passes below need no gradient all-reduce
-    if config.bn_windows:
+    lr = run.lr
+    windows, rate = train_steps(run)
+    decoder = distributed.unwrap(run.model)  # the passes below need no gradient all-reduce
+    if run.config.bn_windows:
         # the epoch's own first windows, in its seeded order: the same whether or not the run was resumed
-        recalibrate_batchnorm(decoder, logits, train_loader.batches(state.epoch), config.bn_windows, device, dtype)
+        recalibrate_batchnorm(decoder, run.logits, run.train_loader.batches(run.state.epoch), run.config.bn_windows,
+                              run.device, run.dtype)
     # Every rank recalibrated on the same windows and validates the same ones; taking rank 0's statistics and
     # scores everywhere means no float difference between devices can make the ranks decide differently.
     distributed.copy_buffers_from_main(decoder)
-    validation = distributed.from_main(validate(decoder, logits, val_loader, device, dtype))
-    finish_epoch(model, scheduler, config, saved, state, validation, optimizer.param_groups[0]["lr"], rate)
+    validation = distributed.from_main(validate(decoder, run.logits, run.val_loader, run.device, run.dtype))
+    finish_epoch(run, validation, lr, rate)
     return windows
 
 
-def train_steps(model, optimizer, scheduler, logits, train_loader, config: TrainConfig, saved: dict,
-                state: RunState, steps_per_epoch: int, device, dtype) -> tuple[int, float]:
+def train_steps(run: Training) -> tuple[int, float]:
     """The epoch's remaining steps, with mid-epoch last.pt checkpoints; returns (windows, windows/s).
 
     Distributed, this rank's share of the epoch (see the module docstring); windows count all ranks'.
     """
-    run_dir = Path(config.run_dir)
-    epoch, lr = state.epoch, optimizer.param_groups[0]["lr"]
+    config, state, steps_per_epoch = run.config, run.state, run.steps_per_epoch
+    epoch, lr = state.epoch, run.lr
     ranks, main = distributed.world_size(), distributed.is_main()
-    step_log = _StepLog(run_dir / "steps.jsonl" if main else None,
-                        STEP_LOG_SECONDS if device.type == "cuda" else 0.0)
+    step_log = _StepLog(run.run_dir / "steps.jsonl" if main else None,
+                        STEP_LOG_SECONDS if run.device.type == "cuda" else 0.0)
     remaining = max(0, steps_per_epoch - state.epoch_step)
     progress = Progress(f"train epoch {epoch + 1}/{config.epochs}"
                         + (f" (resumed at step {state.epoch_step})" if state.epoch_step else ""),
@@ -808,9 +663,9 @@ def train_steps(model, optimizer, scheduler, logits, train_loader, config: Train
     windows = 0
     if remaining:
         first = distributed.rank() * steps_per_epoch  # where this rank's contiguous share of the epoch starts
-        batches = train_loader.batches(epoch, skip=first + state.epoch_step)
+        batches = run.train_loader.batches(epoch, skip=first + state.epoch_step)
         for batch in batches:
-            loss = distributed.mean(train_step(model, optimizer, logits, batch, device, dtype))
+            loss = distributed.mean(train_step(run.model, run.optimizer, run.logits, batch, run.device, run.dtype))
             state.step += 1
             state.epoch_step += 1
             step_windows = len(batch) * ranks  # the other ranks' batches are as long, but for the epoch's last
@@ -823,7 +678,7 @@ def train_steps(model, optimizer, scheduler, logits, train_loader, config: Train
             due_time = config.checkpoint_seconds and time.perf_counter() - last_save >= config.checkpoint_seconds
             if due_steps or due_time:
                 step_log.flush(state)  # the saved running loss must include every step before the save
-                save_last(run_dir, model, optimizer, scheduler, config, saved, state)
+                save_last(run)
                 last_save = time.perf_counter()
         batches.close()
     step_log.flush(state)
@@ -831,21 +686,22 @@ def train_steps(model, optimizer, scheduler, logits, train_loader, config: Train
     return windows, windows / max(time.perf_counter() - start, 1e-9)
 
 
-def finish_epoch(model, scheduler, config: TrainConfig, saved: dict, state: RunState, validation: dict,
-                 lr: float, rate: float) -> None:
-    """Close the epoch: schedule, best.pt, early stopping, the log.jsonl line (written before last.pt)."""
-    run_dir = Path(config.run_dir)
+def finish_epoch(run: Training, validation: dict, lr: float, rate: float) -> None:
+    """Close the epoch: schedule, best.pt, early stopping, the log.jsonl line (written before last.pt).
+
+    lr: the learning rate the epoch trained at (the schedule steps here)."""
+    config, state, run_dir = run.config, run.state, run.run_dir
     train_loss = state.epoch_loss_sum / max(state.epoch_loss_count, 1)
     state.epoch += 1
     state.epoch_step, state.epoch_loss_sum, state.epoch_loss_count = 0, 0.0, 0
-    scheduler.step()
+    run.scheduler.step()
     improved = validation["loss"] < state.best_loss
     if improved:
         state.best_loss, state.best_epoch, state.best_validation = validation["loss"], state.epoch, validation
         state.bad_epochs = 0
         if distributed.is_main():
-            best = {"model": distributed.unwrap(model).state_dict(),
-                    "config": checkpoint_config(config, saved, state.epoch, validation)}
+            best = {"model": distributed.unwrap(run.model).state_dict(),
+                    "config": checkpoint_config(config, run.saved, state.epoch, validation)}
             save_checkpoint(run_dir / "best.pt", best)
     else:
         state.bad_epochs += 1
