@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/evaluate_speed.py [--frames 480] [--videos 6] [--repeats 3] [--workers 1 2]
 
 Builds a DHF1K-layout ground truth under a temporary folder (or --dir): continuous maps are the real
-DHF1K maps of ../shared/data/dhf1k_sample when present (640x360, lossy PNGs, cycled), else
+DHF1K maps of $SAL3D_SAMPLE (a DHF1K-layout folder) when set (640x360, lossy PNGs, cycled), else
 synthetic blurred-fixation maps; binary fixation maps draw 25 points per frame from the map; the
 predictions are the map of a frame 10 later, blurred (smooth, model-like PNGs that do not match
 exactly). `video/` holds empty placeholders: evaluate never decodes video. Prints one line per run
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from stages.evaluate import EvaluateConfig, evaluate  # noqa: E402
 
-REAL = ROOT.parent / "shared" / "data" / "dhf1k_sample" / "annotation"
+REAL = Path(os.environ.get("SAL3D_SAMPLE", "/nonexistent")) / "annotation"
 H, W = 360, 640
 
 

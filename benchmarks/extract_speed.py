@@ -3,12 +3,13 @@ bytes per frame and write / read speeds of the feature codecs tried.
 
     python benchmarks/extract_speed.py [DATASET_DIR] [--frames N] [--repeats R] [--weights random]
 
-Defaults to the real DHF1K sample in ../shared/data/dhf1k_sample. Prints medians of R repeats.
+DATASET_DIR defaults to $SAL3D_SAMPLE (real DHF1K videos in their layout). Prints medians of R repeats.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -44,9 +45,10 @@ def median_rate(fn, count: int, repeats: int) -> float:
 
 
 def main():
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "dhf1k_sample"
+    default = os.environ.get("SAL3D_SAMPLE")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", nargs="?", type=Path, default=default)
+    parser.add_argument("dataset", nargs="?", type=Path, default=default,
+                        help="a dataset extract reads [default: $SAL3D_SAMPLE]")
     parser.add_argument("--frames", type=int, default=48, help="frames per video")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--weights", default="random")
@@ -54,6 +56,8 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
+    if args.dataset is None:
+        parser.error("give DATASET_DIR or set SAL3D_SAMPLE")
     _, entries = discover(args.dataset)
     n = args.frames
     total = n * len(entries)

@@ -2,16 +2,17 @@
 # Every `sal3d bench` figure on one GPU, then: stage one's settings (benchmarks/extract_sweep.py: decode
 # processes, writer processes, trunk batch), the store writers fed as extract feeds them, in a thread
 # against in a process (benchmarks/writer_feed.py, CPU only), and the decoder step's settings
-# (benchmarks/decoder_step.py: batch size, memory format, torch.compile; measured on an H200 already, so
-# skipped unless STEP_SWEEP_TIMEOUT is set). ~6 minutes, each part cut off at its own timeout (a part is
-# skipped with a timeout of 0; the JSON files are rewritten as figures come, so a cut-off part still
-# leaves what it measured).
+# (benchmarks/decoder_step.py: batch size, memory format, torch.compile; skipped unless
+# STEP_SWEEP_TIMEOUT is set). ~6 minutes, each part cut off at its own timeout (a part is skipped with a
+# timeout of 0; the JSON files are rewritten as figures come, so a cut-off part still leaves what it
+# measured).
 #
-# Run from anywhere on the device machine (Python 3.12, torch preinstalled, no network). It needs the ignored
-# folder `.whl/` carried along: the wheels of ../shared/device-wheels-py312/ (decord, zarr, numcodecs, ...;
-# DESIGN.md section 3) plus imageio_ffmpeg-*.whl (the ffmpeg that writes the 640x360 benchmark clips), e.g.
-#     mkdir -p .whl && cp ../shared/device-wheels-py312/*.whl /opt/pypi/files/imageio_ffmpeg-*.whl .whl/
-#     run(command="bash benchmarks/gpu.sh", carry=[".whl"], timeout_s=540)
+# Run it from anywhere on a machine with a CUDA GPU and torch + torchvision installed. The packages
+# sal3d needs beyond those (decord, zarr, numcodecs, dask, click, fsspec, and imageio-ffmpeg, the
+# ffmpeg that writes the 640x360 benchmark clips) are installed from wheel files in the ignored
+# folder `.whl/` of the checkout (`pip download` them on a machine with network access, for the GPU
+# machine's Python), so that a machine without network access can run it; with everything already
+# installed, set SKIP_INSTALL=1.
 # Writes under $OUT: bench.txt (the table), bench.json (machine, settings, every figure, targets),
 # bench.log (progress), machine.txt (nvidia-smi, CPU), extract_sweep.{json,txt}, writer_feed.{json,txt},
 # decoder_step.{json,txt}.
@@ -33,7 +34,7 @@ mkdir -p "$OUT"
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
     if ! ls .whl/*.whl > /dev/null 2>&1; then
-        echo "gpu.sh: no .whl/*.whl here: carry the device wheels (see the header of this script)" >&2
+        echo "gpu.sh: no .whl/*.whl here: put the wheels sal3d needs there, or set SKIP_INSTALL=1 (see the header)" >&2
         exit 2
     fi
     "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 2

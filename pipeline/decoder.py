@@ -3,7 +3,7 @@
 Input: a weighted spatio-temporal cuboid of VGG-16 relu5_3 features, (N, 512, 6, 14, 14),
 time oldest first (see :mod:`pipeline.windows`). Output: a saliency map (N, 1, 224, 224) in [0, 1].
 
-Shapes (C, T, H, W), block by block, exactly as DESIGN.md's table:
+Shapes (C, T, H, W), block by block (DESIGN.md section 1):
 
 ====== ================================================================ ===================
 block  layers                                                           output

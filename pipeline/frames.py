@@ -1,7 +1,7 @@
 """Frame sources: decode a video file (decord) or a folder of frame images into 224x224 RGB.
 
 Readers are opened lazily, on first use: a decord VideoReader opened before a fork crashes in the
-child (DESIGN.md section 3), so worker processes must each open their own.
+child (DESIGN.md section 4), so worker processes must each open their own.
 """
 
 from __future__ import annotations

@@ -371,7 +371,7 @@ DEFAULT_LOADER_WORKERS_TEXT = f"0 (a background thread) on CPU, up to {GPU_LOADE
 
 
 def default_loader_workers(device: torch.device) -> int:
-    """Loader processes: 0 (a background reader thread) on CPU, where the decoder is ~1000x slower than
-    the loader; with CUDA up to 8, half the CPUs (4 served ~4,400 windows/s on an H200 machine, ~1,100
-    each, against ~1,900 windows/s the decoder trains at batch 32)."""
+    """Loader processes: 0 (a background reader thread) on CPU, where the decoder is orders of magnitude
+    slower than the loader; with CUDA up to GPU_LOADER_WORKERS, half the CPUs (one process serves about
+    half of what a GPU trains on: benchmarks/README.md)."""
     return max(1, min(GPU_LOADER_WORKERS, (os.cpu_count() or 1) // 2)) if device.type == "cuda" else 0

@@ -42,12 +42,11 @@ def output_bias(prior: float) -> float:
 
 def build_model(device: torch.device, seed: int, prior: float | None = None) -> tuple[SaliencyDecoder,
                                                                                         torch.memory_format]:
-    """The decoder, seeded; channels_last_3d on CUDA (on the CPU here it was measured ~3x slower).
+    """The decoder, seeded; channels_last_3d on CUDA (slower on CPUs: benchmarks/README.md).
 
     prior: the mean target value; the last conv's bias starts at its logit, so the untrained decoder
     predicts the average map intensity instead of 0.5 everywhere (the architecture is unchanged; its
-    first steps are not spent pulling every pixel down: measured on the sample, val CC 0.78 after 20
-    steps with it, 0.33 after 40 without).
+    first steps are not spent pulling every pixel down). Returns (model on `device`, its memory format).
     """
     torch.manual_seed(seed)
     model = SaliencyDecoder()
@@ -104,9 +103,9 @@ def recalibrate_batchnorm(model, logits: LogitsCapture, batches, windows: int, d
     The running statistics are reset and re-estimated as the plain average over the first `windows`
     windows of `batches` (forward passes in training mode, no gradient, weights untouched); the
     momentum is restored afterwards. Only the statistics that eval-mode inference uses change, not the
-    training trajectory: with PyTorch's exponential average (momentum 0.1) the statistics lag the
-    weights, and after 40 fast-moving steps eval-mode predictions were measured useless (val CC -0.15
-    against 0.33 with recomputed statistics, on the sample). Returns the windows used.
+    training trajectory: with PyTorch's exponential average the statistics lag fast-moving weights, and
+    eval-mode predictions early in a run can be useless (benchmarks/README.md, "Training recipe").
+    Returns the windows used.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     momenta = [m.momentum for m in norms]

@@ -126,7 +126,7 @@ def resolve_device(device: str) -> torch.device:
 
 def compute_dtype(device: torch.device) -> torch.dtype:
     """bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere, where bf16 is
-    emulated and measured ~7x slower than fp32 (2-core AVX2 EPYC, the extract issue's note)."""
+    emulated and several times slower than fp32 (benchmarks/README.md)."""
     if device.type == "cuda":
         return torch.bfloat16
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32

@@ -527,7 +527,7 @@ def predict(config: PredictConfig) -> PredictSummary:
     if work:
         model = load_decoder(checkpoint, checkpoint_path, device, dtype) if total else None
         del checkpoint
-        _run(work, store, model, device, dtype, coefficients, options, batch, writers, total, summary)
+        DecoderRun(store, model, device, dtype, coefficients, options, batch, writers, summary)(work, total)
     summary.predicted = [p.video_id for p in work]
     summary.total_seconds = time.perf_counter() - begin
 
@@ -553,75 +553,86 @@ def _runs(plans: list[VideoPlan], run_frames: int):
                 yield plan, targets
 
 
-def _run(plans, store, model, device, dtype, coefficients, options, batch, writers, total, summary):
-    """The decoder loop: read runs ahead, decode batches, post-process on the device, write in threads."""
-    run_frames = math.ceil(max(RUN_FRAMES, batch) / batch) * batch
-    memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
-    coefficients = torch.tensor(coefficients, dtype=dtype, device=device)
-    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-reader")
-    pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="png-writer")
-    overlays = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
-    overlay_state: dict = {}
-    pending: deque[Future] = deque()
-    limit = 4 * batch + 2 * writers  # PNG writes in flight before the decoder waits for them
-    progress = Progress("predict", total=total, unit="frames")
-    created: set[Path] = set()
+class DecoderRun:
+    """The decoder loop over the videos' runs of frames: features read one run ahead (a thread), windows
+    decoded in batches, maps post-processed on the device, PNGs (and overlays) written by threads.
 
-    def read(plan: VideoPlan, targets: np.ndarray):
+    It holds the loop's state: the model and how to feed it, the writer pools, the writes in flight
+    (at most `limit` before the decoder waits), the folders made and the progress line."""
+
+    def __init__(self, store: FeatureStore, model: nn.Module | None, device: torch.device, dtype: torch.dtype,
+                 coefficients: list[float], options: PostProcess, batch: int, writers: int, summary: PredictSummary):
+        self.store, self.model, self.device, self.dtype = store, model, device, dtype
+        self.options, self.batch, self.summary = options, batch, summary
+        self.memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+        self.coefficients = torch.tensor(coefficients, dtype=dtype, device=device)
+        self.pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="png-writer")
+        self.overlays = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
+        self.overlay_state: dict = {}
+        self.pending: deque[Future] = deque()
+        self.limit = 4 * batch + 2 * writers  # PNG writes in flight before the decoder waits for them
+        self.created: set[Path] = set()
+        self.progress: Progress | None = None
+
+    def read(self, plan: VideoPlan, targets: np.ndarray) -> tuple[int, np.ndarray]:
+        """(first frame, float16 features (n, 512, 14, 14)) of the frames `targets`' windows need."""
         start, stop = frames_needed(targets)
-        return start, store.features(plan.video_id)[start:stop]
+        return start, self.store.features(plan.video_id)[start:stop]
 
-    start_time = time.perf_counter()
-    try:
-        for plan in plans:  # overlays of maps an earlier run wrote: no decoder
-            if len(plan.overlay_only):
-                plan.overlay_folder.mkdir(parents=True, exist_ok=True)
-            for offset in range(0, len(plan.overlay_only), batch):
-                frames = plan.overlay_only[offset:offset + batch].tolist()
-                pending.append(overlays.submit(_overlay_batch, overlay_state, plan, frames, None, pool))
-        runs = _runs(plans, run_frames)
-        ahead: deque = deque()
-        for item in runs:
-            ahead.append((item, reader.submit(read, *item)))
-            if len(ahead) < 2:
-                continue
-            _decode_run(ahead.popleft(), model, device, dtype, coefficients, memory_format, options, batch,
-                        pool, overlays, overlay_state, pending, limit, progress, created, summary)
-        while ahead:
-            _decode_run(ahead.popleft(), model, device, dtype, coefficients, memory_format, options, batch,
-                        pool, overlays, overlay_state, pending, limit, progress, created, summary)
-        while pending:
-            pending.popleft().result()
-    finally:
-        for executor in (reader, overlays, pool):
-            executor.shutdown(wait=True, cancel_futures=True)
-        progress.close()
-    summary.seconds = time.perf_counter() - start_time
+    def __call__(self, plans: list[VideoPlan], total: int) -> None:
+        """Predict every missing frame of `plans` (`total` frames in all) and write the overlays asked for."""
+        run_frames = math.ceil(max(RUN_FRAMES, self.batch) / self.batch) * self.batch
+        reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-reader")
+        self.progress = Progress("predict", total=total, unit="frames")
+        start_time = time.perf_counter()
+        try:
+            for plan in plans:  # overlays of maps an earlier run wrote: no decoder
+                if len(plan.overlay_only):
+                    plan.overlay_folder.mkdir(parents=True, exist_ok=True)
+                for offset in range(0, len(plan.overlay_only), self.batch):
+                    frames = plan.overlay_only[offset:offset + self.batch].tolist()
+                    self.pending.append(self.overlays.submit(_overlay_batch, self.overlay_state, plan, frames, None,
+                                                             self.pool))
+            ahead: deque = deque()
+            for item in _runs(plans, run_frames):
+                ahead.append((item, reader.submit(self.read, *item)))
+                if len(ahead) >= 2:
+                    self.decode(*ahead.popleft())
+            while ahead:
+                self.decode(*ahead.popleft())
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            for executor in (reader, self.overlays, self.pool):
+                executor.shutdown(wait=True, cancel_futures=True)
+            self.progress.close()
+        self.summary.seconds = time.perf_counter() - start_time
 
-
-@torch.inference_mode()
-def _decode_run(item, model, device, dtype, coefficients, memory_format, options, batch, pool, overlays,
-                overlay_state, pending, limit, progress, created, summary):
-    (plan, targets), future = item
-    first, features = future.result()
-    features = torch.from_numpy(np.ascontiguousarray(features))
-    if device.type == "cuda":
-        features = features.pin_memory().to(device, non_blocking=True)
-    for folder in (plan.folder, plan.overlay_folder):
-        if folder is not None and folder not in created:
-            folder.mkdir(parents=True, exist_ok=True)
-            created.add(folder)
-    for offset in range(0, len(targets), batch):
-        frames = targets[offset:offset + batch]
-        windows = gather_windows(features, frames, first=first)
-        x = apply_weighting(windows, coefficients, dtype=dtype, memory_format=memory_format)
-        maps = model(x)[:, 0]
-        maps = postprocess(maps, plan.height, plan.width, options).cpu().numpy()
-        for t, saliency in zip(frames.tolist(), maps):
-            pending.append(pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
-        if plan.overlay_folder is not None:
-            pending.append(overlays.submit(_overlay_batch, overlay_state, plan, frames.tolist(), maps, pool))
-        while len(pending) > limit or (pending and pending[0].done()):
-            pending.popleft().result()  # raises a writer's error here
-        summary.frames += len(frames)
-        progress.update(len(frames), note=plan.video_id)
+    @torch.inference_mode()
+    def decode(self, item: tuple[VideoPlan, np.ndarray], future: Future) -> None:
+        """Decode one run's target frames (`item`: plan, frame indices) from its features (`future`)."""
+        plan, targets = item
+        first, features = future.result()
+        features = torch.from_numpy(np.ascontiguousarray(features))
+        if self.device.type == "cuda":
+            features = features.pin_memory().to(self.device, non_blocking=True)
+        for folder in (plan.folder, plan.overlay_folder):
+            if folder is not None and folder not in self.created:
+                folder.mkdir(parents=True, exist_ok=True)
+                self.created.add(folder)
+        pending = self.pending
+        for offset in range(0, len(targets), self.batch):
+            frames = targets[offset:offset + self.batch]
+            windows = gather_windows(features, frames, first=first)
+            x = apply_weighting(windows, self.coefficients, dtype=self.dtype, memory_format=self.memory_format)
+            maps = self.model(x)[:, 0]
+            maps = postprocess(maps, plan.height, plan.width, self.options).cpu().numpy()
+            for t, saliency in zip(frames.tolist(), maps):
+                pending.append(self.pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
+            if plan.overlay_folder is not None:
+                pending.append(self.overlays.submit(_overlay_batch, self.overlay_state, plan, frames.tolist(), maps,
+                                                    self.pool))
+            while len(pending) > self.limit or (pending and pending[0].done()):
+                pending.popleft().result()  # raises a writer's error here
+            self.summary.frames += len(frames)
+            self.progress.update(len(frames), note=plan.video_id)

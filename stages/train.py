@@ -41,9 +41,7 @@ Two deliberate additions to the paper's recipe (both recorded in config.json)
       ``bn_windows`` windows with the current weights (:func:`recalibrate_batchnorm`, "precise BN";
       ``bn_windows=0`` keeps PyTorch's running average). Training steps are unaffected; validation,
       early stopping and the saved weights use statistics that match the weights.
-    Measured on the sample (lr 1e-3, batches of 2, 6 validation windows, so noisy): without the bias
-    init, val CC 0.33 after 40 steps; with it, 0.78 after 20. After 40 steps, eval-mode val CC was -0.15
-    with running-average statistics and 0.33 with recomputed ones.
+    What each changed on the generated sample is in benchmarks/README.md ("Training recipe").
 
 Validation videos
     Videos whose ``split`` attribute is ``val`` (a DHF1K store: DHF1K val). A store without any holds
@@ -136,8 +134,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_step: int = 2
     patience: int = 5
-    # The paper gives no batch size. 32 fills a GPU: one H200 ran 1,923 windows/s at 32 against 993 at 8
-    # (benchmarks/decoder_step.py), which puts the paper's 33-epoch protocol under 2 hours.
+    # The paper gives no batch size; 32 fills a GPU (benchmarks/decoder_step.py, benchmarks/README.md).
     batch_size: int = 32
     max_steps: int | None = None  # per epoch
     val_windows: int | None = 1024  # None or 0: every validation window

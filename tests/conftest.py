@@ -3,6 +3,7 @@ VGG-16 trunk with seeded random weights, real Zarr), made once per test session.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,9 @@ import zarr
 from pipeline.sample import SampleSpec, make_sample
 from stages.extract import ExtractConfig, extract
 
-REAL_SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dhf1k_sample"
+# Real DHF1K data (DHF1K layout, a few videos with maps): SAL3D_SAMPLE, else the developers' copy beside the repo.
+REAL_SAMPLE = Path(os.environ.get("SAL3D_SAMPLE") or
+                   Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dhf1k_sample")
 SAMPLE_SPEC = SampleSpec(train=2, val=1, frames=6)
 BATCH = 4  # frames per trunk batch in every extraction the tests compare
 

@@ -1,4 +1,4 @@
-"""The 3DSAL decoder: parameter count, every intermediate shape of DESIGN.md's table, output."""
+"""The 3DSAL decoder: parameter count, every intermediate shape of DESIGN.md section 1, output."""
 
 import copy
 

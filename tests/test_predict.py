@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from cli import main
+from conftest import REAL_SAMPLE
 from pipeline.checkpoint import save_checkpoint
 from pipeline.decoder import SaliencyDecoder
 from pipeline.postprocess import PostProcess, gaussian_blur, heat_overlay, postprocess, quantize, resize_maps
@@ -26,7 +27,6 @@ from pipeline.windows import apply_weighting, weighting_coefficients, window_ind
 from stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind, weights_for
 
 REPO = Path(__file__).resolve().parents[1]
-DHF1K_SAMPLE = REPO.parent / "shared" / "data" / "dhf1k_sample"
 FAKE_TRUNK = {"arch": "test", "weights": "test:features", "weights_sha256": "a" * 64}
 
 
@@ -302,19 +302,19 @@ def test_single_video_file_source(tmp_path, sample, random_checkpoint):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DHF1K_SAMPLE / "video").is_dir(), reason="the real DHF1K sample is absent")
+@pytest.mark.skipif(not (REAL_SAMPLE / "video").is_dir(), reason="the real DHF1K sample is absent")
 def test_real_dhf1k_sample_from_a_store(tmp_path, random_trunk, random_checkpoint):
     from stages.extract import ExtractConfig, extract
 
     store = tmp_path / "features.zarr"
-    extracted = extract(ExtractConfig(DHF1K_SAMPLE, str(store), weights="random", device="cpu", max_frames=4))
+    extracted = extract(ExtractConfig(REAL_SAMPLE, str(store), weights="random", device="cpu", max_frames=4))
     assert not extracted.failed
     summary = predict(PredictConfig(str(store), random_checkpoint, tmp_path / "pred", device="cpu"))
     assert summary.predicted == ["0300", "0600"] and summary.frames == 8
     for video_id in ("0300", "0600"):
         assert_layout(tmp_path / "pred", video_id, 4, (640, 360))
     # The names are the benchmark's: the ground truth's own file names.
-    assert (DHF1K_SAMPLE / "annotation" / "0300" / "maps" / "0004.png").is_file()
+    assert (REAL_SAMPLE / "annotation" / "0300" / "maps" / "0004.png").is_file()
 
 
 @pytest.mark.slow
