@@ -192,7 +192,12 @@ def predict(source, checkpoint, out_dir, videos, **options):
               help="Stop after this many epochs without a lower validation loss.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "batch_size"), help="Windows per step.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "max_steps"),
-              help="End each epoch after its first N steps (smoke tests, benchmarks); at most epochs x N steps.")
+              help="End the run after N optimizer steps in all, across epochs (the epoch in progress is "
+              "validated).")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "steps_per_epoch"),
+              help="End each epoch after its first N steps.")
+@click.option("--select-by", type=click.Choice(["loss", "cc", "nss"]), default=Default("stages.train:TrainConfig", "select_by"),
+              help="Validation score that chooses best.pt and drives early stopping (loss: the paper's rule).")
 @click.option("--val-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "val_windows"),
               help="Validate on a fixed subset of this many windows (0: all).")
 @click.option("--bn-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "bn_windows"),
@@ -207,7 +212,7 @@ def predict(source, checkpoint, out_dir, videos, **options):
               default=Default("stages.train:TrainConfig", "checkpoint_seconds", scale=1 / 60),
               help="Also write last.pt when this long has passed within an epoch.")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last.pt (settings not given "
-              "are the run's; given ones must match).")
+              "are the run's; given ones must match, but a larger --epochs extends the run).")
 @click.option("--seed", type=int, default=Default("stages.train:TrainConfig", "seed"),
               help="Seeds the decoder's weights, the shuffling and a held-out validation set.")
 @click.pass_context
@@ -219,7 +224,7 @@ def train_decoder(ctx, store, run_dir, val_windows, checkpoint_minutes, **option
     videos. Progress goes to stderr; the run ends saying where the best checkpoint is and what it scored.
 
     Under torchrun (torchrun --nproc-per-node N -m cli train-decoder ...) the N processes train data-parallel:
-    --batch-size and --max-steps are per process, the learning rate is used as given, and only rank 0
+    --batch-size, --max-steps and --steps-per-epoch are per process, the learning rate is used as given, and only rank 0
     writes RUN_DIR.
     """
     from stages.train import TrainConfig, train

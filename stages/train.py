@@ -18,12 +18,13 @@ coefficients, trunk, store_format_version, epoch, validation, ...}}``; ``last.pt
 ``optimizer``, ``scheduler``, ``state`` (epoch counters, early-stopping state, the running epoch
 loss) and ``rng`` (torch / CUDA / numpy / python generator states, as tensors and plain values).
 
-Epochs, --max-steps and resuming
+Epochs, steps and resuming
     Epoch ``e`` (0-based) serves every training window once, in the order fixed by ``(seed, e)``
     (runs shuffled, pooled ``mix_runs`` at a time, windows shuffled within a pool; see
-    :mod:`pipeline.loader`). With ``max_steps = N`` an epoch ends after its first N batches of that
-    order (validation, the learning-rate schedule and early stopping still run per epoch), so a run
-    makes at most ``epochs x N`` steps.
+    :mod:`pipeline.loader`). ``steps_per_epoch = K`` ends each epoch after its first K batches of
+    that order; ``max_steps = N`` ends the run after N optimizer steps in all (as Lightning, Hugging
+    Face and nanoGPT mean it), the epoch in progress then being validated and logged as usual. The run
+    ends at whichever comes first: ``epochs``, ``max_steps``, or early stopping.
     A resumed run loads ``last.pt`` (model, optimizer, schedule, epoch counters, RNG states). When it
     was written mid-epoch after ``k`` steps of epoch ``e``, the epoch's order is recomputed from
     ``(seed, e)``, its first ``k`` batches are skipped, and the epoch's running train loss continues
@@ -31,7 +32,16 @@ Epochs, --max-steps and resuming
     killed process) are dropped and redone. So a killed and resumed run does the same steps, in the
     same order, from the same state, as one that was never interrupted.
     Settings that define the training (``TRAINING_SETTINGS``) must match the run's on resume; the
-    others (device, workers, checkpoint cadence) may change.
+    others (device, workers, checkpoint cadence) may change. One exception: a larger ``epochs``
+    extends a run that finished its epochs (or was stopped before): the schedule, the counters and
+    early stopping continue where they were, and config.json records the extension.
+
+Model selection
+    ``best.pt`` holds the epoch with the best validation score by ``select_by``: ``loss`` (the paper's
+    rule, the default: lowest BCE), ``cc`` or ``nss`` (highest); early stopping counts epochs without
+    improvement by the same criterion. The run also tracks which epoch each criterion would pick, says
+    so at the end, and warns when they disagree widely (a flat map can win on BCE while its CC is near
+    zero).
 
 Two deliberate additions to the paper's recipe (both recorded in config.json)
     - The last conv's bias starts at logit(mean training map value) (:func:`build_model`), so the
@@ -136,7 +146,9 @@ class TrainConfig:
     patience: int = 5
     # The paper gives no batch size; 32 fills a GPU (benchmarks/decoder_step.py, benchmarks/README.md).
     batch_size: int = 32
-    max_steps: int | None = None  # per epoch
+    max_steps: int | None = None  # optimizer steps in all, across epochs (None: no limit)
+    steps_per_epoch: int | None = None  # each epoch ends after this many steps (None: all its batches)
+    select_by: str = "loss"  # best.pt and early stopping: "loss" (lowest), "cc" or "nss" (highest)
     val_windows: int | None = 1024  # None or 0: every validation window
     bn_windows: int = 256  # BatchNorm statistics recomputed on this many training windows per epoch (0: off)
     seed: int = 0
@@ -152,7 +164,11 @@ class TrainConfig:
 
 #: Settings that define the training: a resumed run must use the run's values.
 TRAINING_SETTINGS = ("store", "weighting", "epochs", "lr", "lr_step", "patience", "batch_size", "max_steps",
-                     "val_windows", "bn_windows", "seed", "run_length", "mix_runs")
+                     "steps_per_epoch", "select_by", "val_windows", "bn_windows", "seed", "run_length", "mix_runs")
+#: Validation scores that can choose best.pt, and whether a higher value is better.
+SELECTION = {"loss": False, "cc": True, "nss": True}
+#: "Disagree widely": the chosen epoch's CC / NSS falls this far below the best epoch's.
+WIDE_GAP = {"cc": 0.05, "nss": 0.25}
 
 
 @dataclass
@@ -168,12 +184,14 @@ class TrainSummary:
     seconds: float = 0.0
     rank_difference: float | None = None  # distributed: max |w_r - w_0| over the replicas at the end
 
+    select_by: str = "loss"
+
     def line(self) -> str:
         if self.best_path is None:
             return f"train-decoder: {self.stopped}; no epoch finished, no best checkpoint"
         v = self.best_validation
-        return (f"train-decoder: {self.stopped}. Best checkpoint: {self.best_path} (epoch {self.best_epoch}: "
-                f"val loss {v['loss']:.4f}, CC {v['cc']:.3f}, NSS {v['nss']:.3f})")
+        return (f"train-decoder: {self.stopped}. Best checkpoint by val {self.select_by}: {self.best_path} "
+                f"(epoch {self.best_epoch}: val loss {v['loss']:.4f}, CC {v['cc']:.3f}, NSS {v['nss']:.3f})")
 
 
 @dataclass
@@ -195,12 +213,26 @@ class RunState:
     step: int = 0  # optimizer steps in all
     epoch_loss_sum: float = 0.0
     epoch_loss_count: int = 0
-    best_loss: float = math.inf
+    best_score: float | None = None  # the selection criterion's best value so far
     best_epoch: int = 0  # 1-based; 0: none yet
     best_validation: dict | None = None
     bad_epochs: int = 0
-    finished: str = ""
+    finished: str = ""  # why the run ended; "" while it goes on
+    finished_by: str = ""  # "epochs", "max_steps" or "patience"
+    # per criterion of SELECTION: [epoch, value] of the epoch it would pick
+    best_by: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_saved(cls, saved: dict) -> "RunState":
+        """A state saved by this or an earlier version (which had ``best_loss`` and no criterion)."""
+        saved = dict(saved)
+        if "best_loss" in saved:
+            loss = saved.pop("best_loss")
+            saved.setdefault("best_score", None if math.isinf(loss) else loss)
+            if saved.get("finished", "").endswith("done"):
+                saved.setdefault("finished_by", "epochs")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 @dataclass
 class Training:
@@ -291,7 +323,9 @@ def resolve_config(config: TrainConfig, explicit: set[str] | None) -> tuple[Trai
     """The configuration to run with, and the saved config.json when resuming.
 
     A new run refuses a RUN_DIR that already holds one. A resumed run takes its training settings from
-    config.json; one given explicitly (all of them when `explicit` is None) that differs is refused.
+    config.json; one given explicitly (all of them when `explicit` is None) that differs is refused,
+    but for a larger ``epochs``, which extends the run (recorded in the returned config.json's
+    ``extended`` list, written when the run continues).
     """
     run_dir = Path(config.run_dir)
     saved_path = run_dir / "config.json"
@@ -302,7 +336,7 @@ def resolve_config(config: TrainConfig, explicit: set[str] | None) -> tuple[Trai
         return config, None
     if not saved_path.exists():
         raise TrainError(f"--resume: {run_dir} holds no training run (no config.json)")
-    saved = json.loads(saved_path.read_text())
+    saved = _upgrade_saved(json.loads(saved_path.read_text()))
     ours = _settings(config)
     given = set(TRAINING_SETTINGS) if explicit is None else set(explicit)
     values = {}
@@ -310,11 +344,26 @@ def resolve_config(config: TrainConfig, explicit: set[str] | None) -> tuple[Trai
         if key == "store":  # compared after the trunk fingerprint: see check_store_matches
             continue
         before = saved["settings"][key]
+        if key == "epochs" and key in given and ours[key] > before:
+            saved["settings"]["epochs"] = ours[key]
+            saved.setdefault("extended", []).append({"from_epochs": before, "to_epochs": ours[key],
+                                                     "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            before = ours[key]
         if key in given and ours[key] != before:
             raise TrainError(f"--resume: {run_dir} was trained with {key}={before!r}, this run asks for "
                              f"{key}={ours[key]!r}; resume with the run's settings or start a new RUN_DIR")
         values[key] = before
     return TrainConfig(**{**asdict(config), **values, "run_dir": run_dir}), saved
+
+
+def _upgrade_saved(saved: dict) -> dict:
+    """config.json of a run made before ``steps_per_epoch`` and ``select_by`` existed: its ``max_steps``
+    capped each epoch, which is ``steps_per_epoch`` now."""
+    settings = saved["settings"]
+    if "steps_per_epoch" not in settings:
+        settings["steps_per_epoch"], settings["max_steps"] = settings.get("max_steps"), None
+        settings.setdefault("select_by", "loss")
+    return saved
 
 
 def check_store_matches(saved: dict, store: FeatureStore, run_dir: Path) -> None:
@@ -380,7 +429,7 @@ def restore_last(run_dir: Path, model, optimizer, scheduler) -> RunState | None:
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
-    return RunState(**checkpoint["state"])
+    return RunState.from_saved(checkpoint["state"])
 
 
 def _truncate_jsonl(path: Path, keep) -> None:
@@ -475,7 +524,10 @@ def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, dev
                                       "in the store)"},
         "output_bias_init": {"map_mean": prior, "bias": output_bias(prior),
                              "maps_sampled": min(PRIOR_SAMPLES, sum(split.train.values()))},
-        "max_steps_meaning": "an epoch ends after its first max_steps batches (per epoch, not per run)",
+        "steps_meaning": {"max_steps": "optimizer steps in all, across epochs (per process under torchrun)",
+                          "steps_per_epoch": "an epoch ends after its first steps_per_epoch batches"},
+        "selection": f"best.pt and early stopping by validation {config.select_by} "
+                     f"({'highest' if SELECTION[config.select_by] else 'lowest'})",
         "batchnorm": (f"running statistics recomputed at each epoch end on the epoch's first {config.bn_windows} "
                       "windows (precise BN)" if config.bn_windows else "PyTorch's running average (momentum 0.1)"),
         "created_on_device": str(device),
@@ -500,8 +552,11 @@ def _validate_settings(config: TrainConfig) -> None:
         raise TrainError(f"--lr must be > 0, got {config.lr}")
     if config.patience < 1:
         raise TrainError(f"--patience must be >= 1, got {config.patience}")
-    if config.max_steps is not None and config.max_steps < 1:
-        raise TrainError(f"--max-steps must be >= 1, got {config.max_steps}")
+    for name in ("max_steps", "steps_per_epoch"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if config.select_by not in SELECTION:
+        raise TrainError(f"--select-by must be one of {', '.join(SELECTION)}, got {config.select_by!r}")
 
 
 def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary:
@@ -580,8 +635,8 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
         raise TrainError(f"{train_loader.batches_per_epoch()} training batches of {config.batch_size} windows "
                          f"cannot give each of {world.size} processes a step: lower --batch-size or the number "
                          "of processes")
-    if config.max_steps:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    if config.steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
     say(f"train-decoder: {run_dir} on {device} ({str(dtype).removeprefix('torch.')}), "
         f"{steps_per_epoch} steps of {config.batch_size} windows per epoch, validation on "
         f"{val_loader.windows_per_epoch} windows; loader: "
@@ -593,6 +648,13 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     if state.epoch or state.epoch_step:
         say(f"train-decoder: resuming after epoch {state.epoch}, step {state.epoch_step} of epoch "
             f"{state.epoch + 1} ({state.step} steps in all)")
+    if state.finished_by == "epochs" and state.epoch < config.epochs:
+        say(f"train-decoder: run extended from {state.epoch} to {config.epochs} epochs: the schedule continues "
+            f"(lr {optimizer.param_groups[0]['lr']:.1e}) and early stopping keeps its count ({state.bad_epochs} "
+            "epoch(s) without improvement)")
+        state.finished, state.finished_by = "", ""
+    if saved.get("extended") and distributed.is_main():
+        write_text_atomic(run_dir / "config.json", json.dumps(saved, indent=2) + "\n")
 
     summary = TrainSummary(run_dir)
     start = time.perf_counter()
@@ -610,9 +672,12 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     summary.seconds = time.perf_counter() - start
     summary.windows_per_second = windows_done / summary.seconds if summary.seconds else 0.0
     summary.epochs_done, summary.steps, summary.stopped = state.epoch, state.step, state.finished
+    summary.select_by = config.select_by
     if state.best_epoch:
         summary.best_path, summary.best_epoch = run_dir / "best.pt", state.best_epoch
         summary.best_validation = state.best_validation
+        for line in selection_report(state, config.select_by):
+            say(line)
     if world.distributed:
         summary.rank_difference = distributed.max_difference_from_main(run.model)
         say(f"train-decoder: ranks {'agree' if summary.rank_difference == 0 else 'DIFFER'}: "
@@ -651,7 +716,10 @@ def train_steps(run: Training) -> tuple[int, float]:
     ranks, main = distributed.world_size(), distributed.is_main()
     step_log = _StepLog(run.run_dir / "steps.jsonl" if main else None,
                         STEP_LOG_SECONDS if run.device.type == "cuda" else 0.0)
-    remaining = max(0, steps_per_epoch - state.epoch_step)
+    epoch_steps = steps_per_epoch  # where this epoch ends: its share, or sooner when the run's max_steps falls in it
+    if config.max_steps:
+        epoch_steps = min(epoch_steps, state.epoch_step + max(0, config.max_steps - state.step))
+    remaining = max(0, epoch_steps - state.epoch_step)
     progress = Progress(f"train epoch {epoch + 1}/{config.epochs}"
                         + (f" (resumed at step {state.epoch_step})" if state.epoch_step else ""),
                         total=remaining * config.batch_size * ranks, unit="windows",
@@ -669,7 +737,7 @@ def train_steps(run: Training) -> tuple[int, float]:
             windows += step_windows
             step_log.add(epoch, state.step, loss, lr, state)
             progress.update(step_windows, note=f"step {state.step}, loss {loss_display(state)}")
-            if state.epoch_step >= steps_per_epoch:
+            if state.epoch_step >= epoch_steps:
                 break
             due_steps = config.checkpoint_steps and state.step % config.checkpoint_steps == 0
             due_time = config.checkpoint_seconds and time.perf_counter() - last_save >= config.checkpoint_seconds
@@ -692,9 +760,8 @@ def finish_epoch(run: Training, validation: dict, lr: float, rate: float) -> Non
     state.epoch += 1
     state.epoch_step, state.epoch_loss_sum, state.epoch_loss_count = 0, 0.0, 0
     run.scheduler.step()
-    improved = validation["loss"] < state.best_loss
+    improved = _track_best(state, validation, config.select_by)
     if improved:
-        state.best_loss, state.best_epoch, state.best_validation = validation["loss"], state.epoch, validation
         state.bad_epochs = 0
         if distributed.is_main():
             best = {"model": distributed.unwrap(run.model).state_dict(),
@@ -703,10 +770,12 @@ def finish_epoch(run: Training, validation: dict, lr: float, rate: float) -> Non
     else:
         state.bad_epochs += 1
     if state.bad_epochs >= config.patience:
-        state.finished = (f"early stop after epoch {state.epoch}: no validation-loss improvement in "
-                          f"{config.patience} epochs")
+        state.finished, state.finished_by = (f"early stop after epoch {state.epoch}: no validation-{config.select_by} "
+                                             f"improvement in {config.patience} epochs"), "patience"
     elif state.epoch >= config.epochs:
-        state.finished = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} done"
+        state.finished, state.finished_by = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} done", "epochs"
+    elif config.max_steps and state.step >= config.max_steps:
+        state.finished, state.finished_by = f"max_steps reached ({state.step} steps)", "max_steps"
     record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": validation["loss"],
               "val_cc": validation["cc"], "val_nss": validation["nss"], "val_windows": validation["windows"],
               "lr": lr, "best": improved, "windows_per_s": rate}
@@ -715,6 +784,44 @@ def finish_epoch(run: Training, validation: dict, lr: float, rate: float) -> Non
     say(f"epoch {state.epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {validation['loss']:.4f}, "
         f"val CC {validation['cc']:.3f}, val NSS {validation['nss']:.3f} (on {validation['windows']} windows), "
         f"lr {lr:.1e}, {rate:.2f} windows/s{' *best*' if improved else ''}")
+
+
+def _track_best(state: RunState, validation: dict, select_by: str) -> bool:
+    """Record the epoch just validated (``state.epoch``) in ``state.best_by`` for every criterion, and as
+    ``state.best_*`` when it is the best by `select_by`; returns whether it is."""
+    def better(name: str, value: float, than: float | None) -> bool:
+        if value != value:  # NaN never wins
+            return False
+        return than is None or (value > than if SELECTION[name] else value < than)
+
+    for name in SELECTION:
+        held = state.best_by.get(name)
+        if better(name, validation[name], held[1] if held else None):
+            state.best_by[name] = [state.epoch, validation[name]]
+    if not better(select_by, validation[select_by], state.best_score):
+        return False
+    state.best_score, state.best_epoch, state.best_validation = validation[select_by], state.epoch, validation
+    return True
+
+
+def selection_report(state: RunState, select_by: str) -> list[str]:
+    """Lines saying which epoch each criterion would pick, and a warning when the chosen epoch's CC or NSS
+    falls more than WIDE_GAP below the best epoch's (the criteria disagree widely)."""
+    if not state.best_by or not state.best_validation:
+        return []
+    picks = ", ".join(f"{name} -> epoch {epoch} ({value:.4g})" for name, (epoch, value) in state.best_by.items())
+    lines = [f"train-decoder: best epoch by each criterion: {picks}; best.pt holds epoch {state.best_epoch} "
+             f"(--select-by {select_by})"]
+    chosen = state.best_validation
+    for name, gap in WIDE_GAP.items():
+        if name == select_by or name not in state.best_by:
+            continue
+        epoch, best = state.best_by[name]
+        if best - chosen[name] > gap:
+            lines.append(f"train-decoder: WARNING: the criteria disagree widely: epoch {state.best_epoch} (chosen by "
+                         f"{select_by}) has val {name} {chosen[name]:.3f}, epoch {epoch} has {best:.3f}; consider "
+                         f"--select-by {name}")
+    return lines
 
 
 def loss_display(state: RunState) -> str:

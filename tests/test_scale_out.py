@@ -89,7 +89,7 @@ def test_memory_store_through_extract_train_predict(sample_dir, sample_store, tm
     np.testing.assert_array_equal(FeatureStore(location).features("0601")[:],
                                   FeatureStore(str(sample_store)).features("0601")[:])
     run = tmp_path / "run"
-    trained = train(TrainConfig(location, run, epochs=1, max_steps=1, batch_size=1, val_windows=1, bn_windows=1,
+    trained = train(TrainConfig(location, run, epochs=1, steps_per_epoch=1, batch_size=1, val_windows=1, bn_windows=1,
                                 device="cpu"))
     assert trained.steps == 1 and (run / "best.pt").is_file()
     assert f'"location": "{location}"' in (run / "config.json").read_text()

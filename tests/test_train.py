@@ -186,7 +186,7 @@ def test_refuses_an_existing_run_without_resume(tmp_path, small_store):
 # ------------------------------------------------------------------ a run, killed and resumed
 
 
-KILL_RUN = ["--epochs", 2, "--max-steps", 6, "--batch-size", 1, "--val-windows", 2, "--bn-windows", 1,
+KILL_RUN = ["--epochs", 2, "--steps-per-epoch", 6, "--batch-size", 1, "--val-windows", 2, "--bn-windows", 1,
             "--checkpoint-steps", 3, "--lr", 1e-3, "--seed", 5, "--device", "cpu"]
 
 
@@ -271,7 +271,7 @@ def test_checkpoints_have_the_contract(killed_and_resumed):
     from pipeline.decoder import SaliencyDecoder
     SaliencyDecoder().load_state_dict(best["model"])
     config = json.loads((run / "config.json").read_text())
-    assert config["settings"]["lr"] == 1e-3 and config["settings"]["max_steps"] == 6
+    assert config["settings"]["lr"] == 1e-3 and config["settings"]["steps_per_epoch"] == 6
     assert config["store"]["trunk"] == fingerprint and config["store"]["location"] == str(store.resolve())
     assert sorted(config["videos"]["val"]) == ["val"] and "'val'" in config["videos"]["validation_rule"]
 
@@ -291,6 +291,75 @@ def test_resume_on_a_store_of_another_trunk_is_refused_naming_both(killed_and_re
     result = invoke("train-decoder", other, run, "--resume")
     assert result.exit_code == 2
     assert "another trunk" in result.output and "'fake:test' vs 'fake:other'" in result.output
+
+
+# ------------------------------------------------------------------ steps, extension and model selection
+
+TINY_RUN = ["--batch-size", 1, "--val-windows", 1, "--bn-windows", 1, "--lr", 1e-3, "--seed", 1, "--device", "cpu"]
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_max_steps_is_the_total_across_epochs(small_store, tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train-decoder", small_store, run, "--epochs", 5, "--max-steps", 3, "--steps-per-epoch", 2,
+                    *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    assert [s["step"] for s in _steps(run)] == [1, 2, 3]
+    # epoch 1 made its 2 steps, epoch 2 ended at the run's third step and was still validated and logged
+    assert [(r["epoch"], r["step"]) for r in _log(run)] == [(1, 2), (2, 3)]
+    assert "max_steps reached (3 steps)" in result.output
+    last = torch.load(run / "last.pt", weights_only=True)
+    assert last["step"] == 3 and last["state"]["finished_by"] == "max_steps"
+
+
+def test_a_finished_run_is_extended_by_a_larger_epochs(small_store, tmp_path):
+    run = tmp_path / "run"
+    first = invoke("train-decoder", small_store, run, "--epochs", 1, "--steps-per-epoch", 1, *TINY_RUN)
+    assert first.exit_code == 0, first.output
+    assert "1 epoch done" in first.output
+    lr_before = _log(run)[0]["lr"]
+    again = invoke("train-decoder", small_store, run, "--resume", "--epochs", 1)
+    assert again.exit_code == 0 and "had already finished" in again.output
+    extended = invoke("train-decoder", small_store, run, "--resume", "--epochs", 2)
+    assert extended.exit_code == 0, extended.output
+    assert "run extended from 1 to 2 epochs" in extended.output and "2 epochs done" in extended.output
+    log = _log(run)
+    assert [r["epoch"] for r in log] == [1, 2] and [s["step"] for s in _steps(run)] == [1, 2]
+    assert log[1]["lr"] == lr_before  # the schedule continues: lr / 10 only every --lr-step (2) epochs
+    config = json.loads((run / "config.json").read_text())
+    assert config["settings"]["epochs"] == 2
+    assert [(e["from_epochs"], e["to_epochs"]) for e in config["extended"]] == [(1, 2)]
+    shrunk = invoke("train-decoder", small_store, run, "--resume", "--epochs", 1)
+    assert shrunk.exit_code == 2 and "epochs=2" in shrunk.output and "epochs=1" in shrunk.output
+
+
+def test_select_by_chooses_best_pt_and_every_criterion_is_reported(small_store, tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train-decoder", small_store, run, "--epochs", 3, "--steps-per-epoch", 1, "--select-by", "cc",
+                    *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    log = _log(run)
+    best = max(log, key=lambda r: r["val_cc"])
+    assert torch.load(run / "best.pt", weights_only=True)["config"]["epoch"] == best["epoch"]
+    assert [r["epoch"] for r in log if r["best"]][-1] == best["epoch"]
+    lowest = min(log, key=lambda r: r["val_loss"])["epoch"]
+    assert f"loss -> epoch {lowest}" in result.output and f"cc -> epoch {best['epoch']}" in result.output
+    assert "best.pt holds epoch" in result.output and "(--select-by cc)" in result.output
+
+
+def test_criteria_that_disagree_widely_are_warned_about():
+    from stages.train import RunState, selection_report
+
+    state = RunState(best_epoch=1, best_validation={"loss": 0.2, "cc": 0.014, "nss": 0.1},
+                     best_by={"loss": [1, 0.2], "cc": [3, 0.168], "nss": [1, 0.1]})
+    lines = selection_report(state, "loss")
+    assert any("WARNING" in line and "--select-by cc" in line for line in lines)
+    agreeing = RunState(best_epoch=3, best_validation={"loss": 0.25, "cc": 0.168, "nss": 0.9},
+                        best_by={"loss": [1, 0.2], "cc": [3, 0.168], "nss": [3, 0.9]})
+    assert not any("WARNING" in line for line in selection_report(agreeing, "loss"))
 
 
 # ----------------------------------------------------------------------------------------- learning

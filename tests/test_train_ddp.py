@@ -27,7 +27,7 @@ FAKE_TRUNK = {"arch": "fake (tests)", "weights": "fake:test", "weights_sha256": 
               "preprocessing": "none", "feature_shape": [512, 14, 14]}
 RUN_FILES = {"config.json", "log.jsonl", "steps.jsonl", "last.pt", "best.pt"}
 STEPS = 2  # per rank; the sample's 12 training windows allow 6 batches of 1 per rank
-SMALL_RUN = ["--epochs", 1, "--max-steps", STEPS, "--batch-size", 1, "--val-windows", 1, "--bn-windows", 1,
+SMALL_RUN = ["--epochs", 1, "--steps-per-epoch", STEPS, "--batch-size", 1, "--val-windows", 1, "--bn-windows", 1,
              "--lr", 1e-3, "--seed", 5, "--device", "cpu"]
 
 
