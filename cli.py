@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -12,7 +13,20 @@ import click
 from pipeline.datasets import LAYOUTS, SPLITS
 from pipeline.errors import Sal3dError
 
-DEVICES = click.Choice(["auto", "cpu", "cuda"])
+
+
+class DeviceType(click.ParamType):
+    """auto, cpu, cuda, cuda:N or mps; whether torch sees the device is checked when a stage starts."""
+
+    name = "auto|cpu|cuda[:N]|mps"
+
+    def convert(self, value, param, ctx):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
+            self.fail(f"{value!r} is not a device: auto, cpu, cuda, cuda:N or mps", param, ctx)
+        return str(value)
+
+
+DEVICES = DeviceType()
 
 
 class Default:
@@ -49,6 +63,7 @@ class Commands(click.Group):
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="sal3d", prog_name="sal3d")
 def main():
     """Video saliency prediction with 3DSAL over a cached VGG-16 feature store.
 
@@ -67,14 +82,15 @@ def main():
 @click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
 @click.option("--weights", default=Default("stages.extract:ExtractConfig", "weights"), metavar="imagenet|random|FILE",
               help="Trunk weights: torchvision's ImageNet VGG-16, seeded random (tests), or a state_dict file.")
-@click.option("--device", type=DEVICES, default=Default("stages.extract:ExtractConfig", "device"))
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.extract:ExtractConfig", "device"))
 @click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.extract:ExtractConfig", "batch_size"),
-              help="Frames per trunk batch.")
+              help="Frames per trunk batch (decoded, run through the trunk and written together).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Extract at most this many frames of each video (smoke tests).")
-@click.option("--workers", type=click.IntRange(min=1), default=Default("stages.extract:ExtractConfig", "workers"), help="Decode processes.")
-@click.option("--writers", type=click.IntRange(min=1), default=Default("stages.extract:ExtractConfig", "writers"),
-              help="Store writer processes (compression).")
+@click.option("--workers", type=click.IntRange(min=0), default=Default("stages.extract:ExtractConfig", "workers"),
+              help="Decode processes; 0: decode in this process.")
+@click.option("--writers", type=click.IntRange(min=0), default=Default("stages.extract:ExtractConfig", "writers"),
+              help="Store writer processes (compression); 0: a writer thread in this process.")
 @click.option("--scheduler", metavar="ADDRESS|local:N", default=Default("stages.extract:ExtractConfig", "scheduler"),
               help="Run one task per video on a dask.distributed cluster (tcp://HOST:8786), or on a local "
                    "cluster of N worker processes; workers need the dataset at the same path and write "
@@ -120,7 +136,8 @@ def make_sample(directory, train, val, frames, seed):
               help="Seeds s-AUC's choice of other videos' frames and its random splits.")
 @click.option("--allow-missing", is_flag=True,
               help="Score a frame without a prediction as a constant map (chance level) instead of failing.")
-@click.option("--workers", type=click.IntRange(min=1), default=Default("stages.evaluate:EvaluateConfig", "workers"), help="Scoring processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=Default("stages.evaluate:EvaluateConfig", "workers"),
+              help="Scoring processes; 0: score in this process.")
 @click.option("--baseline", type=click.Choice(["center"]), default=None,
               help="First write a centred-Gaussian prediction set into PRED_DIR (a new or empty folder, "
                    "or one an earlier --baseline wrote), then score it.")
@@ -155,13 +172,15 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
               help="Min-max each map to 0..255 (else write round(255 * map)).")
 @click.option("--overlay", is_flag=True, help="Also write the maps as heat maps over the frames, "
               "in OUT_DIR/overlays/<video>/ (needs the source video or frames).")
-@click.option("--device", type=DEVICES, default=Default("stages.predict:PredictConfig", "device"))
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.predict:PredictConfig", "device"))
 @click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.predict:PredictConfig", "batch_size"),
-              help="Windows per decoder batch.")
+              help="Windows per decoder batch (frames predicted together).")
 @click.option("--weights", default=Default("stages.predict:PredictConfig", "weights"), metavar="imagenet|random|FILE",
               help="Trunk weights for a dataset/video SOURCE.")
 @click.option("--cache", default=Default("stages.predict:PredictConfig", "cache"), metavar="STORE",
               help="Feature store for a dataset/video SOURCE.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="For a dataset/video SOURCE: extract (and so predict) at most this many frames of each video.")
 def predict(source, checkpoint, out_dir, videos, **options):
     """Write a saliency map PNG for every frame: OUT_DIR/<video id>/<frame name>.png.
 
@@ -190,7 +209,7 @@ def predict(source, checkpoint, out_dir, videos, **options):
               help="Divide the learning rate by 10 every this many epochs.")
 @click.option("--patience", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "patience"),
               help="Stop after this many epochs without a lower validation loss.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "batch_size"), help="Windows per step.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "batch_size"), help="Windows per optimizer step (and loader batch).")
 @click.option("--max-steps", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "max_steps"),
               help="End the run after N optimizer steps in all, across epochs (the epoch in progress is "
               "validated).")
@@ -203,9 +222,9 @@ def predict(source, checkpoint, out_dir, videos, **options):
 @click.option("--bn-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "bn_windows"),
               help="Before validating, recompute BatchNorm statistics on this many of the epoch's windows "
               "(0: keep PyTorch's running average).")
-@click.option("--device", type=DEVICES, default=Default("stages.train:TrainConfig", "device"))
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.train:TrainConfig", "device"))
 @click.option("--workers", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "workers"),
-              help="Loader processes; 0: a background thread.")
+              help="Loader processes; 0: read in this process (a background thread).")
 @click.option("--checkpoint-steps", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "checkpoint_steps"),
               help="Also write last.pt every N steps within an epoch.")
 @click.option("--checkpoint-minutes", type=click.FloatRange(min=0, min_open=True),
@@ -238,7 +257,7 @@ def train_decoder(ctx, store, run_dir, val_windows, checkpoint_minutes, **option
 
 @main.command()
 @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--device", type=DEVICES, default=Default("stages.bench:BenchConfig", "device"))
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.bench:BenchConfig", "device"))
 @click.option("--frames", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "frames"),
               help="Frames in all, from at most 8 videos.")
 @click.option("--repeats", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "repeats"),
@@ -248,9 +267,10 @@ def train_decoder(ctx, store, run_dir, val_windows, checkpoint_minutes, **option
 @click.option("--weights", default=Default("stages.bench:BenchConfig", "weights"), metavar="auto|imagenet|random|FILE",
               help="Trunk weights; auto: imagenet when cached in TORCH_HOME, else random (speed is the same; "
               "store size is not).")
-@click.option("--train-batch", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "train_batch"),
-              help="Windows per training step and loader batch.")
-@click.option("--steps", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "steps"),
+@click.option("--batch-size", "train_batch", type=click.IntRange(min=1),
+              default=Default("stages.bench:BenchConfig", "train_batch"),
+              help="Windows per training step and loader batch (as train-decoder's --batch-size).")
+@click.option("--train-steps", "steps", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "steps"),
               help="Timed training steps per repetition, cached; end to end a fifth of them, at least 1.")
 @click.option("--predict-frames", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "predict_frames"),
               help="Frames per prediction repetition.")

@@ -13,8 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from pipeline.atomic import atomic_write
+from pipeline.decoder import SaliencyDecoder
 from pipeline.errors import Sal3dError
 
 REQUIRED_CONFIG = ("weighting", "coefficients", "trunk", "store_format_version")
@@ -49,3 +51,32 @@ def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
     if missing:
         raise CheckpointError(f"{path}: checkpoint config lacks {', '.join(missing)}")
     return checkpoint
+
+
+class FloatSigmoid(nn.Module):
+    """The decoder's last sigmoid, computed in fp32 from the (bf16) logits."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x.float())
+
+
+def load_decoder(checkpoint: dict, path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The decoder of a loaded checkpoint, for inference: eval mode, no gradients, on `device` in `dtype`
+    (channels_last_3d on CUDA), its last sigmoid in fp32. Weights that do not fit are a CheckpointError."""
+    model = SaliencyDecoder()
+    state = {}
+    for key, value in checkpoint["model"].items():
+        for prefix in ("_orig_mod.", "module."):  # torch.compile / DataParallel wrappers
+            key = key.removeprefix(prefix)
+        state[key] = value
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the 3DSAL decoder ({str(error).splitlines()[0]})") from None
+    if isinstance(model.block6[-1], nn.Sigmoid):
+        model.block6[-1] = FloatSigmoid()
+    model = model.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+        torch.backends.cudnn.benchmark = True
+    return model

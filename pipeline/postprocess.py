@@ -119,17 +119,27 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return x[:, 0]
 
 
-def quantize(maps: torch.Tensor, rescale: bool) -> torch.Tensor:
-    """(N, H, W) float32 -> uint8 (N, H, W): min-max per frame to 0..255, or 255 * m."""
+def normalize(maps: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """(N, H, W) float -> float32 (N, H, W) in [0, 1]: min-max per frame (a constant frame -> 0), or
+    the map clipped to [0, 1]. `quantize` rounds 255 x this value."""
     maps = maps.float()
-    if rescale:
-        flat = maps.flatten(1)
-        low = flat.amin(dim=1).view(-1, 1, 1)
-        span = (flat.amax(dim=1).view(-1, 1, 1) - low)
-        scaled = torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1.0), 0.0) * 255.0
-    else:
-        scaled = maps * 255.0
-    return scaled.round_().clamp_(0, 255).to(torch.uint8)
+    if not rescale:
+        return maps.clamp(0.0, 1.0)
+    flat = maps.flatten(1)
+    low = flat.amin(dim=1).view(-1, 1, 1)
+    span = (flat.amax(dim=1).view(-1, 1, 1) - low)
+    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1.0), 0.0)
+
+
+def quantize(maps: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """(N, H, W) float32 -> uint8 (N, H, W): round(255 x `normalize`), half to even."""
+    return (normalize(maps, rescale) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def postprocess_float(maps: torch.Tensor, height: int, width: int, options: PostProcess) -> torch.Tensor:
+    """Decoder output (N, 224, 224) in [0, 1] -> float32 (N, height, width) in [0, 1]: resize, blur,
+    rescale; what `postprocess` writes, before the 8-bit rounding."""
+    return normalize(gaussian_blur(resize_maps(maps, height, width), options.blur_sigma), options.rescale)
 
 
 def postprocess(maps: torch.Tensor, height: int, width: int, options: PostProcess) -> torch.Tensor:

@@ -183,8 +183,8 @@ def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory
 
 class StoreWriters:
     """`lanes` writer lanes into the store at `location` (made with the trunk `fingerprint`), taking
-    batches of up to `batch_frames` frames. Lanes are processes, except for ``memory://`` stores
-    (threads: no other process can see them). Use as a context manager and call `close` to wait for
+    batches of up to `batch_frames` frames. Lanes are processes, except with `threads` and for
+    ``memory://`` stores (threads of this process: no other process can see such a store). Use as a context manager and call `close` to wait for
     every write; leaving it by an exception, or without `close`, stops the lanes at once.
 
     `begin`, `append` and `finish` queue a video's writes and return the write errors that have come
@@ -192,12 +192,12 @@ class StoreWriters:
     blocked is added to `waited`).
     """
 
-    def __init__(self, location: str, fingerprint: dict, lanes: int, batch_frames: int):
+    def __init__(self, location: str, fingerprint: dict, lanes: int, batch_frames: int, threads: bool = False):
         self.slots = Slots(lanes * SLOTS_PER_LANE, batch_frames)
         self.memory = SharedMemory(create=True, size=self.slots.nbytes)
         self.features_slots, self.maps_slots = self.slots.views(self.memory.buf)
         self.free = deque(range(self.slots.count))
-        self.in_processes = not location.startswith("memory://")
+        self.in_processes = not threads and not location.startswith("memory://")
         self.lanes: list[Lane] = []
         self.live: set[int] = set()  # lanes running and not yet told to stop
         self.errors: list[tuple[int, str]] = []

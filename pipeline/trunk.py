@@ -67,6 +67,22 @@ def load_trunk(weights: str = "imagenet") -> Trunk:
     return Trunk(module, fingerprint)
 
 
+def weights_for(trunk: dict, explicit: str | None) -> str:
+    """The extract --weights value that rebuilds the trunk a checkpoint was trained with."""
+    if explicit:
+        return explicit
+    identity = str(trunk.get("weights", ""))
+    if identity.startswith("imagenet:"):
+        return "imagenet"
+    if identity == f"random:seed={RANDOM_SEED}":
+        return "random"
+    if identity.startswith("file:"):
+        raise TrunkWeightsError(f"the checkpoint's trunk was loaded from a file ({identity}): pass --weights "
+                           "with the path of that VGG-16 state_dict")
+    raise TrunkWeightsError(f"cannot tell which trunk weights made the checkpoint's features ({identity!r}): "
+                       "pass --weights")
+
+
 def _imagenet_vgg16() -> torch.nn.Module:
     weights = torchvision.models.VGG16_Weights.IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
@@ -115,13 +131,38 @@ def _state_sha256(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+class DeviceError(Sal3dError):
+    """A device that is not there; the message says which devices torch sees."""
+
+
+#: The devices a command accepts, in words (for help texts and errors).
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is refused."""
+    """``auto`` -> cuda when available, else cpu. ``cuda``, ``cuda:N`` and ``mps`` are refused with a
+    `DeviceError` when torch does not see that device; ``cuda:N`` becomes the current CUDA device, so
+    that streams and pinned copies go to it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"--device {device}: not a device ({DEVICE_CHOICES})") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"--device {device} was asked for but torch sees no CUDA device")
+        if resolved.index is not None:
+            if resolved.index >= count:
+                raise DeviceError(f"--device {device}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+            torch.cuda.set_device(resolved)
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DeviceError(f"--device {device} was asked for but torch reports no MPS device")
+    elif resolved.type != "cpu":
+        raise DeviceError(f"--device {device}: not supported ({DEVICE_CHOICES})")
+    return resolved
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
@@ -129,6 +170,8 @@ def compute_dtype(device: torch.device) -> torch.dtype:
     emulated and several times slower than fp32 (benchmarks/README.md)."""
     if device.type == "cuda":
         return torch.bfloat16
+    if device.type == "mps":
+        return torch.float32  # bf16 on MPS depends on the macOS version: correctness first
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 

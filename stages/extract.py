@@ -42,8 +42,10 @@ class ExtractConfig:
     device: str = "auto"
     batch_size: int = 32
     max_frames: int | None = None
-    workers: int | None = field(default=None, metadata={"auto": DEFAULT_WORKERS_TEXT})  # decode processes
-    writers: int | None = field(default=None, metadata={"auto": DEFAULT_WRITERS_TEXT})  # store writer processes
+    # decode processes; 0: decode in this process
+    workers: int | None = field(default=None, metadata={"auto": DEFAULT_WORKERS_TEXT})
+    # store writer processes; 0: a writer thread in this process
+    writers: int | None = field(default=None, metadata={"auto": DEFAULT_WRITERS_TEXT})
     # a dask.distributed scheduler address or local:N; None: in this process
     scheduler: str | None = field(default=None, metadata={"auto": "in this process"})
 
@@ -111,12 +113,13 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     if config.scheduler:
         return _extract_on_cluster(config, root, todo, store, summary)
     runner = TrunkRunner(trunk, device)
-    workers = config.workers or default_workers(device)
+    workers = default_workers(device) if config.workers is None else config.workers
     loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames), batch_size=None,
-                        num_workers=workers, collate_fn=as_is, prefetch_factor=4,
+                        num_workers=workers, collate_fn=as_is, prefetch_factor=4 if workers else None,
                         persistent_workers=False)
-    lanes = config.writers or default_writers(device)
-    with StoreWriters(store.location, store.fingerprint, lanes, config.batch_size) as writes:
+    lanes = default_writers(device) if config.writers is None else config.writers
+    # writers 0: one writer thread of this process
+    with StoreWriters(store.location, store.fingerprint, max(lanes, 1), config.batch_size, threads=lanes == 0) as writes:
         _run_in_process(loader, runner, writes, todo, summary)
     return summary.report()
 

@@ -50,16 +50,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.checkpoint import CheckpointError, load_checkpoint
-from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover, image_files
-from pipeline.decoder import SaliencyDecoder
 from pipeline.atomic import is_temporary, write_text_atomic
+from pipeline.checkpoint import load_checkpoint, load_decoder
+from pipeline.contract import fingerprint_mismatch
+from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover, image_files
 from pipeline.errors import Sal3dError
 from pipeline.postprocess import OVERLAY_DIR, PostProcess, heat_overlay, postprocess, write_png
 from pipeline.progress import Progress, say
-from pipeline.contract import fingerprint_mismatch
 from pipeline.store import FORMAT_VERSION, FeatureStore
-from pipeline.trunk import RANDOM_SEED, compute_dtype, load_trunk, quiet_random_warning, resolve_device
+from pipeline.trunk import compute_dtype, load_trunk, quiet_random_warning, resolve_device, weights_for
 from pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
 
 PREDICT_JSON = "predict.json"
@@ -96,6 +95,7 @@ class PredictConfig:
     cache: str | None = field(default=None, metadata={  # feature store for a dataset/video SOURCE
         "auto": "OUT_DIR.features.zarr next to OUT_DIR"})
     writers: int | None = None  # PNG writer threads; None: min(8, CPUs)
+    max_frames: int | None = None  # a dataset/video SOURCE: extract at most this many frames of each video
 
 
 @dataclass
@@ -167,22 +167,6 @@ def default_cache(out_dir: Path) -> Path:
     return out_dir.parent / f"{out_dir.name}.features.zarr"
 
 
-def weights_for(trunk: dict, explicit: str | None) -> str:
-    """The extract --weights value that rebuilds the trunk a checkpoint was trained with."""
-    if explicit:
-        return explicit
-    identity = str(trunk.get("weights", ""))
-    if identity.startswith("imagenet:"):
-        return "imagenet"
-    if identity == f"random:seed={RANDOM_SEED}":
-        return "random"
-    if identity.startswith("file:"):
-        raise PredictError(f"the checkpoint's trunk was loaded from a file ({identity}): pass --weights "
-                           "with the path of that VGG-16 state_dict")
-    raise PredictError(f"cannot tell which trunk weights made the checkpoint's features ({identity!r}): "
-                       "pass --weights")
-
-
 def check_trunk(checkpoint_path: Path, checkpoint_trunk: dict, what: str, found: dict) -> None:
     """Refuse features made by another trunk than the checkpoint's; the message names both."""
     mismatch = fingerprint_mismatch(checkpoint_trunk, found)
@@ -242,8 +226,9 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
             trunk = load_trunk(weights)
         check_trunk(config.checkpoint, checkpoint_trunk, f"trunk --weights {weights}", trunk.fingerprint)
         say(f"predict: stage one for {len(todo)} of {len(entries)} videos into the cache {cache}")
-        extracted = extract(ExtractConfig(root, cache, layout, "all", [e.video_id for e in todo], weights,
-                                          config.device), trunk)
+        extracted = extract(ExtractConfig(dataset=root, store=cache, layout=layout, split="all",
+                                          videos=[e.video_id for e in todo], weights=weights, device=config.device,
+                                          max_frames=config.max_frames), trunk)
         del trunk
         summary.failed.update(extracted.failed)
         summary.extract_frames, summary.extract_seconds = extracted.frames, extracted.seconds
@@ -325,36 +310,6 @@ def _plan(store: FeatureStore, video_id: str, out_dir: Path, options: PostProces
     no_overlay = missing[overlay_folder] if overlay_folder is not None else np.zeros(count, dtype=bool)
     return VideoPlan(video_id, count, list(names), height, width, folder, overlay_folder,
                      np.flatnonzero(no_map), source, np.flatnonzero(no_overlay & ~no_map))
-
-
-# ---------------------------------------------------------------------------- model
-
-
-class FloatSigmoid(nn.Module):
-    """The decoder's last sigmoid, computed in fp32 from the (bf16) logits."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(x.float())
-
-
-def load_decoder(checkpoint: dict, path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    model = SaliencyDecoder()
-    state = {}
-    for key, value in checkpoint["model"].items():
-        for prefix in ("_orig_mod.", "module."):  # torch.compile / DataParallel wrappers
-            key = key.removeprefix(prefix)
-        state[key] = value
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the 3DSAL decoder ({str(error).splitlines()[0]})") from None
-    if isinstance(model.block6[-1], nn.Sigmoid):
-        model.block6[-1] = FloatSigmoid()
-    model = model.eval().requires_grad_(False).to(device=device, dtype=dtype)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
-        torch.backends.cudnn.benchmark = True
-    return model
 
 
 # ---------------------------------------------------------------------------- overlays

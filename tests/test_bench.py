@@ -30,7 +30,7 @@ def _invoke(*args):
 @pytest.mark.slow
 def test_bench_cli_prints_every_row_and_writes_every_figure(tmp_path):
     path = tmp_path / "bench.json"
-    result = _invoke("bench", "--device", "cpu", "--frames", 3, "--repeats", 1, "--train-batch", 1,
+    result = _invoke("bench", "--device", "cpu", "--frames", 3, "--repeats", 1, "--batch-size", 1,
                      "--predict-frames", 1, "--json", path)
     assert result.exit_code == 0, result.output + repr(result.exception)
     for _, label, unit in ROWS:

@@ -24,7 +24,8 @@ from pipeline.decoder import SaliencyDecoder
 from pipeline.postprocess import PostProcess, gaussian_blur, heat_overlay, postprocess, quantize, resize_maps
 from pipeline.store import FORMAT_VERSION, FeatureStore
 from pipeline.windows import apply_weighting, weighting_coefficients, window_indices
-from stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind, weights_for
+from pipeline.trunk import TrunkWeightsError, weights_for
+from stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TRUNK = {"arch": "test", "weights": "test:features", "weights_sha256": "a" * 64}
@@ -186,7 +187,7 @@ def test_sources_and_trunk_weights(tmp_path):
     assert weights_for({"weights": "imagenet:VGG16_Weights.IMAGENET1K_V1"}, None) == "imagenet"
     assert weights_for({"weights": "random:seed=0"}, None) == "random"
     assert weights_for({"weights": "file:vgg.pth"}, "/w/vgg.pth") == "/w/vgg.pth"
-    with pytest.raises(PredictError, match="--weights"):
+    with pytest.raises(TrunkWeightsError, match="--weights"):
         weights_for({"weights": "file:vgg.pth"}, None)
 
 

@@ -1,0 +1,188 @@
+"""sal3d as a Python library: saliency maps in memory, and each stage of the command line as a function.
+
+    import sal3d
+
+    predictor = sal3d.load("run/best.pt")                    # trunk weights named by the checkpoint
+    for saliency in predictor.predict_video("clip.mp4"):     # float32 (H, W) in [0, 1], frame by frame
+        ...
+
+    sal3d.extract("DHF1K", "dhf1k.zarr")                      # = sal3d extract DHF1K dhf1k.zarr
+    sal3d.train_decoder("dhf1k.zarr", "run", max_steps=100)   # = sal3d train-decoder ... --max-steps 100
+    sal3d.predict("dhf1k.zarr", "run/best.pt", "maps", split="val")
+    scores = sal3d.evaluate("maps", "DHF1K", split="val")     # the dict `--json` writes
+
+The stage functions take the command's options as keyword arguments, named like the options
+(``--max-steps`` -> ``max_steps``), and return what the command reports. Expected failures raise
+`Sal3dError` (its subclasses name the file and the reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import Sal3dError
+
+try:
+    __version__ = version("sal3d")
+except PackageNotFoundError:  # run from a checkout that was not installed
+    __version__ = "0+unknown"
+
+__all__ = ["Predictor", "Sal3dError", "__version__", "evaluate", "extract", "load", "predict", "train_decoder"]
+
+
+class Predictor:
+    """A trained decoder with its trunk, ready to predict; made by `load`.
+
+    Frames go through the trunk a batch at a time and the decoder sees one window per frame (the
+    window rule of DESIGN.md section 1), so memory stays bounded whatever the video's length. The
+    maps equal what ``sal3d predict`` writes for the same checkpoint and post-processing options,
+    before the 8-bit rounding.
+    """
+
+    def __init__(self, checkpoint: str | Path, weights: str | None = None, device: str = "auto",
+                 batch_size: int | None = None, size: str = "original", blur: float = 0.0, rescale: bool = True):
+        import torch
+
+        from pipeline.checkpoint import CheckpointError, load_checkpoint, load_decoder
+        from pipeline.contract import fingerprint_mismatch
+        from pipeline.postprocess import PostProcess
+        from pipeline.trunk import TrunkRunner, compute_dtype, load_trunk, resolve_device, weights_for
+        from stages.extract import ExtractConfig
+        from stages.predict import CPU_BATCH, GPU_BATCH
+
+        path = Path(checkpoint)
+        saved = load_checkpoint(path)
+        trunk = load_trunk(weights_for(saved["config"]["trunk"], weights))
+        mismatch = fingerprint_mismatch(saved["config"]["trunk"], trunk.fingerprint)
+        if mismatch:
+            raise CheckpointError(f"{path}: trained on features of another trunk than --weights gives "
+                                  f"(checkpoint vs trunk: {mismatch})")
+        self.device = resolve_device(device)
+        self.dtype = compute_dtype(self.device)
+        self.model = load_decoder(saved, path, self.device, self.dtype)
+        self.runner = TrunkRunner(trunk, self.device)
+        self.coefficients = torch.tensor(saved["config"]["coefficients"], dtype=self.dtype, device=self.device)
+        self.options = PostProcess(size, blur, rescale)
+        # Frames per trunk batch as extract runs them, windows per decoder batch as predict does: the
+        # same batches give the same numbers as the two commands.
+        self.trunk_batch = ExtractConfig.batch_size
+        self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else CPU_BATCH)
+
+    def predict_video(self, path: str | Path) -> Iterator[np.ndarray]:
+        """Maps of a video file (or a folder of frame images), one per frame, in order: float32 (H, W)
+        in [0, 1] at the frame's size (224x224 with ``size="224"``)."""
+        from pipeline.datasets import VideoEntry, image_files
+        from pipeline.frames import FrameReader
+
+        path = Path(path)
+        entry = VideoEntry(path.stem, path, frames=tuple(image_files(path)) if path.is_dir() else ())
+        reader = FrameReader(entry)
+        info = reader.info()
+        height, width = self.options.output_size(info.height, info.width)
+        stream = (reader.read(start, min(start + self.trunk_batch, info.frame_count))
+                  for start in range(0, info.frame_count, self.trunk_batch))
+        yield from self._maps(stream, height, width)
+
+    def predict_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) uint8 RGB frames, in order -> (T, H, W) float32 maps in [0, 1] (224x224 with
+        ``size="224"``); the window rule applies over the given sequence (its first frame starts it)."""
+        from PIL import Image
+
+        from pipeline.preprocessing import resize_image
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        height, width = self.options.output_size(*frames.shape[1:3])
+        stream = (np.stack([resize_image(Image.fromarray(f), "RGB") for f in frames[start:start + self.trunk_batch]])
+                  for start in range(0, len(frames), self.trunk_batch))
+        maps = list(self._maps(stream, height, width))
+        return np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
+
+    def _maps(self, batches: Iterator[np.ndarray], height: int, width: int) -> Iterator[np.ndarray]:
+        """Maps of consecutive 224x224 frame batches (n, 224, 224, 3): the trunk per batch, then each
+        frame's window from the features kept (the batch's and the five frames before it)."""
+        import torch
+
+        from pipeline.contract import FEATURE_SHAPE
+        from pipeline.postprocess import postprocess_float
+        from pipeline.windows import WINDOW, apply_weighting, gather_windows
+
+        memory_format = torch.channels_last_3d if self.device.type == "cuda" else torch.contiguous_format
+        kept = np.zeros((0, *FEATURE_SHAPE), np.float16)
+        first = 0  # the video frame index of kept[0]
+        start = 0
+        for frames in batches:
+            kept = np.concatenate([kept, self.runner(frames)])
+            targets = np.arange(start, start + len(frames))
+            for offset in range(0, len(targets), self.batch_size):
+                chosen = targets[offset:offset + self.batch_size]
+                windows = gather_windows(torch.from_numpy(kept), chosen, first=first)
+                x = apply_weighting(windows.to(self.device), self.coefficients, dtype=self.dtype,
+                                    memory_format=memory_format)
+                with torch.inference_mode():
+                    maps = postprocess_float(self.model(x)[:, 0], height, width, self.options)
+                yield from maps.cpu().numpy()
+            start += len(frames)
+            drop = max(0, len(kept) - (WINDOW - 1))  # later windows need only the last five frames
+            kept, first = kept[drop:], first + drop
+
+
+def load(checkpoint: str | Path, *, weights: str | None = None, device: str = "auto", **options) -> Predictor:
+    """A `Predictor` for a checkpoint that ``sal3d train-decoder`` wrote.
+
+    weights: the trunk's weights (imagenet, random or a state_dict file); by default the ones the
+        checkpoint's trunk fingerprint names. A trunk other than the checkpoint's is refused.
+    device: auto, cpu, cuda, cuda:N or mps.
+    options: ``sal3d predict``'s post-processing and batch options: size ("original" or "224"),
+        blur (sigma in pixels of the map), rescale (min-max per frame, default True), batch_size.
+    """
+    return Predictor(checkpoint, weights=weights, device=device, **options)
+
+
+def extract(dataset: str | Path, store: str, **options):
+    """``sal3d extract DATASET STORE``; options as its flags (layout, split, videos, weights, device,
+    batch_size, max_frames, workers, writers, scheduler). Returns the `ExtractSummary` (done, skipped,
+    failed: video id -> reason, frames, seconds)."""
+    from stages.extract import ExtractConfig, extract as run
+
+    return run(ExtractConfig(dataset=Path(dataset), store=str(store), **options))
+
+
+def train_decoder(store: str, run_dir: str | Path, **options):
+    """``sal3d train-decoder STORE RUN_DIR``; options as its flags (epochs, lr, batch_size, max_steps,
+    steps_per_epoch, select_by, resume, device, ...; ``checkpoint_minutes`` as the flag, ``val_windows=0``
+    for all). With ``resume=True`` the options given must match the run's, as on the command line.
+    Returns the `TrainSummary` (best_path, best_epoch, best_validation, steps, ...)."""
+    from stages.train import TrainConfig, train
+
+    if "checkpoint_minutes" in options:
+        options["checkpoint_seconds"] = 60.0 * options.pop("checkpoint_minutes")
+    if options.get("val_windows") == 0:
+        options["val_windows"] = None
+    config = TrainConfig(store=str(store), run_dir=Path(run_dir), **options)
+    return train(config, explicit=set(options))
+
+
+def predict(source: str | Path, checkpoint: str | Path, out_dir: str | Path, **options):
+    """``sal3d predict SOURCE CHECKPOINT OUT_DIR``: PNG maps on disk; options as its flags (videos,
+    split, layout, size, blur, rescale, overlay, device, batch_size, weights, cache, max_frames).
+    Returns the `PredictSummary`."""
+    from stages.predict import PredictConfig, predict as run
+
+    return run(PredictConfig(source=str(source), checkpoint=Path(checkpoint), out_dir=Path(out_dir), **options))
+
+
+def evaluate(predictions: str | Path, dataset: str | Path, **options) -> dict:
+    """``sal3d evaluate PRED_DIR DATASET_DIR``; options as its flags (layout, split, videos, seed,
+    allow_missing, workers, baseline, ``json`` for the file to write). Returns the scores dict that
+    ``--json`` writes (frame means per metric, ``video_mean``, ``per_video``, counts and settings)."""
+    from stages.evaluate import EvaluateConfig, evaluate as run
+
+    if "json" in options:
+        options["json_path"] = options.pop("json")
+    return run(EvaluateConfig(predictions=Path(predictions), dataset=Path(dataset), **options)).report

@@ -1,0 +1,81 @@
+"""The command line as documented: every option of every command appears in the README's synopsis
+of that command (and the synopses name no option that does not exist), --version, --device."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_synopses() -> dict[str, set[str]]:
+    """{command: the --options its synopsis lines in README code blocks name}; a synopsis is a line
+    ``sal3d COMMAND ...`` in a fenced block plus the indented ``[...`` lines that continue it."""
+    options: dict[str, set[str]] = {}
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", README.read_text(), re.S | re.M)
+    for block in blocks:
+        command = None
+        for line in block.splitlines():
+            start = re.match(r"sal3d ([a-z-]+)\b", line)
+            if start:
+                command = start.group(1)
+            elif not re.match(r"\s+\[", line):
+                command = None
+            if command:
+                names = re.findall(r"--[a-z][a-z0-9-]*(?:/--[a-z][a-z0-9-]*)?", line)
+                options.setdefault(command, set()).update(names)
+    return options
+
+
+def click_options(command: click.Command) -> set[str]:
+    names = set()
+    for param in command.params:
+        if isinstance(param, click.Option) and "--help" not in param.opts:
+            long = [o for o in param.opts if o.startswith("--")]
+            if param.secondary_opts:
+                names.add(f"{long[0]}/{param.secondary_opts[0]}")
+            else:
+                names.update(long)
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_readme_synopsis_lists_every_option(name):
+    documented = readme_synopses().get(name)
+    assert documented is not None, f"README has no synopsis for sal3d {name}"
+    actual = click_options(main.commands[name])
+    assert actual - documented == set(), f"sal3d {name}: options missing from the README synopsis"
+    assert documented - actual == set(), f"sal3d {name}: the README names options that do not exist"
+
+
+def test_version_and_device_choices():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and re.match(r"sal3d, version \d", result.output)
+    bad = CliRunner().invoke(main, ["train-decoder", "s.zarr", "run", "--device", "gpu"])
+    assert bad.exit_code == 2 and "cuda:N" in bad.output
+
+
+def test_cuda_index_is_accepted_where_cuda_exists_and_refused_clearly_where_not(sample_dir, tmp_path):
+    import torch
+
+    from pipeline.trunk import DeviceError, resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("cuda:0") == torch.device("cuda:0")
+        with pytest.raises(DeviceError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(DeviceError, match="--device cuda:0 was asked for but torch sees no CUDA device"):
+            resolve_device("cuda:0")
+        result = CliRunner().invoke(main, ["extract", str(sample_dir), str(tmp_path / "s.zarr"), "--weights", "random",
+                                           "--device", "cuda:0"])
+        assert result.exit_code == 2
+        assert "sal3d: error: --device cuda:0 was asked for but torch sees no CUDA device" in result.output
+    assert resolve_device("cpu") == torch.device("cpu")
