@@ -217,6 +217,12 @@ def predict(source, checkpoint, out_dir, videos, **options):
               help="End each epoch after its first N steps.")
 @click.option("--select-by", type=click.Choice(["loss", "cc", "nss"]), default=Default("stages.train:TrainConfig", "select_by"),
               help="Validation score that chooses best.pt and drives early stopping (loss: the paper's rule).")
+@click.option("--init", type=click.Choice(["glorot_uniform", "pytorch"]), default=Default("stages.train:TrainConfig", "init"),
+              help="Decoder weight initialization (glorot_uniform, zero biases: the authors' Keras model).")
+@click.option("--bn-momentum", type=click.FloatRange(min=0, max=1, min_open=True), default=Default("stages.train:TrainConfig", "bn_momentum"),
+              help="BatchNorm momentum, PyTorch's sense (0.01 = Keras's 0.99, the authors').")
+@click.option("--bn-eps", type=click.FloatRange(min=0, min_open=True), default=Default("stages.train:TrainConfig", "bn_eps"),
+              help="BatchNorm epsilon (1e-3: Keras's, the authors').")
 @click.option("--val-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "val_windows"),
               help="Validate on a fixed subset of this many windows (0: all).")
 @click.option("--bn-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "bn_windows"),
@@ -230,6 +236,8 @@ def predict(source, checkpoint, out_dir, videos, **options):
 @click.option("--checkpoint-minutes", type=click.FloatRange(min=0, min_open=True),
               default=Default("stages.train:TrainConfig", "checkpoint_seconds", scale=1 / 60),
               help="Also write last.pt when this long has passed within an epoch.")
+@click.option("--compile", is_flag=True, help="Compile the training step with torch.compile (the same losses "
+              "within bf16 rounding; worth it on a GPU, not on CPUs).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last.pt (settings not given "
               "are the run's; given ones must match, but a larger --epochs extends the run).")
 @click.option("--seed", type=int, default=Default("stages.train:TrainConfig", "seed"),

@@ -63,7 +63,11 @@ class FloatSigmoid(nn.Module):
 def load_decoder(checkpoint: dict, path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """The decoder of a loaded checkpoint, for inference: eval mode, no gradients, on `device` in `dtype`
     (channels_last_3d on CUDA), its last sigmoid in fp32. Weights that do not fit are a CheckpointError."""
-    model = SaliencyDecoder()
+    settings = checkpoint["config"].get("decoder", {})  # the BatchNorm settings it was trained with
+    if (not isinstance(settings, dict) or set(settings) - {"bn_momentum", "bn_eps"}
+            or not all(isinstance(v, (int, float)) and v > 0 for v in settings.values())):
+        raise CheckpointError(f"{path}: config.decoder is not {{bn_momentum, bn_eps}} > 0: {settings!r}")
+    model = SaliencyDecoder(**settings)
     state = {}
     for key, value in checkpoint["model"].items():
         for prefix in ("_orig_mod.", "module."):  # torch.compile / DataParallel wrappers

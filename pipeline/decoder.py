@@ -49,6 +49,9 @@ from torch import nn
 
 __all__ = [
     "SaliencyDecoder",
+    "KERAS_BATCHNORM",
+    "INITIALIZATIONS",
+    "initialize",
     "keras_parameter_count",
     "decoder_macs",
     "stage_shapes",
@@ -63,6 +66,13 @@ INPUT_SHAPE = (512, 6, 14, 14)
 OUTPUT_SHAPE = (1, 224, 224)
 #: The paper's (and the authors' Keras model's) total parameter count.
 KERAS_PARAMETER_COUNT = 31_447_841
+
+#: The authors' Keras layers use Keras's BatchNormalization defaults: momentum 0.99 (PyTorch counts
+#: the other way: 0.01) and epsilon 1e-3. PyTorch's own defaults are momentum 0.1, epsilon 1e-5.
+KERAS_BATCHNORM = {"bn_momentum": 0.01, "bn_eps": 1e-3}
+#: Weight initializations: Keras's glorot_uniform kernels with zero biases (the authors'), or PyTorch's
+#: layer defaults (kaiming_uniform with a = sqrt(5), uniform biases).
+INITIALIZATIONS = ("glorot_uniform", "pytorch")
 
 _K3 = (3, 3, 3)
 _K133 = (1, 3, 3)
@@ -110,7 +120,9 @@ class SaliencyDecoder(nn.Module):
     #: names of the stages, in forward order (each is an ``nn.Sequential`` attribute).
     STAGES = ("block1", "pool1", "block2", "block3", "pool3", "block4", "block5", "block6")
 
-    def __init__(self) -> None:
+    def __init__(self, bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> None:
+        """bn_momentum, bn_eps: every BatchNorm's (PyTorch's defaults here, so that a checkpoint without
+        them loads as it was trained; training passes KERAS_BATCHNORM, as the authors' model had)."""
         super().__init__()
         self.block1 = nn.Sequential(
             _conv(512, 512, _K3), nn.ReLU(inplace=True),
@@ -118,7 +130,7 @@ class SaliencyDecoder(nn.Module):
         )  # -> (512, 6, 14, 14)
         self.pool1 = nn.Sequential(
             nn.MaxPool3d(kernel_size=(4, 2, 2), stride=(1, 2, 2), padding=0),
-            nn.BatchNorm3d(512),
+            nn.BatchNorm3d(512, eps=bn_eps, momentum=bn_momentum),
         )  # -> (512, 3, 7, 7)
         self.block2 = nn.Sequential(
             _deconv(512, 512, _K133), nn.ReLU(inplace=True),
@@ -131,19 +143,19 @@ class SaliencyDecoder(nn.Module):
         )  # -> (256, 3, 28, 28)
         self.pool3 = nn.Sequential(
             nn.MaxPool3d(kernel_size=(3, 1, 1)),  # stride = kernel
-            nn.BatchNorm3d(256),
+            nn.BatchNorm3d(256, eps=bn_eps, momentum=bn_momentum),
         )  # -> (256, 1, 28, 28)
         self.block4 = nn.Sequential(
             _deconv(256, 128, _K133), nn.ReLU(inplace=True),
             _conv(128, 128, _K133), nn.ReLU(inplace=True),
             _conv(128, 128, _K133), nn.ReLU(inplace=True),
-            nn.BatchNorm3d(128),
+            nn.BatchNorm3d(128, eps=bn_eps, momentum=bn_momentum),
         )  # -> (128, 1, 56, 56)
         self.block5 = nn.Sequential(
             _deconv(128, 64, _K133), nn.ReLU(inplace=True),
             _conv(64, 64, _K133), nn.ReLU(inplace=True),
             _conv(64, 64, _K133), nn.ReLU(inplace=True),
-            nn.BatchNorm3d(64),
+            nn.BatchNorm3d(64, eps=bn_eps, momentum=bn_momentum),
         )  # -> (64, 1, 112, 112)
         self.block6 = nn.Sequential(
             _deconv(64, 32, _K133), nn.ReLU(inplace=True),
@@ -168,6 +180,20 @@ class SaliencyDecoder(nn.Module):
         x = self.block5(x)  # (N, 64, 1, 112, 112)
         x = self.block6(x)  # (N, 1, 1, 224, 224)
         return x.squeeze(2)  # (N, 1, 224, 224)
+
+
+def initialize(model: nn.Module, scheme: str) -> nn.Module:
+    """Re-initialize every (transposed) convolution of `model` in place by `scheme` (INITIALIZATIONS):
+    ``glorot_uniform`` draws kernels from U(-a, a), a = sqrt(6 / (fan_in + fan_out)), and zeroes the
+    biases, as Keras does; ``pytorch`` keeps the layers' own initialization. Returns `model`."""
+    if scheme not in INITIALIZATIONS:
+        raise ValueError(f"initialization must be one of {', '.join(INITIALIZATIONS)}, got {scheme!r}")
+    if scheme == "glorot_uniform":
+        for module in model.modules():
+            if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+    return model
 
 
 def keras_parameter_count(model: nn.Module) -> int:

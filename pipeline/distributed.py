@@ -100,7 +100,9 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel wrapper (its state_dict has no ``module.`` prefix)."""
+    """The module inside a torch.compile and/or DistributedDataParallel wrapper (its state_dict has no
+    ``_orig_mod.`` or ``module.`` prefix)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 

@@ -99,14 +99,34 @@ from pipeline import distributed
 from pipeline.atomic import is_temporary, write_text_atomic
 from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pipeline.contract import fingerprint_mismatch
+from pipeline.decoder import INITIALIZATIONS, KERAS_BATCHNORM
 from pipeline.errors import Sal3dError
-from pipeline.loader import (DEFAULT_LOADER_WORKERS_TEXT, DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH, WindowLoader,
-                             default_loader_workers, plan_runs, validation_runs)
+from pipeline.loader import (
+    DEFAULT_LOADER_WORKERS_TEXT,
+    DEFAULT_MIX_RUNS,
+    DEFAULT_RUN_LENGTH,
+    WindowLoader,
+    default_loader_workers,
+    plan_runs,
+    validation_runs,
+)
 from pipeline.progress import Progress
 from pipeline.progress import say as say_always
 from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError, local_or_url
-from pipeline.training import (NSS_CORE, PRIOR_SAMPLES, LogitsCapture, build_model, build_optimizer, map_mean,
-                               output_bias, recalibrate_batchnorm, rng_state, set_rng_state, train_step, validate)
+from pipeline.training import (
+    NSS_CORE,
+    PRIOR_SAMPLES,
+    LogitsCapture,
+    build_model,
+    build_optimizer,
+    map_mean,
+    output_bias,
+    recalibrate_batchnorm,
+    rng_state,
+    set_rng_state,
+    train_step,
+    validate,
+)
 from pipeline.trunk import compute_dtype, resolve_device
 from pipeline.windows import weighting_coefficients
 
@@ -144,11 +164,17 @@ class TrainConfig:
     lr: float = 1e-4
     lr_step: int = 2
     patience: int = 5
-    # The paper gives no batch size; 32 fills a GPU (benchmarks/decoder_step.py, benchmarks/README.md).
-    batch_size: int = 32
+    # The paper gives no batch size; the authors' main.py trains with 64, which also fills a GPU
+    # (benchmarks/decoder_step.py, benchmarks/README.md).
+    batch_size: int = 64
     max_steps: int | None = None  # optimizer steps in all, across epochs (None: no limit)
     steps_per_epoch: int | None = None  # each epoch ends after this many steps (None: all its batches)
     select_by: str = "loss"  # best.pt and early stopping: "loss" (lowest), "cc" or "nss" (highest)
+    # The authors' Keras model: glorot_uniform kernels with zero biases, BatchNorm momentum 0.99 (PyTorch:
+    # 0.01) and epsilon 1e-3 (pipeline.decoder.KERAS_BATCHNORM).
+    init: str = "glorot_uniform"
+    bn_momentum: float = KERAS_BATCHNORM["bn_momentum"]
+    bn_eps: float = KERAS_BATCHNORM["bn_eps"]
     val_windows: int | None = 1024  # None or 0: every validation window
     bn_windows: int = 256  # BatchNorm statistics recomputed on this many training windows per epoch (0: off)
     seed: int = 0
@@ -159,12 +185,14 @@ class TrainConfig:
     workers: int | None = field(default=None, metadata={"auto": DEFAULT_LOADER_WORKERS_TEXT})  # loader processes
     checkpoint_steps: int | None = None  # mid-epoch last.pt every N steps (None: off)
     checkpoint_seconds: float | None = 600.0  # ... and/or every S seconds (None: off)
+    compile: bool = False  # torch.compile the training step (same losses within bf16 rounding; faster on GPUs)
     resume: bool = False
 
 
 #: Settings that define the training: a resumed run must use the run's values.
 TRAINING_SETTINGS = ("store", "weighting", "epochs", "lr", "lr_step", "patience", "batch_size", "max_steps",
-                     "steps_per_epoch", "select_by", "val_windows", "bn_windows", "seed", "run_length", "mix_runs")
+                     "steps_per_epoch", "select_by", "init", "bn_momentum", "bn_eps", "val_windows", "bn_windows",
+                     "seed", "run_length", "mix_runs")
 #: Validation scores that can choose best.pt, and whether a higher value is better.
 SELECTION = {"loss": False, "cc": True, "nss": True}
 #: "Disagree widely": the chosen epoch's CC / NSS falls this far below the best epoch's.
@@ -363,6 +391,8 @@ def _upgrade_saved(saved: dict) -> dict:
     if "steps_per_epoch" not in settings:
         settings["steps_per_epoch"], settings["max_steps"] = settings.get("max_steps"), None
         settings.setdefault("select_by", "loss")
+    if "init" not in settings:  # made before the Keras defaults: PyTorch's layers as they come
+        settings.update(init="pytorch", bn_momentum=0.1, bn_eps=1e-5)
     return saved
 
 
@@ -396,6 +426,7 @@ def checkpoint_config(config: TrainConfig, saved: dict, epoch: int, validation: 
         "epoch": epoch,
         "validation": validation,
         "settings": saved["settings"],
+        "decoder": {"bn_momentum": config.bn_momentum, "bn_eps": config.bn_eps},  # what load_decoder builds
     }
 
 
@@ -529,7 +560,10 @@ def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, dev
         "selection": f"best.pt and early stopping by validation {config.select_by} "
                      f"({'highest' if SELECTION[config.select_by] else 'lowest'})",
         "batchnorm": (f"running statistics recomputed at each epoch end on the epoch's first {config.bn_windows} "
-                      "windows (precise BN)" if config.bn_windows else "PyTorch's running average (momentum 0.1)"),
+                      "windows (precise BN)" if config.bn_windows else
+                      f"the running average (momentum {config.bn_momentum})"),
+        "decoder": {"init": config.init, "bn_momentum": config.bn_momentum, "bn_eps": config.bn_eps,
+                    "note": "glorot_uniform + BatchNorm momentum 0.01 / eps 1e-3 are the authors' Keras defaults"},
         "created_on_device": str(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "store_format_version_read": FORMAT_VERSION,
@@ -555,6 +589,10 @@ def _validate_settings(config: TrainConfig) -> None:
     for name in ("max_steps", "steps_per_epoch"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
             raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if config.init not in INITIALIZATIONS:
+        raise TrainError(f"--init must be one of {', '.join(INITIALIZATIONS)}, got {config.init!r}")
+    if not (0 < config.bn_momentum <= 1 and config.bn_eps > 0):
+        raise TrainError(f"--bn-momentum must be in (0, 1] and --bn-eps > 0, got {config.bn_momentum}, {config.bn_eps}")
     if config.select_by not in SELECTION:
         raise TrainError(f"--select-by must be one of {', '.join(SELECTION)}, got {config.select_by!r}")
 
@@ -604,7 +642,8 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     for video, why in sorted(split.ignored.items()):
         say(f"train-decoder: not used: {video} ({why})")
 
-    model, memory_format = build_model(device, config.seed, saved["output_bias_init"]["map_mean"])
+    model, memory_format = build_model(device, config.seed, saved["output_bias_init"]["map_mean"], config.init,
+                                       config.bn_momentum, config.bn_eps)
     optimizer, scheduler = build_optimizer(model, config.lr, config.lr_step)
     state = None
     if config.resume:
@@ -661,7 +700,11 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
     windows_done = 0
     logits = LogitsCapture(model)  # hooks the decoder itself, which runs inside the DDP wrapper too
     model.train()
-    run = Training(config, saved, state, distributed.wrap(model, device), optimizer, scheduler, logits,
+    stepped = distributed.wrap(model, device)
+    if config.compile:  # the training step only: validation and BatchNorm recalibration run the plain decoder
+        say("train-decoder: compiling the decoder step with torch.compile (the first step takes longer)")
+        stepped = torch.compile(stepped)
+    run = Training(config, saved, state, stepped, optimizer, scheduler, logits,
                    train_loader, val_loader, steps_per_epoch, device, dtype)
     if state.finished:
         say(f"train-decoder: {run_dir} had already finished ({state.finished}); nothing to do")

@@ -2,6 +2,8 @@
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -176,3 +178,29 @@ def test_decoder_macs(model):
     assert 2 * 6 * 14 * 14 * 512 * 512 * 27 == 16_647_192_576  # block 1, about half of it
     assert decoder_macs(model, dense_transposed=True) == 44_168_527_872  # DESIGN.md's "about 44"
     assert decoder_macs(model, batch=3) == 3 * macs
+
+
+def test_training_starts_from_the_authors_keras_initialization():
+    from pipeline.checkpoint import load_decoder
+    from pipeline.decoder import KERAS_BATCHNORM
+    from pipeline.training import build_model
+
+    model, _ = build_model(torch.device("cpu"), seed=0, prior=0.1)
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+    for conv in convs[:-1]:
+        assert not conv.bias.any()  # zero biases; the last one starts at logit(prior)
+        fan_in = conv.weight[0].numel() if isinstance(conv, torch.nn.Conv3d) else conv.weight[:, 0].numel()
+        fan_out = conv.weight[:, 0].numel() if isinstance(conv, torch.nn.Conv3d) else conv.weight[0].numel()
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.9 * bound  # U(-a, a), glorot
+    assert convs[-1].bias.item() == pytest.approx(np.log(0.1 / 0.9), rel=1e-6)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert len(norms) == 4 and all(
+        (m.momentum, m.eps) == (KERAS_BATCHNORM["bn_momentum"], KERAS_BATCHNORM["bn_eps"]) for m in norms)
+    # a checkpoint carries its BatchNorm settings, and inference uses them (eps changes eval outputs)
+    checkpoint = {"model": model.state_dict(), "config": {"decoder": dict(KERAS_BATCHNORM)}}
+    loaded = load_decoder(checkpoint, "x.pt", torch.device("cpu"), torch.float32)
+    assert all(m.eps == KERAS_BATCHNORM["bn_eps"] for m in loaded.modules() if isinstance(m, torch.nn.BatchNorm3d))
+    plain = load_decoder({"model": SaliencyDecoder().state_dict(), "config": {}}, "old.pt", torch.device("cpu"),
+                         torch.float32)
+    assert all(m.eps == 1e-5 for m in plain.modules() if isinstance(m, torch.nn.BatchNorm3d))
