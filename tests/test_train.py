@@ -401,7 +401,7 @@ def test_a_short_cpu_run_beats_centre_bias_on_held_out_videos(tmp_path_factory):
     assert summary.steps == 24 and summary.best_path == base / "run" / "best.pt"
 
     checkpoint = load_checkpoint(summary.best_path)
-    model = SaliencyDecoder()
+    model = SaliencyDecoder(**checkpoint["config"]["decoder"])  # the BatchNorm settings it was trained with
     model.load_state_dict(checkpoint["model"])
     model.eval()
     store = FeatureStore(str(base / "store.zarr"))
