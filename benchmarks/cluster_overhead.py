@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from pipeline.cluster import dask_client
+from pipeline.progress import quiet
 from pipeline.sample import SampleSpec, make_sample
 from pipeline.trunk import quiet_random_warning
-from stages.bench import _quiet
 from stages.extract import ExtractConfig, extract
 
 
@@ -45,14 +45,14 @@ def main() -> None:
                 config = ExtractConfig(dataset, f"{work}/{repeat}-{name}.zarr", weights="random", device="cpu",
                                        scheduler=scheduler)
                 start = time.perf_counter()
-                with quiet_random_warning(), _quiet(True):
+                with quiet_random_warning(), quiet():
                     summary = extract(config)
                 seconds[name].append(time.perf_counter() - start)
                 assert not summary.failed, summary.failed
                 frames = summary.frames
                 print(f"{name}: {frames / seconds[name][-1]:.2f} frames/s", flush=True)
             start = time.perf_counter()
-            with _quiet(True), dask_client("local:1"):
+            with quiet(), dask_client("local:1"):
                 pass
             seconds["start-up"].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in seconds.items()}

@@ -15,9 +15,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from pipeline.trunk import quiet_random_warning, resolve_device
-from stages.bench import _quiet, make_clips
 from pipeline.decode import default_workers, default_writers
+from pipeline.progress import quiet
+from pipeline.sample import make_clips
+from pipeline.trunk import quiet_random_warning, resolve_device
 from stages.extract import ExtractConfig, extract
 
 
@@ -50,7 +51,7 @@ def main() -> None:
             w, wr, batch = variants[name]
             config = ExtractConfig(root, store, weights="random", device=str(device), batch_size=batch,
                                    workers=w, writers=wr)
-            with quiet_random_warning(), _quiet(True):
+            with quiet_random_warning(), quiet():
                 summary = extract(config)
             shares[name] = {k: v / summary.seconds for k, v in summary.waits.items()}
             return summary.frames_per_second

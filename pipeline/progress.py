@@ -1,10 +1,13 @@
 """A dependency-free progress line for long runs, written to stderr.
 
 On a terminal it redraws one line; elsewhere (CI logs, pipes) it prints a line every `every` seconds.
+`say` writes one status line; `quiet` holds back what a stage says unless it fails.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import time
 
@@ -57,3 +60,18 @@ class Progress:
 def say(message: str) -> None:
     """A status line for the user (stderr, so stdout stays for results)."""
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def quiet(enabled: bool = True):
+    """Swallow the progress lines (stderr) of the code inside; write them out if it raises."""
+    if not enabled:
+        yield
+        return
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            yield
+    except BaseException:
+        sys.stderr.write(buffer.getvalue())
+        raise

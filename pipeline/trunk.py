@@ -235,3 +235,26 @@ def quiet_random_warning():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="TRUNK WEIGHTS ARE RANDOM")
         yield
+
+
+def imagenet_cached() -> bool:
+    """Whether the ImageNet weights are in the TORCH_HOME cache (``load_trunk("imagenet")`` would not download)."""
+    url = torchvision.models.VGG16_Weights.IMAGENET1K_V1.url
+    return (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file()
+
+
+def trunk_macs() -> int:
+    """Multiply-accumulates of the trunk per 224x224 frame, summed over its modules (no weights built)."""
+    with torch.device("meta"):
+        layers = torchvision.models.vgg16().features[:RELU5_3]
+    h, w = 224, 224
+    macs = 0
+    for layer in layers:
+        if isinstance(layer, torch.nn.Conv2d):
+            kh, kw = layer.kernel_size
+            (sh, sw), (ph, pw) = layer.stride, layer.padding
+            h, w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+            macs += h * w * layer.out_channels * layer.in_channels * kh * kw
+        elif isinstance(layer, torch.nn.MaxPool2d):
+            h, w = h // 2, w // 2
+    return macs

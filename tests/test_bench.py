@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from pipeline.datasets import discover
+from pipeline.ffmpeg import trim_video
 from pipeline.frames import FrameReader
-from stages.bench import (ROWS, SCHEMA, evaluate_targets, make_clips, peak_tflops, render_table, trim_video,
-                          trunk_macs)
+from pipeline.sample import make_clips
+from pipeline.trunk import trunk_macs
+from stages.bench.machine import peak_tflops
+from stages.bench.report import ROWS, SCHEMA, evaluate_targets, render_table
 
 FIGURE_KEYS = [key for key, _, _ in ROWS]
 MACHINE_KEYS = ("cpu_model", "cpu_count", "gpu", "torch", "python", "loadavg_start", "loadavg_end")
