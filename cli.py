@@ -218,11 +218,11 @@ def predict(source, checkpoint, out_dir, videos, **options):
 @click.option("--select-by", type=click.Choice(["loss", "cc", "nss"]), default=Default("stages.train:TrainConfig", "select_by"),
               help="Validation score that chooses best.pt and drives early stopping (loss: the paper's rule).")
 @click.option("--init", type=click.Choice(["glorot_uniform", "pytorch"]), default=Default("stages.train:TrainConfig", "init"),
-              help="Decoder weight initialization (glorot_uniform, zero biases: the authors' Keras model).")
+              help="Decoder weight initialization (glorot_uniform with zero biases: the authors' Keras model).")
 @click.option("--bn-momentum", type=click.FloatRange(min=0, max=1, min_open=True), default=Default("stages.train:TrainConfig", "bn_momentum"),
-              help="BatchNorm momentum, PyTorch's sense (0.01 = Keras's 0.99, the authors').")
+              help="BatchNorm momentum, PyTorch's sense (the authors' Keras model: 0.01, Keras's 0.99).")
 @click.option("--bn-eps", type=click.FloatRange(min=0, min_open=True), default=Default("stages.train:TrainConfig", "bn_eps"),
-              help="BatchNorm epsilon (1e-3: Keras's, the authors').")
+              help="BatchNorm epsilon (the authors' Keras model: 1e-3).")
 @click.option("--val-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "val_windows"),
               help="Validate on a fixed subset of this many windows (0: all).")
 @click.option("--bn-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "bn_windows"),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.decoder import KERAS_BATCHNORM, SaliencyDecoder, initialize
+from pipeline.decoder import SaliencyDecoder, initialize
 from pipeline.loader import WindowLoader
 from pipeline.metrics import cc, nss
 from pipeline.store import FeatureStore
@@ -40,14 +40,13 @@ def output_bias(prior: float) -> float:
     return math.log(p / (1 - p))
 
 
-def build_model(device: torch.device, seed: int, prior: float | None = None, init: str = "glorot_uniform",
-                bn_momentum: float = KERAS_BATCHNORM["bn_momentum"],
-                bn_eps: float = KERAS_BATCHNORM["bn_eps"]) -> tuple[SaliencyDecoder, torch.memory_format]:
+def build_model(device: torch.device, seed: int, prior: float | None = None, init: str = "pytorch",
+                bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> tuple[SaliencyDecoder, torch.memory_format]:
     """The decoder as training starts it, seeded; channels_last_3d on CUDA (slower on CPUs:
     benchmarks/README.md).
 
-    init: `pipeline.decoder.initialize`'s scheme; bn_momentum, bn_eps: every BatchNorm's (the
-    defaults are the authors' Keras ones). prior: the mean target value; the last conv's bias starts at
+    init: `pipeline.decoder.initialize`'s scheme; bn_momentum, bn_eps: every BatchNorm's (PyTorch's
+    defaults; `pipeline.decoder.KERAS_BATCHNORM` holds the authors' Keras ones). prior: the mean target value; the last conv's bias starts at
     its logit, so the untrained decoder predicts the average map intensity instead of 0.5 everywhere
     (the architecture is unchanged; its first steps are not spent pulling every pixel down).
     Returns (model on `device`, its memory format).

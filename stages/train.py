@@ -170,11 +170,13 @@ class TrainConfig:
     max_steps: int | None = None  # optimizer steps in all, across epochs (None: no limit)
     steps_per_epoch: int | None = None  # each epoch ends after this many steps (None: all its batches)
     select_by: str = "loss"  # best.pt and early stopping: "loss" (lowest), "cc" or "nss" (highest)
-    # The authors' Keras model: glorot_uniform kernels with zero biases, BatchNorm momentum 0.99 (PyTorch:
-    # 0.01) and epsilon 1e-3 (pipeline.decoder.KERAS_BATCHNORM).
-    init: str = "glorot_uniform"
-    bn_momentum: float = KERAS_BATCHNORM["bn_momentum"]
-    bn_eps: float = KERAS_BATCHNORM["bn_eps"]
+    # PyTorch's layer initialization and BatchNorm (momentum 0.1, eps 1e-5). The authors' Keras model had
+    # glorot_uniform kernels with zero biases and BatchNorm momentum 0.01 / eps 1e-3 (KERAS_BATCHNORM):
+    # on the generated sample they gave a lower held-out CC (benchmarks/keras_defaults.py), so they are
+    # options (--init glorot_uniform --bn-momentum 0.01 --bn-eps 1e-3), not the defaults.
+    init: str = "pytorch"
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
     val_windows: int | None = 1024  # None or 0: every validation window
     bn_windows: int = 256  # BatchNorm statistics recomputed on this many training windows per epoch (0: off)
     seed: int = 0
@@ -391,7 +393,7 @@ def _upgrade_saved(saved: dict) -> dict:
     if "steps_per_epoch" not in settings:
         settings["steps_per_epoch"], settings["max_steps"] = settings.get("max_steps"), None
         settings.setdefault("select_by", "loss")
-    if "init" not in settings:  # made before the Keras defaults: PyTorch's layers as they come
+    if "init" not in settings:  # made before these settings existed: PyTorch's layers as they come
         settings.update(init="pytorch", bn_momentum=0.1, bn_eps=1e-5)
     return saved
 
@@ -563,7 +565,9 @@ def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, dev
                       "windows (precise BN)" if config.bn_windows else
                       f"the running average (momentum {config.bn_momentum})"),
         "decoder": {"init": config.init, "bn_momentum": config.bn_momentum, "bn_eps": config.bn_eps,
-                    "note": "glorot_uniform + BatchNorm momentum 0.01 / eps 1e-3 are the authors' Keras defaults"},
+                    "keras": {"init": "glorot_uniform", **KERAS_BATCHNORM,
+                              "note": "the authors' Keras defaults; not ours: they gave a lower held-out CC on "
+                                      "the generated sample (benchmarks/keras_defaults.py)"}},
         "created_on_device": str(device),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "store_format_version_read": FORMAT_VERSION,

@@ -180,12 +180,12 @@ def test_decoder_macs(model):
     assert decoder_macs(model, batch=3) == 3 * macs
 
 
-def test_training_starts_from_the_authors_keras_initialization():
+def test_the_authors_keras_initialization_is_one_option_away():
     from pipeline.checkpoint import load_decoder
     from pipeline.decoder import KERAS_BATCHNORM
     from pipeline.training import build_model
 
-    model, _ = build_model(torch.device("cpu"), seed=0, prior=0.1)
+    model, _ = build_model(torch.device("cpu"), seed=0, prior=0.1, init="glorot_uniform", **KERAS_BATCHNORM)
     convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
     for conv in convs[:-1]:
         assert not conv.bias.any()  # zero biases; the last one starts at logit(prior)
