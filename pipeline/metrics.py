@@ -90,8 +90,9 @@ __all__ = [
 #: Keys of :func:`score_frame`'s dict, in DHF1K's table order.
 METRIC_NAMES = ("auc_j", "sim", "s_auc", "cc", "nss", "kld")
 
-#: MATLAB's ``eps`` as written in ``KLdiv.m`` (2.2204e-16, not exactly 2**-52).
-MATLAB_EPS = 2.2204e-16
+#: MATLAB's ``eps``, which ``KLdiv.m`` calls: 2**-52 (MATLAB prints it as 2.2204e-16; the rounded
+#: literal would move a KLD with unpredicted fixations by ~1e-6, relatively).
+MATLAB_EPS = float(np.finfo(np.float64).eps)
 
 #: Jitter amplitude of MIT's ``AUC_Judd.m``: ``rand(size(map))/10000000``.
 JITTER_SCALE = 1e-7
@@ -660,7 +661,7 @@ def kld(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> f
     """KL divergence KL(G || P), as MIT's ``KLdiv.m``.
 
     Both maps are divided by their sums; the score is
-    ``sum(G * log(eps + G / (P + eps)))`` with ``eps = 2.2204e-16``.
+    ``sum(G * log(eps + G / (P + eps)))`` with MATLAB's ``eps`` (2**-52).
 
     Args:
         saliency: (H, W) predicted map P.
