@@ -454,8 +454,9 @@ def auc_shuffled(
     Args:
         saliency: (H, W) predicted map.
         fixations: (H, W) binary fixation map of this frame.
-        other_fixations: fixations of other frames/videos (DHF1K/Borji: the
-            union of ~10 random frames of other videos), either an (H, W)
+        other_fixations: fixations of other frames (DHF1K's evaluationFunc.m:
+            the union of 10 random frames of the evaluated set, this one
+            possibly included), either an (H, W)
             binary map or a (K, 2) integer array of (y, x) points (treated as a
             set, like the union map; an array of the map's own shape is always
             read as a map).
