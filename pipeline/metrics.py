@@ -705,7 +705,7 @@ def score_frame(
         gt_map: (H, W) ground-truth density map, or None (-> cc/sim/kld NaN).
         fixations: (H, W) binary fixation map, or None (-> auc_j/s_auc/nss NaN).
         other_fixations: (H, W) binary map or (K, 2) (y, x) points of other
-            videos' fixations for s-AUC, or None (-> s_auc NaN).
+            frames' fixations for s-AUC, or None (-> s_auc NaN).
         n_splits, step: s-AUC parameters (see :func:`auc_shuffled`).
         seed: seed or Generator; ``auc_judd`` (jitter) and ``auc_shuffled``
             (sampling) are each seeded from it, so an int seed gives the same
