@@ -132,10 +132,19 @@ def make_sample(directory, train, val, frames, seed):
 @click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the scores, counts and settings to this JSON file.")
+@click.option("--protocol", default=Default("stages.evaluate:EvaluateConfig", "protocol"), metavar="NAME",
+              help="Scoring rules. dhf1k (the only one): those of the DHF1K benchmark's own code, which "
+                   "produced the published DHF1K, UCF-Sports and Hollywood-2 scores: predictions resized to the "
+                   "ground truth with MATLAB's bicubic imresize, AUC-J ties broken by a seeded jitter, s-AUC "
+                   "negatives from 10 random frames of the whole evaluated set, NaN frames dropped per metric "
+                   "(and counted). sal3d's earlier rules (bilinear resize, no jitter, negatives from other videos "
+                   "only, chance values for constant maps) are gone: their numbers did not match published ones.")
 @click.option("--seed", type=int, default=Default("stages.evaluate:EvaluateConfig", "seed"),
-              help="Seeds s-AUC's choice of other videos' frames and its random splits.")
+              help="Seeds the random parts of the protocol (s-AUC's frames and splits, AUC-J's jitter); "
+                   "recorded in the JSON. Scores do not depend on --workers.")
 @click.option("--allow-missing", is_flag=True,
-              help="Score a frame without a prediction as a constant map (chance level) instead of failing.")
+              help="Score a frame without a prediction as an all-zero map (as a black PNG: NaN, hence dropped "
+                   "and counted, for NSS, CC and s-AUC) instead of failing.")
 @click.option("--workers", type=click.IntRange(min=0), default=Default("stages.evaluate:EvaluateConfig", "workers"),
               help="Scoring processes; 0: score in this process.")
 @click.option("--baseline", type=click.Choice(["center"]), default=None,
@@ -144,9 +153,10 @@ def make_sample(directory, train, val, frames, seed):
 def evaluate(pred_dir, dataset_dir, videos, **options):
     """Score the predictions in PRED_DIR against the ground truth of DATASET_DIR.
 
-    Predictions are grey PNGs PRED_DIR/<video id>/<frame name>.png (DHF1K: 0601/0001.png). Prints
-    AUC-J, SIM, s-AUC, CC, NSS and KLD averaged over frames and over videos. A missing prediction
-    is an error unless --allow-missing; predictions of another size are resized to the ground truth.
+    Predictions are PNGs PRED_DIR/<video id>/<frame name>.png (DHF1K: 0601/0001.png). Prints
+    AUC-J, SIM, s-AUC, CC, NSS and KLD averaged over frames and over videos, the frames scored and
+    the NaN frames dropped per metric. A missing prediction is an error unless --allow-missing;
+    predictions of another size are resized to the ground truth's as the benchmark resizes them.
     """
     from stages.evaluate import EvaluateConfig, evaluate as run_evaluate
 

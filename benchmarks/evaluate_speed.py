@@ -1,14 +1,18 @@
 """How fast `sal3d evaluate` scores 640x360 predictions: frames/s, median of repeats, per worker count.
 
     .venv/bin/python benchmarks/evaluate_speed.py [--frames 480] [--videos 6] [--repeats 3] [--workers 1 2]
+                                                  [--pred-size WxH] [--dir DIR]
 
 Builds a DHF1K-layout ground truth under a temporary folder (or --dir): continuous maps are the real
 DHF1K maps of $SAL3D_SAMPLE (a DHF1K-layout folder) when set (640x360, lossy PNGs, cycled), else
 synthetic blurred-fixation maps; binary fixation maps draw 25 points per frame from the map; the
 predictions are the map of a frame 10 later, blurred (smooth, model-like PNGs that do not match
-exactly). `video/` holds empty placeholders: evaluate never decodes video. Prints one line per run
-and a summary per worker count; the machine's load average is printed too, since other processes
-on a small machine change the figure.
+exactly), written at the frame's size or, with --pred-size (e.g. 256x192, a published model's
+output), at that size, so that evaluate resizes every one. `video/` holds empty placeholders:
+evaluate never decodes video. With --dir the set is built there once and reused (a --dir built
+with another --pred-size keeps its own). Prints one line per run and a summary per worker count;
+the machine's load average is printed too, since other processes on a small machine change the
+figure.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def _source_maps(n: int, rng: np.random.Generator) -> list[np.ndarray]:
     return maps
 
 
-def build(directory: Path, frames: int, videos: int, seed: int = 0) -> Path:
+def build(directory: Path, frames: int, videos: int, seed: int = 0, pred_size: tuple | None = None) -> Path:
     rng = np.random.default_rng(seed)
     maps = _source_maps(frames + 10, rng)
     dataset, preds = directory / "dataset", directory / "pred"
@@ -76,6 +80,8 @@ def build(directory: Path, frames: int, videos: int, seed: int = 0) -> Path:
             fixation[idx] = 255
             Image.fromarray(fixation.reshape(H, W)).save(dataset / "annotation" / video_id / "fixation" / name)
             pred = Image.fromarray(maps[i + 10]).filter(ImageFilter.GaussianBlur(4))
+            if pred_size is not None:
+                pred = pred.resize(pred_size, Image.BILINEAR)
             pred.save(preds / video_id / name)
     return directory
 
@@ -93,14 +99,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dir", type=Path, default=None, help="build here (kept) instead of a temp folder")
+    parser.add_argument("--pred-size", default=None, metavar="WxH",
+                        help="write the predictions at this size (evaluate then resizes them) [default: the frame's]")
     args = parser.parse_args()
+    pred_size = tuple(int(v) for v in args.pred_size.lower().split("x")) if args.pred_size else None
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.dir or Path(tmp)
         if not (directory / "pred").is_dir():
             start = time.perf_counter()
-            build(directory, args.frames, args.videos)
-            print(f"built {args.frames} frames of {W}x{H} in {args.videos} videos in "
+            build(directory, args.frames, args.videos, pred_size=pred_size)
+            print(f"built {args.frames} frames of {W}x{H} in {args.videos} videos"
+                  + (f", predictions {pred_size[0]}x{pred_size[1]}," if pred_size else "") + " in "
                   f"{time.perf_counter() - start:.1f} s (maps from {'DHF1K' if REAL.is_dir() else 'synthetic'})")
         print(f"cpus {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
         rates: dict[int, list[float]] = {w: [] for w in args.workers}

@@ -11,28 +11,43 @@ Conventions shared by every function
 * A *map* is a 2-D array of shape ``(H, W)`` (any real dtype; it is read as
   float64, as MATLAB's ``double``).  The prediction, the ground-truth density
   map and the fixation map of one frame must have the same ``(H, W)``: the
-  caller resizes the prediction to the ground-truth size first, e.g. with
-  :func:`resize_to`.  A shape mismatch raises ``ValueError``.
+  caller resizes the prediction to the ground-truth size first, as the
+  benchmark does with :func:`pipeline.imresize.imresize`.  A shape mismatch
+  raises ``ValueError``.
 * A *fixation map* is a 2-D array of shape ``(H, W)``; nonzero pixels are
   fixated (each pixel counts once, as in MATLAB's ``S(F>0)``).
 * A frame without fixations gives ``NaN`` for the fixation metrics
-  (AUC-Judd, s-AUC, NSS), as the MIT code does; nothing raises.  Callers skip
-  NaN frames when they average.
-* Degenerate maps never produce NaN/inf where a value is defined.  Where the
-  MIT code divides by zero (constant map) this module returns the chance /
-  no-information value instead, namely:
+  (AUC-Judd, s-AUC, NSS), as the MIT code does; nothing raises.  Callers drop
+  NaN frames when they average (the benchmark's ``allMetrics(isnan(...)) = []``).
 
-  ====================  ===============================================
-  constant prediction   AUC-Judd 0.5, s-AUC 0.5, NSS 0.0, CC 0.0
-  constant map in CC    0.0 (either map constant; MATLAB gives NaN)
-  all-zero / constant   SIM and KLD treat it as the uniform density
-  map in SIM / KLD      (MIT: SIM 0 for an all-zero map, NaN for a
-                        nonzero constant one; KLD huge for an all-zero
-                        prediction)
-  ====================  ===============================================
+Two rule sets for degenerate maps (``rules=``)
+----------------------------------------------
+Where the MIT code divides zero by zero (a constant map) it returns NaN, and
+the benchmark then drops the frame.  ``rules="dhf1k"`` gives exactly what the
+benchmark's code gives; ``rules="chance"`` (the default, which training's
+validation relies on) returns a finite no-information value instead:
 
-Deliberate choices, all documented at the function
----------------------------------------------------
+  =========================  =====================  ==========================
+  input                      ``rules="dhf1k"``       ``rules="chance"``
+  =========================  =====================  ==========================
+  constant prediction        AUC-Judd (no jitter),  AUC-Judd 0.5, s-AUC 0.5,
+                             s-AUC, NSS, CC: NaN    NSS 0.0, CC 0.0
+  constant ground-truth map  CC NaN                 CC 0.0
+  all-zero map in SIM        SIM 0                  taken as uniform
+  nonzero constant in SIM    SIM NaN                taken as uniform
+  all-zero map in KLD        kept at zero (KLD of   taken as uniform
+                             G against eps)
+  negative prediction values KLD clips them to 0    KLD shifts the map by its
+  (bicubic overshoot)        (KLdiv.m would take    minimum (as pysaliency)
+                             the log of negatives)
+  =========================  =====================  ==========================
+
+``AUC_Judd.m`` with its default jitter never sees a constant map (the jitter
+breaks it), so under the benchmark's protocol a constant prediction scores
+AUC-Judd ~0.5 and NaN for s-AUC, NSS and CC.
+
+Other choices, all documented at the function
+---------------------------------------------
 * ``auc_judd`` jitter: MIT's ``AUC_Judd.m`` adds ``rand/1e7`` to the map by
   default to break ties.  Here ``jitter`` is off by default (deterministic
   scores) and, when on, seeded.  Without jitter, ties are handled exactly as
@@ -44,7 +59,9 @@ Deliberate choices, all documented at the function
 * ``auc_shuffled`` draws the negatives per split *without* replacement
   (``randperm`` in ``AUC_shuffled.m``), ``min(#fixations, #other fixations)``
   of them, and sweeps the thresholds ``0:step:max`` computed as MATLAB's colon
-  operator computes them.  Randomness comes from a seeded
+  operator computes them (``colon="octave"``: as GNU Octave's ranges do; the
+  two differ in the last bit of some thresholds, which matters only for values
+  that sit exactly on one).  Randomness comes from a seeded
   ``numpy.random.Generator``; the bits differ from MATLAB's ``rand`` state, so
   s-AUC agrees with MATLAB statistically, not bit for bit.
 """
@@ -67,16 +84,25 @@ __all__ = [
     "kld",
     "score_frame",
     "resize_to",
+    "RULES",
 ]
 
 #: Keys of :func:`score_frame`'s dict, in DHF1K's table order.
 METRIC_NAMES = ("auc_j", "sim", "s_auc", "cc", "nss", "kld")
 
-#: MATLAB's ``eps`` as written in ``KLdiv.m`` (2.2204e-16, not exactly 2**-52).
-MATLAB_EPS = 2.2204e-16
+#: MATLAB's ``eps``, which ``KLdiv.m`` calls: 2**-52 (MATLAB prints it as 2.2204e-16; the rounded
+#: literal would move a KLD with unpredicted fixations by ~1e-6, relatively).
+MATLAB_EPS = float(np.finfo(np.float64).eps)
 
 #: Jitter amplitude of MIT's ``AUC_Judd.m``: ``rand(size(map))/10000000``.
 JITTER_SCALE = 1e-7
+
+#: Rule sets for degenerate maps (see the module docstring): the benchmark code's own results,
+#: NaN included, or finite chance values.
+RULES = ("dhf1k", "chance")
+
+#: How ``0:step:max`` is evaluated for s-AUC's thresholds: as MATLAB or as GNU Octave does.
+COLONS = ("matlab", "octave")
 
 SeedLike = Union[None, int, np.random.Generator]
 
@@ -171,6 +197,13 @@ def _is_constant(s: np.ndarray) -> bool:
     return bool(s.max() == s.min())
 
 
+def _dhf1k(rules: str) -> bool:
+    """True for the benchmark's rules, False for the chance rules; anything else raises."""
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
+    return rules == "dhf1k"
+
+
 def _jittered(s: np.ndarray, seed: SeedLike) -> np.ndarray:
     """``s + rand(size(s)) / 1e7`` (MIT ``AUC_Judd.m`` jitter), in a scratch buffer."""
     out = _scratch("jitter", s.size)
@@ -206,6 +239,50 @@ def _matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
     if n % 2 == 0:
         out[n // 2] = (start + end) / 2.0
     return out
+
+
+def _octave_tfloor(x: float, ct: float) -> float:
+    """Octave's tolerant floor (Hagerty's FL5), as its ranges use it to count elements."""
+    q = 1.0 - ct if x < 0 else 1.0
+    rmax = q / (2.0 - ct)
+    t1 = 1.0 + np.floor(x)
+    t1 = (ct / q) * (-t1 if t1 < 0 else t1)
+    t1 = min(rmax, t1)
+    t1 = max(ct, t1)
+    t1 = float(np.floor(x + t1))
+    return t1 if (x <= 0 or (t1 - x) < rmax) else t1 - 1.0
+
+
+def _octave_teq(u: float, v: float, ct: float) -> bool:
+    return abs(u - v) < max(abs(u), abs(v)) * ct
+
+
+def _octave_colon(start: float, step: float, stop: float) -> np.ndarray:
+    """The values of GNU Octave's ``start:step:stop`` (step > 0), ascending.
+
+    Octave (liboctave ``range<double>``) counts the elements with a tolerant floor, computes
+    ``start + k*step`` for every element but the last, and clips the last one to ``stop`` when it
+    lands on or past it.  Unlike MATLAB, elements past the middle are not counted back from the
+    end, so e.g. the 7th element of ``0:0.1:1`` is 0.6000000000000001 here and 0.6 in MATLAB.
+    """
+    if stop < start:
+        return np.empty(0)
+    ct = 3.0 * np.finfo(np.float64).eps
+    n = int(max(_octave_tfloor((stop - start + step) / step, ct), 0.0))
+    if not _octave_teq(start + (n - 1) * step, stop, ct):
+        if _octave_teq(start + (n - 2) * step, stop, ct):
+            n -= 1
+        elif _octave_teq(start + n * step, stop, ct):
+            n += 1
+    if n <= 0:
+        return np.empty(0)
+    out = start + np.arange(n) * step
+    if n > 1 and out[-1] >= stop:
+        out[-1] = stop
+    return out
+
+
+_COLON = {"matlab": _matlab_colon, "octave": _octave_colon}
 
 
 def _trapz_roc(fp: np.ndarray, tp: np.ndarray) -> np.ndarray:
@@ -246,12 +323,13 @@ def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     return n_cand - np.searchsorted(cand, thr, side="left")
 
 
-def _auc_judd_flat(s: np.ndarray, fix: np.ndarray) -> float:
+def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float:
     n_fix, n_pix = fix.size, s.size
     if n_fix == 0 or n_fix == n_pix:
         return float("nan")
     if _is_constant(s):
-        return 0.5  # no ranking information; MATLAB's normalisation gives NaN here
+        # no ranking information; MATLAB's normalisation divides 0 by 0 and returns NaN
+        return float("nan") if dhf1k else 0.5
     # MATLAB normalises to [0, 1] first; that map is monotone, so the ranking and
     # hence the score are the same on the raw values.
     thr = np.sort(s[fix])[::-1]  # the thresholds, descending
@@ -268,6 +346,7 @@ def auc_judd(
     *,
     jitter: bool = False,
     seed: SeedLike = 0,
+    rules: str = "chance",
 ) -> float:
     """AUC-Judd of one frame, as MIT's ``AUC_Judd.m``.
 
@@ -285,16 +364,18 @@ def auc_judd(
             scores are deterministic; the amplitude is relative to the map's
             own scale, as in MATLAB.
         seed: seed or ``numpy.random.Generator`` for the jitter.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
 
     Returns:
         The AUC in [0, 1]; NaN when there is no fixation (or every pixel is
-        fixated); 0.5 for a constant map without jitter.
+        fixated); for a constant map without jitter 0.5 (chance) or NaN (dhf1k).
     """
+    dhf1k = _dhf1k(rules)
     s = _flat_map(saliency, "saliency")
     fix = _fixation_index(fixations, np.shape(saliency))
     if jitter and fix.size:
         s = _jittered(s, seed)
-    return _auc_judd_flat(s, fix)
+    return _auc_judd_flat(s, fix, dhf1k)
 
 
 #: Above this many random keys (splits x other fixations), s-AUC draws each
@@ -304,19 +385,21 @@ _KEYS_MAX = 4_000_000
 
 def _auc_shuffled_flat(
     s: np.ndarray, fix: np.ndarray, other: np.ndarray, n_splits: int, step: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator, dhf1k: bool = False, colon: str = "matlab",
 ) -> float:
     n_fix, n_other = fix.size, other.size
     if n_fix == 0 or n_other == 0 or n_splits < 1:
         return float("nan")
     # Normalise to [0, 1] as MATLAB does, but only the values that are used
-    # (elementwise, so bit-identical); a constant map becomes all zeros, which
-    # gives AUC 0.5 below (MATLAB: NaN).
+    # (elementwise, so bit-identical).  A constant map: MATLAB divides 0 by 0
+    # (NaN); the chance rules make it all zeros, which gives AUC 0.5 below.
     lo, hi = s.min(), s.max()
     pos, s_other = s[fix], s[other]
     if hi > lo:
         pos = (pos - lo) / (hi - lo)
         s_other = (s_other - lo) / (hi - lo)
+    elif dhf1k:
+        return float("nan")
     else:
         pos, s_other = np.zeros_like(pos), np.zeros_like(s_other)
     pos.sort()
@@ -334,7 +417,7 @@ def _auc_shuffled_flat(
     # the max share the thresholds.  Pad on the high side with +inf (points (0, 0),
     # which add no area) so that all splits have the same length.
     tops, inverse = np.unique(np.maximum(neg.max(axis=1), pos[-1]), return_inverse=True)
-    grids = [_matlab_colon(0.0, step, float(t))[::-1] for t in tops]
+    grids = [_COLON[colon](0.0, step, float(t))[::-1] for t in tops]
     length = max(g.size for g in grids)
     thr = np.full((tops.size, length), np.inf)
     for row, g in zip(thr, grids):
@@ -355,6 +438,8 @@ def auc_shuffled(
     n_splits: int = 100,
     step: float = 0.1,
     seed: SeedLike = 0,
+    rules: str = "chance",
+    colon: str = "matlab",
 ) -> float:
     """Shuffled AUC of one frame, as MIT's ``AUC_shuffled.m``.
 
@@ -369,8 +454,9 @@ def auc_shuffled(
     Args:
         saliency: (H, W) predicted map.
         fixations: (H, W) binary fixation map of this frame.
-        other_fixations: fixations of other frames/videos (DHF1K/Borji: the
-            union of ~10 random frames of other videos), either an (H, W)
+        other_fixations: fixations of other frames (DHF1K's evaluationFunc.m:
+            the union of 10 random frames of the evaluated set, this one
+            possibly included), either an (H, W)
             binary map or a (K, 2) integer array of (y, x) points (treated as a
             set, like the union map; an array of the map's own shape is always
             read as a map).
@@ -379,32 +465,37 @@ def auc_shuffled(
         seed: seed or ``numpy.random.Generator`` for the negative sampling.
             When K <= Nfix every split uses all K negatives and the score is
             deterministic.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
+        colon: thresholds ``0:step:max`` as ``"matlab"`` (default) or ``"octave"`` computes them.
 
     Returns:
         The mean AUC; NaN when this frame or ``other_fixations`` has no
-        fixation; 0.5 for a constant map.
+        fixation; for a constant map 0.5 (chance) or NaN (dhf1k).
     """
+    dhf1k = _dhf1k(rules)
+    if colon not in COLONS:
+        raise ValueError(f"colon must be one of {COLONS}, got {colon!r}")
     shape = np.shape(saliency)
     s = _flat_map(saliency, "saliency")
     fix = _fixation_index(fixations, shape)
     other = _other_index(other_fixations, shape)
-    return _auc_shuffled_flat(s, fix, other, n_splits, step, np.random.default_rng(seed))
+    return _auc_shuffled_flat(s, fix, other, n_splits, step, np.random.default_rng(seed), dhf1k, colon)
 
 
-def _nss_flat(s: np.ndarray, fix: np.ndarray) -> float:
+def _nss_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float:
     if fix.size == 0:
         return float("nan")
     if _is_constant(s):
         # every pixel is average (MATLAB: 0/0 = NaN).  Tested on min == max, not
         # std == 0: the mean of a constant map need not round to the constant.
-        return 0.0
+        return float("nan") if dhf1k else 0.0
     mean = s.mean()
     centred = np.subtract(s, mean, out=_scratch("a", s.size))
     std = np.sqrt(_dot(centred, centred) / (s.size - 1))
     return float((s[fix].mean() - mean) / std)
 
 
-def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
+def nss(saliency: np.ndarray, fixations: np.ndarray, *, rules: str = "chance") -> float:
     """Normalized scanpath saliency, as MIT's ``NSS.m``.
 
     ``mean over fixated pixels of (s - mean(s)) / std(s)`` with the sample
@@ -413,21 +504,24 @@ def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
     Args:
         saliency: (H, W) predicted map.
         fixations: (H, W) binary fixation map, nonzero = fixated.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
 
     Returns:
-        The NSS; NaN without fixations; 0.0 for a constant map.
+        The NSS; NaN without fixations; for a constant map 0.0 (chance) or
+        NaN (dhf1k).
     """
+    dhf1k = _dhf1k(rules)
     s = _flat_map(saliency, "saliency")
-    return _nss_flat(s, _fixation_index(fixations, np.shape(saliency)))
+    return _nss_flat(s, _fixation_index(fixations, np.shape(saliency)), dhf1k)
 
 
 # --------------------------------------------------------------------------
 # distribution-based metrics (need a ground-truth density map)
 # --------------------------------------------------------------------------
 
-def _cc_flat(p: np.ndarray, g: np.ndarray) -> float:
+def _cc_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
     if _is_constant(p) or _is_constant(g):
-        return 0.0  # MATLAB: NaN (see _nss_flat on why not test the std)
+        return float("nan") if dhf1k else 0.0  # MATLAB: NaN (see _nss_flat on why not test the std)
     a = np.subtract(p, p.mean(), out=_scratch("a", p.size))
     b = np.subtract(g, g.mean(), out=_scratch("b", g.size))
     den = np.sqrt(_dot(a, a) * _dot(b, b))
@@ -436,18 +530,20 @@ def _cc_flat(p: np.ndarray, g: np.ndarray) -> float:
     return _dot(a, b) / den
 
 
-def cc(saliency: np.ndarray, gt_map: np.ndarray) -> float:
+def cc(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
     """Pearson linear correlation coefficient, as MIT's ``CC.m`` (``corr2``).
 
     Args:
         saliency: (H, W) predicted map.
         gt_map: (H, W) ground-truth (blurred fixation) density map.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
 
     Returns:
-        CC in [-1, 1]; 0.0 when either map is constant (MATLAB: NaN).
+        CC in [-1, 1]; when either map is constant 0.0 (chance) or NaN (dhf1k).
     """
+    dhf1k = _dhf1k(rules)
     _check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _cc_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"))
+    return _cc_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"), dhf1k)
 
 
 def _sim_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -461,13 +557,34 @@ def _sim_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sim_flat(p: np.ndarray, g: np.ndarray) -> float:
+def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray) -> Optional[np.ndarray]:
+    """``similarity.m``'s own normalisation: an all-zero map stays zero; None for a nonzero constant
+    map (MATLAB's min-max divides 0 by 0, an all-NaN map, and the score is NaN)."""
+    lo, hi = x.min(), x.max()
+    if lo == hi:
+        if lo != 0:
+            return None
+        out.fill(0.0)
+        return out
+    np.subtract(x, lo, out=out)
+    out /= out.sum()
+    return out
+
+
+def _sim_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
+    if dhf1k:
+        d = _sim_density_dhf1k(p, _scratch("a", p.size))
+        e = _sim_density_dhf1k(g, _scratch("b", g.size))
+        if d is None or e is None:
+            return float("nan")
+        np.minimum(d, e, out=d)
+        return float(d.sum())
     d = _sim_density(p, _scratch("a", p.size))
     np.minimum(d, _sim_density(g, _scratch("b", g.size)), out=d)
     return float(d.sum())
 
 
-def sim(saliency: np.ndarray, gt_map: np.ndarray) -> float:
+def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
     """Similarity (histogram intersection), as MIT's ``similarity.m``.
 
     Each map is min-max normalised to [0, 1], then divided by its sum; the
@@ -477,13 +594,16 @@ def sim(saliency: np.ndarray, gt_map: np.ndarray) -> float:
     Args:
         saliency: (H, W) predicted map.
         gt_map: (H, W) ground-truth density map.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
 
     Returns:
-        SIM in [0, 1]; a constant or all-zero map is taken as the uniform
-        density (MIT: 0 for all-zero, NaN for nonzero constant).
+        SIM in [0, 1].  Chance rules: a constant or all-zero map is taken as the
+        uniform density.  dhf1k rules (MIT's own): an all-zero map stays zero
+        (SIM 0), a nonzero constant map gives NaN.
     """
+    dhf1k = _dhf1k(rules)
     _check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _sim_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"))
+    return _sim_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"), dhf1k)
 
 
 def _kld_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -503,9 +623,27 @@ def _kld_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kld_flat(p: np.ndarray, g: np.ndarray) -> float:
-    p = _kld_density(p, _scratch("a", p.size))
-    g = _kld_density(g, _scratch("b", g.size))
+def _kld_density_dhf1k(x: np.ndarray, out: np.ndarray, clip: bool) -> np.ndarray:
+    """``KLdiv.m``'s normalisation: divide by the sum when any value is nonzero (an all-zero map stays
+    zero).  With ``clip``, negative values are first set to 0: ``KLdiv.m`` itself would take the log
+    of a negative ratio (a complex KLD) where bicubic overshoot leaves a resized prediction below 0."""
+    if clip:
+        np.maximum(x, 0.0, out=out)
+    else:
+        np.copyto(out, x)
+    total = out.sum()
+    if total != 0:
+        out /= total
+    return out
+
+
+def _kld_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
+    if dhf1k:
+        p = _kld_density_dhf1k(p, _scratch("a", p.size), clip=True)
+        g = _kld_density_dhf1k(g, _scratch("b", g.size), clip=False)
+    else:
+        p = _kld_density(p, _scratch("a", p.size))
+        g = _kld_density(g, _scratch("b", g.size))
     n_nz = np.count_nonzero(g)
     if n_nz < g.size // 2:
         # G = 0 pixels contribute 0 * log(eps) = 0 exactly: skip them when they
@@ -520,21 +658,27 @@ def _kld_flat(p: np.ndarray, g: np.ndarray) -> float:
     return _dot(g, p)
 
 
-def kld(saliency: np.ndarray, gt_map: np.ndarray) -> float:
+def kld(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
     """KL divergence KL(G || P), as MIT's ``KLdiv.m``.
 
     Both maps are divided by their sums; the score is
-    ``sum(G * log(eps + G / (P + eps)))`` with ``eps = 2.2204e-16``.
+    ``sum(G * log(eps + G / (P + eps)))`` with MATLAB's ``eps`` (2**-52).
 
     Args:
         saliency: (H, W) predicted map P.
         gt_map: (H, W) ground-truth density map G.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
 
     Returns:
-        KLD >= 0 (lower is better); an all-zero map is taken as uniform.
+        KLD >= 0 (lower is better).  Chance rules: an all-zero map is taken as
+        uniform, a map with negative values is shifted by its minimum.  dhf1k
+        rules: an all-zero map stays zero (as ``KLdiv.m``), and negative values
+        of the prediction are clipped to 0 (``KLdiv.m`` would return a complex
+        number; the benchmark's driver never computes KLD).
     """
+    dhf1k = _dhf1k(rules)
     _check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _kld_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"))
+    return _kld_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"), dhf1k)
 
 
 # --------------------------------------------------------------------------
@@ -551,6 +695,8 @@ def score_frame(
     step: float = 0.1,
     seed: SeedLike = 0,
     jitter: bool = False,
+    rules: str = "chance",
+    colon: str = "matlab",
 ) -> dict:
     """All six DHF1K metrics of one frame.
 
@@ -559,17 +705,24 @@ def score_frame(
         gt_map: (H, W) ground-truth density map, or None (-> cc/sim/kld NaN).
         fixations: (H, W) binary fixation map, or None (-> auc_j/s_auc/nss NaN).
         other_fixations: (H, W) binary map or (K, 2) (y, x) points of other
-            videos' fixations for s-AUC, or None (-> s_auc NaN).
+            frames' fixations for s-AUC, or None (-> s_auc NaN).
         n_splits, step: s-AUC parameters (see :func:`auc_shuffled`).
         seed: seed or Generator; ``auc_judd`` (jitter) and ``auc_shuffled``
             (sampling) are each seeded from it, so an int seed gives the same
             values as calling those functions with the same seed.
         jitter: AUC-Judd jitter (see :func:`auc_judd`).
+        rules: ``"chance"`` or ``"dhf1k"`` for degenerate maps (see the module
+            docstring).
+        colon: s-AUC thresholds as ``"matlab"`` or ``"octave"`` computes them.
 
     Returns:
         ``{"auc_j", "sim", "s_auc", "cc", "nss", "kld"}`` -> float, NaN where
-        not computable (missing input, or no fixation in the frame).
+        not computable (missing input, no fixation in the frame, and under the
+        dhf1k rules wherever the benchmark's code gives NaN).
     """
+    dhf1k = _dhf1k(rules)
+    if colon not in COLONS:
+        raise ValueError(f"colon must be one of {COLONS}, got {colon!r}")
     shape = np.shape(saliency)
     s = _flat_map(saliency, "saliency")
     out = dict.fromkeys(METRIC_NAMES, float("nan"))
@@ -577,19 +730,19 @@ def score_frame(
     if gt_map is not None:
         _check_shape(shape, gt_map, "gt_map")
         g = _flat_map(gt_map, "gt_map")
-        out["cc"] = _cc_flat(s, g)
-        out["sim"] = _sim_flat(s, g)
-        out["kld"] = _kld_flat(s, g)
+        out["cc"] = _cc_flat(s, g, dhf1k)
+        out["sim"] = _sim_flat(s, g, dhf1k)
+        out["kld"] = _kld_flat(s, g, dhf1k)
 
     if fixations is not None:
         fix = _fixation_index(fixations, shape)
         if fix.size:
-            out["auc_j"] = _auc_judd_flat(_jittered(s, seed) if jitter else s, fix)
-            out["nss"] = _nss_flat(s, fix)
+            out["auc_j"] = _auc_judd_flat(_jittered(s, seed) if jitter else s, fix, dhf1k)
+            out["nss"] = _nss_flat(s, fix, dhf1k)
             if other_fixations is not None:
                 other = _other_index(other_fixations, shape)
                 out["s_auc"] = _auc_shuffled_flat(
-                    s, fix, other, n_splits, step, np.random.default_rng(seed)
+                    s, fix, other, n_splits, step, np.random.default_rng(seed), dhf1k, colon
                 )
     return out
 
@@ -601,13 +754,14 @@ def score_frame(
 def resize_to(saliency: np.ndarray, shape: tuple, method: str = "bilinear") -> np.ndarray:
     """Resize an (h, w) map to ``shape = (H, W)`` with PIL on float32 ('F' mode).
 
+    A quick resize for training-time checks, not the benchmark's: the DHF1K
+    code resizes predictions with MATLAB's bicubic ``imresize``, which
+    :func:`pipeline.imresize.imresize` reproduces (PIL's boundary rule and
+    antialiasing differ from MATLAB's).
+
     ``"bilinear"`` (default) is half-pixel-centred bilinear interpolation
-    (torch ``align_corners=False``, MATLAB ``imresize(..., 'bilinear')``).
-    ``"bicubic"`` uses Keys' cubic with a = -0.5, which is MATLAB's default
-    ``imresize`` kernel, and is the closest match to what the MIT/DHF1K code
-    does when it resizes a prediction itself; its overshoot is clipped to the
-    input's [min, max] (as MATLAB's uint8 maps are clipped to [0, 255]).  On
-    downscaling PIL widens the kernel (antialiasing), as MATLAB does.
+    (torch ``align_corners=False``).  ``"bicubic"`` uses Keys' cubic with
+    a = -0.5; its overshoot is clipped to the input's [min, max].
 
     Returns:
         float64 array of shape ``(H, W)``.

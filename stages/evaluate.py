@@ -1,6 +1,6 @@
-"""Score saliency predictions against a dataset's ground truth, as the DHF1K benchmark does.
+"""Score saliency predictions against a dataset's ground truth, as the DHF1K benchmark's code does.
 
-Predictions are 8-bit grey PNGs laid out ``PRED_DIR/<video id>/<frame name>.png``: the video id is
+Predictions are PNGs laid out ``PRED_DIR/<video id>/<frame name>.png``: the video id is
 `VideoEntry.video_id` (DHF1K: the annotation folder ``0601``) and the frame name is
 `VideoEntry.frame_names` (DHF1K: ``0001``, 1-based; frame-folder datasets: the source frame's name).
 
@@ -8,31 +8,49 @@ What is scored
     Every ground-truth frame of every video of the evaluated set (``--split``, ``--videos``) that has
     ground truth. The i-th ground-truth file (continuous maps and binary fixation maps, each sorted
     numerically, paired by position as `extract` pairs frames and maps) is the frame named
-    ``frame_names(n)[i]``. A prediction is resized to the ground truth's size (`metrics.resize_to`,
-    bilinear) when its size differs; such frames are counted and reported once per video.
+    ``frame_names(n)[i]``.
 
-Metrics (pipeline.metrics, DESIGN.md section 2)
-    AUC-Judd (no jitter), s-AUC, NSS on the binary fixation maps; CC, SIM, KLD on the continuous maps.
-    A frame without fixations (or without a continuous map) gives NaN for those metrics and is left
-    out of their averages; every metric has its own frame count. Frame-averaged scores are the
-    nan-mean over all frames of the set; video-averaged ones the mean over videos of each video's
-    nan-mean (videos without a value for a metric are left out of that metric).
+The protocol ``dhf1k`` (the only one): the rules of the benchmark's own code
+    Published DHF1K, UCF-Sports and Hollywood-2 scores come from the benchmark's MATLAB code
+    (``evaluationFunc.m`` driving ``AUC_Judd.m``, ``AUC_shuffled.m``, ``NSS.m``, ``CC.m``,
+    ``similarity.m``; ``KLdiv.m`` for KLD). This stage applies its rules:
 
-s-AUC negatives
-    For frame f of video v: the union of the fixation locations of ``other_frames`` (10) frames drawn
-    uniformly without replacement from all frames with fixations of the OTHER videos of the evaluated
-    set (fewer when there are fewer). The draw, and then the 100 random splits of `auc_shuffled`, use
-    one generator seeded with ``(seed, v's position in the set, f)``: the value does not depend on
-    worker count or chunking. Points of a frame of another size are scaled to this frame's size
-    (``y * H // h``, ``x * W // w``). With fewer than two videos with fixations there are no other
-    videos: s-AUC is NaN and the report says so (no fallback).
+    * A prediction is read as ``double(imread(...))``, first channel, and resized to the ground
+      truth's size with MATLAB's ``imresize`` (bicubic, antialiased when shrinking;
+      `pipeline.imresize`) before any metric.
+    * Per-frame metrics follow the MATLAB functions, degenerate maps included
+      (`pipeline.metrics`, ``rules="dhf1k"``): a constant prediction gives NaN for NSS, CC and s-AUC.
+      AUC-Judd adds ``rand/1e7`` to every pixel before scoring (``AUC_Judd.m``'s default jitter),
+      so ties between equal 8-bit values are broken at random.
+    * s-AUC's negatives, for each frame: the union of the fixations of ``other_frames`` (10) frames
+      drawn uniformly without replacement from *all* frames of the evaluated set that have a
+      fixation map (the same video and the same frame included), as ``evaluationFunc.m`` draws them;
+      then 100 splits, step 0.1 (``AUC_shuffled.m``). Points of a frame of another size are scaled
+      as ``evaluationFunc.m`` scales them and rounded and bounded as ``makeFixationMap.m`` does (see
+      `_negatives`). One video alone gets an s-AUC.
+    * A frame whose metric is NaN is left out of that metric's mean, as the benchmark's
+      ``allMetrics(isnan(allMetrics)) = []`` does; the report counts those frames per metric
+      (``nan_frames``) and the frames whose prediction is constant, so none goes unseen.
+    * KLD (not in ``evaluationFunc.m``; ``KLdiv.m``): negative values that bicubic overshoot leaves
+      in a resized prediction are clipped to 0 for KLD only (``KLdiv.m`` would return a complex
+      number); the other metrics see them as MATLAB does.
+
+    Randomness (the frames drawn for s-AUC, AUC-Judd's jitter, s-AUC's splits) comes from one
+    generator per frame seeded with ``(seed, video position, frame index)``: scores depend on the
+    seed, not on the worker count or the chunking. They cannot match MATLAB's random bits: AUC-Judd
+    and s-AUC agree with the benchmark's code in distribution; NSS, CC, SIM and KLD agree to
+    rounding. ``evaluationFunc.m`` scores at most 50,000 frames, drawn at random, when a set has more;
+    this stage scores all of them (the same expectation, less variance).
+
+    Frame-averaged scores (the benchmark's) are the mean over all non-NaN frames of the set;
+    video-averaged ones the mean over videos of each video's mean (videos without a value for a
+    metric are left out of that metric).
 
 Missing predictions
     Without ``allow_missing`` any missing prediction stops the run before scoring, with an error that
     names the first missing files and their count. With it, a missing frame is scored as an all-zero
-    (constant) prediction: AUC-J 0.5, s-AUC 0.5, NSS 0, CC 0, SIM and KLD of a uniform map. It stays
-    in every average and count, so missing predictions pull the score towards chance, and the report
-    counts them.
+    prediction (what a black PNG gets under these rules: NaN for NSS, CC and s-AUC, which are dropped
+    and counted; AUC-J ~0.5; SIM 0; a large KLD), and the report counts them.
 
 Work is split into chunks of frames; worker processes read the PNGs (prediction, map, fixation) and
 score. A first pass reads the fixation maps once, as points, for the s-AUC negatives; the second pass
@@ -55,8 +73,10 @@ import numpy as np
 from PIL import Image
 
 from pipeline.datasets import VideoEntry, discover
+from pipeline.atomic import write_text_atomic
 from pipeline.errors import Sal3dError
-from pipeline.metrics import METRIC_NAMES, resize_to, score_frame
+from pipeline.imresize import FLAVOURS as BUILTINS, imresize
+from pipeline.metrics import METRIC_NAMES, score_frame
 from pipeline.postprocess import OVERLAY_DIR
 from pipeline.progress import Progress, say
 
@@ -69,6 +89,9 @@ MAP_METRICS = ("sim", "cc", "kld")
 BASELINE_MARKER = ".sal3d-baseline.json"
 #: Below this many frames one process scores everything (a pool costs more than it saves).
 POOL_MIN_FRAMES = 300
+MAX_WORKERS = 8
+#: Scoring protocols: "dhf1k" applies the DHF1K benchmark code's rules (see the module docstring).
+PROTOCOLS = ("dhf1k",)
 
 
 class EvaluateError(Sal3dError):
@@ -87,13 +110,20 @@ class EvaluateConfig:
     json_path: Path | None = None
     seed: int = 0
     allow_missing: bool = False
-    workers: int | None = None  # None: 1 for small sets, else one per core (at most 8)
+    # scoring processes; 0 or 1: in this process
+    workers: int | None = field(default=None, metadata={
+        "auto": f"1 below {POOL_MIN_FRAMES} frames, else one per core, at most {MAX_WORKERS}"})
     baseline: str | None = None  # "center": write the centre-bias set into `predictions` first
     center_sigma: float = 0.25
-    other_frames: int = 10  # s-AUC: frames of other videos whose fixations are the negatives
+    protocol: str = "dhf1k"
+    other_frames: int = 10  # s-AUC: frames of the evaluated set whose fixations are the negatives
     n_splits: int = 100
     step: float = 0.1
-    resize: str = "bilinear"
+    # Whose built-ins to reproduce where MATLAB and GNU Octave differ: imresize's weights when
+    # shrinking by a non-integer factor (Octave does not normalise them) and the last bit of some
+    # s-AUC thresholds (the colon operator). "matlab" produced the published scores; "octave" is for
+    # checking against the benchmark's code run in GNU Octave.
+    builtins: str = "matlab"
     chunk_frames: int = 100
     label: str | None = None  # name of the table row group; default: the prediction folder's name
 
@@ -204,6 +234,23 @@ def read_grey(path: Path) -> np.ndarray:
         raise EvaluateError(f"{path}: cannot read image ({error})") from None
 
 
+def read_prediction(path: Path) -> np.ndarray:
+    """A prediction as the benchmark reads it: ``double(imread(path))``, first channel; 2-D array.
+
+    Grey PNGs (8 or 16 bit) are read as they are; colour ones give their first (red) channel, as
+    ``result(:,:,1)`` in ``evaluationFunc.m``; palette images are expanded to RGB first.
+    """
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":
+                image = image.convert("RGB")
+            if len(image.getbands()) > 1:
+                image = image.getchannel(0)
+            return np.asarray(image)
+    except OSError as error:
+        raise EvaluateError(f"{path}: cannot read image ({error})") from None
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     """(height, width) from the header only."""
     try:
@@ -237,15 +284,13 @@ class _Shared:
     """What every worker needs: the fixation points of all videos and the scoring settings."""
 
     points: list  # per video: (flat, offsets, shapes) or None without fixation maps
-    pool_video: np.ndarray  # frames with fixations, ordered by video: video position
+    pool_video: np.ndarray  # s-AUC pool: every frame with a fixation map, ordered by video: video position
     pool_frame: np.ndarray  # ... and frame index
-    pool_start: np.ndarray  # per video: first position in the pool
-    pool_count: np.ndarray  # per video: frames in the pool
     seed: int
     other_frames: int
     n_splits: int
     step: float
-    resize: str
+    builtins: str
 
 
 _SHARED: _Shared | None = None
@@ -260,15 +305,26 @@ def _frame_rng(seed: int, video: int, frame: int) -> np.random.Generator:
     return np.random.default_rng([seed, video, frame])
 
 
-def _negatives(shared: _Shared, video: int, shape: tuple[int, int], rng: np.random.Generator):
-    """(K, 2) (y, x) fixation points of `other_frames` random frames of other videos, or None."""
-    n_total = shared.pool_video.size
-    n_own = int(shared.pool_count[video])
-    n_other = n_total - n_own
-    if n_other <= 0:
+def _matlab_round(x: np.ndarray) -> np.ndarray:
+    """MATLAB's ``round`` (half away from zero) for x >= 0, exact (``floor(x + 0.5)`` is not)."""
+    r = np.floor(x)
+    return r + (x - r >= 0.5)
+
+
+def _negatives(shared: _Shared, shape: tuple[int, int], rng: np.random.Generator):
+    """(K, 2) (y, x) s-AUC negatives for a frame of size `shape`, or None when the pool is empty.
+
+    As ``evaluationFunc.m``: ``randsample(N, min(10, N))`` frames of the whole evaluated set (this
+    frame and its video included), each frame's fixations as 1-based points ``[x y]`` multiplied by
+    ``size(result) ./ size(Ix) = [H/h, W/w]``, then ``makeFixationMap.m``: rounded, points outside
+    the frame dropped, their union taken. The benchmark's code multiplies x by the *height* ratio and
+    y by the *width* ratio; that is reproduced, since published scores come from it, and it equals
+    the natural scaling whenever the two frames have the same aspect ratio (all of DHF1K).
+    """
+    n_pool = shared.pool_video.size
+    if n_pool == 0:
         return None
-    pick = rng.choice(n_other, min(shared.other_frames, n_other), replace=False)
-    pick[pick >= shared.pool_start[video]] += n_own  # skip this video's block of the pool
+    pick = rng.choice(n_pool, min(shared.other_frames, n_pool), replace=False)
     h, w = shape
     parts = []
     for g in pick:
@@ -276,11 +332,15 @@ def _negatives(shared: _Shared, video: int, shape: tuple[int, int], rng: np.rand
         flat, offsets, shapes = shared.points[v]
         idx = flat[offsets[f]:offsets[f + 1]].astype(np.int64)
         h0, w0 = (int(s) for s in shapes[f])
-        y, x = idx // w0, idx % w0
-        if (h0, w0) != (h, w):
-            y, x = y * h // h0, x * w // w0
-        parts.append(np.stack([y, x], axis=1))
-    return np.concatenate(parts)
+        if (h0, w0) == (h, w):
+            parts.append(idx)
+            continue
+        x = _matlab_round((idx % w0 + 1) * (h / h0))  # 1-based column times the height ratio
+        y = _matlab_round((idx // w0 + 1) * (w / w0))  # 1-based row times the width ratio
+        keep = (x >= 1) & (x <= w) & (y >= 1) & (y <= h)  # checkBounds.m
+        parts.append(((y[keep] - 1) * w + (x[keep] - 1)).astype(np.int64))
+    flat = np.unique(np.concatenate(parts))  # the union map of makeFixationMap.m
+    return np.stack([flat // w, flat % w], axis=1)
 
 
 @dataclass
@@ -300,12 +360,13 @@ class _ChunkResult:
     resized: int
     pred_size: tuple | None  # first differing prediction size
     gt_size: tuple | None
+    constant: int = 0  # frames whose (resized) prediction is constant
 
 
 def _score_chunk(chunk: _Chunk) -> _ChunkResult:
     shared = _SHARED
     scores = np.full((len(chunk.preds), len(METRIC_NAMES)), np.nan)
-    resized, pred_size, gt_size = 0, None, None
+    resized, pred_size, gt_size, constant = 0, None, None, 0
     points = shared.points[chunk.video]
     for i, (pred_path, map_path) in enumerate(zip(chunk.preds, chunk.maps)):
         frame = chunk.start + i
@@ -324,22 +385,21 @@ def _score_chunk(chunk: _Chunk) -> _ChunkResult:
         if shape is None:  # no ground truth for this frame (cannot happen for planned frames)
             continue
         if pred_path is None:
-            pred = np.zeros(shape, np.uint8)  # missing: a constant map (chance level)
+            pred = np.zeros(shape, np.uint8)  # missing: an all-zero map, as a black PNG
         else:
-            pred = read_grey(pred_path)
-            if pred.ndim != 2:
-                raise EvaluateError(f"{pred_path}: not a single-channel image (shape {pred.shape})")
+            pred = read_prediction(pred_path)
             if pred.shape != shape:
                 if pred_size is None:
                     pred_size, gt_size = pred.shape, shape
                 resized += 1
-                pred = resize_to(pred, shape, method=shared.resize)
+                pred = imresize(pred, shape, flavour=shared.builtins)
+        constant += bool(pred.min() == pred.max())
         rng = _frame_rng(shared.seed, chunk.video, frame)
-        other = _negatives(shared, chunk.video, shape, rng) if fixations is not None else None
+        other = _negatives(shared, shape, rng) if fixations is not None else None
         values = score_frame(pred, gt_map, fixations, other, n_splits=shared.n_splits, step=shared.step,
-                             seed=rng)
+                             seed=rng, jitter=True, rules="dhf1k", colon=shared.builtins)
         scores[i] = [values[m] for m in METRIC_NAMES]
-    return _ChunkResult(chunk.video, chunk.start, scores, resized, pred_size, gt_size)
+    return _ChunkResult(chunk.video, chunk.start, scores, resized, pred_size, gt_size, constant)
 
 
 # --------------------------------------------------------------------------- results
@@ -365,6 +425,8 @@ class EvaluateResult:
     label: str
     seconds: float
     frames: int
+    # video id -> (frames, 6) per-frame scores in METRIC_NAMES order, NaN where a metric is NaN
+    frame_scores: dict = field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -379,7 +441,8 @@ class EvaluateResult:
         videos = f"{'  mean over videos':<24}" + "".join(fmt(r['video_mean'][m]) for m in METRIC_NAMES)
         counts = r["counts"]
         n = f"{'  frames scored':<24}" + "".join(f"{counts['frames_per_metric'][m]:>7d}" for m in METRIC_NAMES)
-        return "\n".join([head, frames, videos, n])
+        dropped = f"{'  NaN frames dropped':<24}" + "".join(f"{counts['nan_frames'][m]:>7d}" for m in METRIC_NAMES)
+        return "\n".join([head, frames, videos, n, dropped])
 
     def _workers(self) -> str:
         n = self.report["settings"]["workers"]
@@ -389,7 +452,8 @@ class EvaluateResult:
         c = self.report["counts"]
         return (f"evaluate: {c['videos']} videos, {c['frames']} frames in {self.seconds:.1f} s "
                 f"({self.frames_per_second:.1f} frames/s, {self._workers()}); "
-                f"{c['missing_frames']} frames without a prediction, {c['resized_frames']} resized")
+                f"{c['missing_frames']} frames without a prediction, {c['resized_frames']} resized, "
+                f"{c['constant_predictions']} constant")
 
 
 # --------------------------------------------------------------------------- centre bias
@@ -458,7 +522,7 @@ def default_workers(frames: int) -> int:
     if frames < POOL_MIN_FRAMES:
         return 1
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus))
+    return max(1, min(MAX_WORKERS, cpus))
 
 
 def _run(fn, tasks: list, workers: int, shared: _Shared, on_result) -> None:
@@ -486,6 +550,10 @@ def _run(fn, tasks: list, workers: int, shared: _Shared, on_result) -> None:
 
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Score the predictions as configured; writes the JSON report when asked. Raises EvaluateError."""
+    if config.protocol not in PROTOCOLS:
+        raise EvaluateError(f"unknown protocol {config.protocol!r}; the protocols are {', '.join(PROTOCOLS)}")
+    if config.builtins not in BUILTINS:
+        raise EvaluateError(f"unknown builtins {config.builtins!r}; choose one of {', '.join(BUILTINS)}")
     predictions = Path(config.predictions)
     if config.baseline:
         _prepare_baseline(config)
@@ -506,18 +574,18 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
             notes.append(f"{p.video_id}: {note}")
         if p.pred_dir_absent:
             notes.append(f"{p.video_id}: no prediction folder {p.pred_dir}: its {p.frames} frames are scored "
-                         "as constant maps")
+                         "as all-zero maps")
         elif p.missing:
             shown = ", ".join(f"{n}.png" for n in p.missing[:5]) + (", ..." if len(p.missing) > 5 else "")
             notes.append(f"{p.video_id}: {len(p.missing)} of {p.frames} frames without a prediction ({shown}): "
-                         "scored as constant maps")
+                         "scored as all-zero maps")
         if p.extra_predictions:
             notes.append(f"{p.video_id}: {p.extra_predictions} prediction files match no ground-truth frame: ignored")
     if extra["unused_prediction_folders"]:
         unused = extra["unused_prediction_folders"]
         notes.append(f"{len(unused)} prediction folders are not videos of the evaluated set: ignored "
                      f"({', '.join(unused[:5])}{', ...' if len(unused) > 5 else ''})")
-    workers = config.workers or default_workers(total)
+    workers = default_workers(total) if config.workers is None else max(1, config.workers)
     say(f"evaluate: {len(plans)} videos, {total} frames of {config.dataset} (layout {layout}, split "
         f"{config.split}) against {predictions}, {workers} worker{'s' if workers > 1 else ''}")
     start = time.perf_counter()
@@ -525,9 +593,8 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     # Pass 1: every fixation map, as points (s-AUC negatives, and each frame's own fixations).
     points: list = [None] * len(plans)
     with_fixations = [p for p in plans if any(f is not None for f in p.fixation_files)]
-    empty_shared = _Shared([], np.empty(0, np.int32), np.empty(0, np.int32), np.zeros(0, np.int64),
-                           np.zeros(0, np.int64), config.seed, config.other_frames, config.n_splits,
-                           config.step, config.resize)
+    empty_shared = _Shared([], np.empty(0, np.int32), np.empty(0, np.int32), config.seed, config.other_frames,
+                           config.n_splits, config.step, config.builtins)
     if with_fixations:
         progress = Progress("evaluate: fixation maps", total=sum(p.frames for p in with_fixations), unit="maps")
 
@@ -537,25 +604,23 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
 
         _run(_read_fixations_task, with_fixations, workers, empty_shared, got_points)
         progress.close()
-    pool_video, pool_frame, pool_start, pool_count = [], [], np.zeros(len(plans), np.int64), np.zeros(len(plans), np.int64)
+    # s-AUC's pool: every frame with a fixation map, those without a fixation included (they add no
+    # point when drawn), as evaluationFunc.m draws from every frame of the set.
+    pool_video, pool_frame = [], []
+    no_fixation = {p.index: 0 for p in plans}
     for p in plans:
-        pool_start[p.index] = len(pool_video)
         if points[p.index] is not None:
-            _, offsets, _ = points[p.index]
-            frames = np.flatnonzero(np.diff(offsets) > 0)
+            _, offsets, shapes = points[p.index]
+            frames = np.flatnonzero(shapes[:, 0] > 0)
             pool_video.extend([p.index] * frames.size)
             pool_frame.extend(frames.tolist())
-            pool_count[p.index] = frames.size
-    videos_with_fixations = int(np.count_nonzero(pool_count))
+            no_fixation[p.index] = int(np.count_nonzero(np.diff(offsets)[frames] == 0))
     if not with_fixations:
         notes.append("no binary fixation maps in the evaluated set: AUC-J, s-AUC and NSS are NaN")
     if not any(f is not None for p in plans for f in p.map_files):
         notes.append("no continuous maps in the evaluated set: CC, SIM and KLD are NaN")
-    if with_fixations and videos_with_fixations < 2:
-        notes.append(f"s-AUC: its negatives come from other videos of the evaluated set, and only "
-                     f"{videos_with_fixations} video has fixations: s-AUC is NaN")
-    shared = _Shared(points, np.asarray(pool_video, np.int32), np.asarray(pool_frame, np.int32), pool_start,
-                     pool_count, config.seed, config.other_frames, config.n_splits, config.step, config.resize)
+    shared = _Shared(points, np.asarray(pool_video, np.int32), np.asarray(pool_frame, np.int32), config.seed,
+                     config.other_frames, config.n_splits, config.step, config.builtins)
 
     # Pass 2: read predictions and maps, score.
     chunks = []
@@ -567,10 +632,12 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
                                  p.map_files[s:s + config.chunk_frames]))
     scores = [np.full((p.frames, len(METRIC_NAMES)), np.nan) for p in plans]
     resized = {p.index: [0, None, None] for p in plans}
+    constant = {p.index: 0 for p in plans}
     progress = Progress("evaluate", total=total, unit="frames")
 
     def got_scores(chunk: _Chunk, result: _ChunkResult) -> None:
         scores[result.video][result.start:result.start + len(result.scores)] = result.scores
+        constant[result.video] += result.constant
         r = resized[result.video]
         r[0] += result.resized
         if r[1] is None and result.pred_size is not None:
@@ -586,15 +653,22 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         if count:
             notes.append(f"{p.video_id}: {count} of {p.frames - len(p.missing)} predictions are "
                          f"{pred_size[1]}x{pred_size[0]}, not the ground truth's {gt_size[1]}x{gt_size[0]}: "
-                         f"resized ({config.resize})")
-    report = _report(config, layout, plans, extra, scores, resized, notes, workers, seconds)
-    result = EvaluateResult(report, label, seconds, total)
+                         f"resized (bicubic, as MATLAB's imresize)")
+    n_constant = sum(constant.values())
+    if n_constant:
+        notes.append(f"{n_constant} of {total} frames have a constant prediction: NSS, CC and s-AUC are NaN there "
+                     "and, as in the benchmark's code, left out of their means (see 'NaN frames dropped')")
+    report = _report(config, layout, plans, extra, scores, resized, constant, no_fixation, notes, workers, seconds)
+    result = EvaluateResult(report, label, seconds, total, {p.video_id: scores[p.index] for p in plans})
     for note in notes:
         say(f"evaluate: {note}")
     if config.json_path:
         path = Path(config.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps(report, indent=1, allow_nan=False) + "\n")
+        except OSError as error:
+            raise EvaluateError(f"{path}: cannot write the scores ({error.strerror or error})") from None
     say(result.line())
     return result
 
@@ -603,7 +677,7 @@ def _read_fixations_task(p: VideoPlan):
     return _read_fixations(p.fixation_files)
 
 
-def _report(config, layout, plans, extra, scores, resized, notes, workers, seconds) -> dict:
+def _report(config, layout, plans, extra, scores, resized, constant, no_fixation, notes, workers, seconds) -> dict:
     frame_means, frame_counts = _means(np.concatenate(scores) if scores else np.empty((0, 6)))
     videos, video_rows = {}, []
     for p in plans:
@@ -614,6 +688,9 @@ def _report(config, layout, plans, extra, scores, resized, notes, workers, secon
             **{m: _nan_to_none(means[m]) for m in METRIC_NAMES},
             "frames": p.frames,
             "frames_per_metric": counts,
+            "nan_frames": {m: p.frames - counts[m] for m in METRIC_NAMES},
+            "constant_predictions": constant[p.index],
+            "frames_without_fixations": no_fixation[p.index],
             "missing_frames": len(p.missing),
             "prediction_folder_absent": p.pred_dir_absent,
             "resized_frames": count,
@@ -631,6 +708,11 @@ def _report(config, layout, plans, extra, scores, resized, notes, workers, secon
             "videos": len(plans),
             "frames": total,
             "frames_per_metric": frame_counts,
+            # frames left out of each metric's mean because it is NaN there (no ground truth of that
+            # kind, no fixation in the frame, a constant prediction...), as the benchmark drops them
+            "nan_frames": {m: total - frame_counts[m] for m in METRIC_NAMES},
+            "constant_predictions": sum(constant.values()),
+            "frames_without_fixations": sum(no_fixation.values()),
             "videos_per_metric": video_counts,
             "missing_frames": n_missing,
             "missing_prediction_folders": sum(p.pred_dir_absent for p in plans),
@@ -642,10 +724,11 @@ def _report(config, layout, plans, extra, scores, resized, notes, workers, secon
             "frames": {p.video_id: [f"{n}.png" for n in p.missing] for p in plans if p.missing},
             "prediction_folders_absent": [p.video_id for p in plans if p.pred_dir_absent],
             "videos_without_ground_truth": extra["videos_without_ground_truth"],
-            "scored_as": "constant (all-zero) prediction" if n_missing else None,
+            "scored_as": "all-zero prediction" if n_missing else None,
             "extra_prediction_files": sum(p.extra_predictions for p in plans),
             "unused_prediction_folders": extra["unused_prediction_folders"],
         },
+        "protocol": config.protocol,
         "seed": config.seed,
         "settings": {
             "predictions": str(Path(config.predictions).resolve()),
@@ -655,13 +738,19 @@ def _report(config, layout, plans, extra, scores, resized, notes, workers, secon
             "videos": config.videos,
             "allow_missing": config.allow_missing,
             "baseline": ({"name": config.baseline, "sigma": config.center_sigma} if config.baseline else None),
-            "resize": config.resize,
-            "auc_judd_jitter": False,
+            "prediction": "first channel of the PNG, as double(imread(...))(:,:,1)",
+            "resize": "to the ground truth's size, MATLAB imresize: bicubic (a = -0.5), antialiased when "
+                      "shrinking",
+            "builtins": config.builtins,
+            "auc_judd_jitter": "rand/1e7 added to every pixel (AUC_Judd.m's default)",
             "s_auc": {"other_frames": config.other_frames, "n_splits": config.n_splits, "step": config.step,
-                      "negatives": "union of the fixations of other_frames random frames (uniform, without "
-                                   "replacement) of the other videos of the evaluated set; generator seeded "
-                                   "with (seed, video position, frame index)"},
-            "nan_frames": "left out of that metric's means; counted in frames_per_metric",
+                      "negatives": "union of the fixations of other_frames frames drawn uniformly without "
+                                   "replacement from all frames of the evaluated set with a fixation map "
+                                   "(this video and frame included), as evaluationFunc.m"},
+            "random": "one generator per frame, seeded with (seed, video position, frame index)",
+            "nan_frames": "a frame whose metric is NaN is left out of that metric's means (the benchmark's "
+                          "allMetrics(isnan(allMetrics)) = []); counted in counts.nan_frames",
+            "kld": "negative values of a resized prediction clipped to 0 (KLD only)",
             "workers": workers,
         },
         "timing": {"seconds": round(seconds, 3), "frames_per_second": round(total / seconds, 2) if seconds else None},

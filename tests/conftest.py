@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ from stages.extract import ExtractConfig, extract
 # Real DHF1K data (DHF1K layout, a few videos with maps): SAL3D_SAMPLE, else the developers' copy beside the repo.
 REAL_SAMPLE = Path(os.environ.get("SAL3D_SAMPLE") or
                    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dhf1k_sample")
+# The DHF1K benchmark's MATLAB metric code (AUC_Judd.m, evaluationFunc.m, ...): SAL3D_DHF1K_METRICS,
+# else the workshop folder beside the checkout. Never copied into the project.
+DHF1K_METRICS = Path(os.environ.get("SAL3D_DHF1K_METRICS")
+                     or Path(__file__).resolve().parents[1].parent / "shared" / "dhf1k_metrics")
 SAMPLE_SPEC = SampleSpec(train=2, val=1, frames=6)
 BATCH = 4  # frames per trunk batch in every extraction the tests compare
 
@@ -60,3 +65,47 @@ def assert_stores_equal(a, b) -> None:
         assert sorted(va.array_keys()) == sorted(vb.array_keys())
         for name in va.array_keys():
             np.testing.assert_array_equal(va[name][:], vb[name][:], err_msg=f"{video_id}/{name}")
+
+
+class Octave:
+    """GNU Octave's ``octave-cli`` with the image package loaded; runs one script per call."""
+
+    def __init__(self, executable: str):
+        self.executable = executable
+
+    def run(self, script: str, cwd: Path, timeout: float = 300) -> str:
+        """Run `script` (Octave code; ``pkg load image`` comes first) in `cwd`; returns its stdout.
+
+        Raises AssertionError with Octave's output when it fails."""
+        path = Path(cwd) / "sal3d_script.m"
+        path.write_text("pkg load image;\n" + script + "\n")
+        done = subprocess.run([self.executable, "--norc", "--quiet", "--no-window-system", str(path)],
+                              cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"octave failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+
+@pytest.fixture(scope="session")
+def octave() -> Octave:
+    """octave-cli with the image package, or a skip that says what is missing."""
+    executable = shutil.which("octave-cli")
+    if executable is None:
+        pytest.skip("octave-cli not found (apt-get install octave octave-image): the checks against "
+                    "GNU Octave need it")
+    try:
+        done = subprocess.run([executable, "--norc", "--quiet", "--eval", "pkg load image"],
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.skip("octave-cli did not start within 120 s")
+    if done.returncode != 0:
+        pytest.skip(f"octave-cli has no image package (apt-get install octave-image): {done.stderr.strip()[:200]}")
+    return Octave(executable)
+
+
+@pytest.fixture(scope="session")
+def dhf1k_metrics(octave) -> Path:
+    """The folder of the DHF1K benchmark's .m metric code, or a skip naming where it was looked for."""
+    if not (DHF1K_METRICS / "evaluationFunc.m").is_file():
+        pytest.skip(f"the DHF1K benchmark's metric code is absent ({DHF1K_METRICS}/evaluationFunc.m); set "
+                    "SAL3D_DHF1K_METRICS to the folder of its .m files")
+    return DHF1K_METRICS

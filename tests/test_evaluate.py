@@ -1,4 +1,7 @@
-"""Tests of `sal3d evaluate` (stages/evaluate.py) on the generated DHF1K-layout sample."""
+"""Tests of `sal3d evaluate` (stages/evaluate.py) on the generated DHF1K-layout sample.
+
+The check against the benchmark's own MATLAB code, run in GNU Octave, is tests/test_evaluate_parity.py.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ pytest.importorskip("imageio_ffmpeg")
 from cli import main  # noqa: E402
 from pipeline.metrics import METRIC_NAMES  # noqa: E402
 from pipeline.sample import SampleSpec, make_sample  # noqa: E402
-from stages.evaluate import EvaluateConfig, center_bias_map, evaluate  # noqa: E402
+from stages.evaluate import (EvaluateConfig, EvaluateError, _negatives, _Shared, center_bias_map,  # noqa: E402
+                             evaluate)
 
 VAL = ("0601", "0602")
 ALL = ("0001", "0002") + VAL
@@ -64,16 +68,32 @@ def test_ground_truth_as_prediction_scores_perfectly(sample, tmp_path):
     assert abs(report["kld"]) < 1e-6
     assert report["nss"] > 3.0
     assert report["auc_j"] > 0.95
-    assert report["s_auc"] > 0.95
+    # negatives come from every frame of the set, this one included (evaluationFunc.m), so s-AUC
+    # stays well below AUC-J even for the ground truth itself
+    assert 0.8 < report["s_auc"] < report["auc_j"]
+    assert report["protocol"] == "dhf1k"
+    assert report["counts"]["nan_frames"] == {m: 0 for m in METRIC_NAMES}
 
 
-def test_constant_prediction_scores_chance(sample, tmp_path):
-    report = _run_json(tmp_path, _write_preds(sample, tmp_path / "pred", lambda g: np.full_like(g, 128)),
-                       sample, "--split", "val")
-    assert report["auc_j"] == pytest.approx(0.5)
-    assert report["s_auc"] == pytest.approx(0.5)
-    assert report["cc"] == 0.0
-    assert report["nss"] == 0.0
+def test_constant_prediction_is_dropped_and_counted(sample, tmp_path):
+    """A constant map: NaN for NSS, CC, s-AUC (and SIM: nonzero constant), as the MATLAB code gives;
+    the benchmark drops such frames, and the report says how many it dropped."""
+    pred = _write_preds(sample, tmp_path / "pred", lambda g: np.full_like(g, 128))
+    result, text = _cli(pred, sample, "--split", "val", "--json", tmp_path / "c.json")
+    assert result.exit_code == 0, text
+    report = json.loads((tmp_path / "c.json").read_text())
+    for m in ("nss", "cc", "s_auc", "sim"):
+        assert report[m] is None, m
+    counts = report["counts"]
+    assert counts["constant_predictions"] == 16
+    assert counts["nan_frames"] == {"auc_j": 0, "sim": 16, "s_auc": 16, "cc": 16, "nss": 16, "kld": 0}
+    assert report["videos"]["0601"]["nan_frames"]["nss"] == 8
+    # the jitter turns the flat map into noise: AUC-J near chance (Judd's trapezoids add ~1/(2 Nfix))
+    assert report["auc_j"] == pytest.approx(0.5, abs=0.06)
+    assert report["kld"] > 0
+    assert "16 of 16 frames have a constant prediction" in text
+    dropped = next(line for line in result.stdout.splitlines() if "NaN frames dropped" in line)
+    assert dropped.split()[-6:] == ["0", "16", "16", "16", "16", "0"]
 
 
 def test_json_structure_and_counts(sample, tmp_path):
@@ -89,9 +109,11 @@ def test_json_structure_and_counts(sample, tmp_path):
     assert counts["videos_per_metric"] == {m: 2 for m in METRIC_NAMES}
     assert counts["missing_frames"] == 0 and counts["resized_frames"] == 0
     assert report["missing"]["unused_prediction_folders"] == ["0001"]
-    assert report["seed"] == 7
+    assert report["seed"] == 7 and report["protocol"] == "dhf1k"
     assert report["settings"]["split"] == "val" and report["settings"]["layout"] == "dhf1k"
     assert report["settings"]["s_auc"]["other_frames"] == 10
+    assert counts["nan_frames"] == {m: 0 for m in METRIC_NAMES}
+    assert counts["constant_predictions"] == 0 and counts["frames_without_fixations"] == 0
     for video in VAL:
         v = report["videos"][video]
         assert v["frames"] == 8 and v["frames_per_metric"]["nss"] == 8
@@ -107,6 +129,7 @@ def test_table_columns_in_paper_order(sample, tmp_path):
     assert result.exit_code == 0, text
     header = next(line for line in result.stdout.splitlines() if "AUC-J" in line)
     assert header.split()[-6:] == ["AUC-J", "SIM", "s-AUC", "CC", "NSS", "KLD"]
+    assert "NaN frames dropped" in result.stdout
     assert "frames/s" in text
 
 
@@ -122,9 +145,13 @@ def test_missing_frame_is_an_error_unless_allowed(sample, tmp_path):
     assert report["counts"]["frames"] == 16  # still counted, as a constant map
     assert report["missing"]["frames"] == {"0601": ["0003.png"]}
     assert report["videos"]["0601"]["missing_frames"] == 1
-    assert report["cc"] < full["cc"] and report["auc_j"] < full["auc_j"]
-    # the constant map's frame scores chance: the CC average drops by exactly (1 - 0) / 16
-    assert report["cc"] == pytest.approx(full["cc"] - full["cc"] / 16, abs=1e-9)
+    assert report["missing"]["scored_as"] == "all-zero prediction"
+    # an all-zero map, as a black PNG: SIM 0 and a near-chance AUC-J pull those means down; NSS, CC and
+    # s-AUC are NaN there and dropped (and counted), as the benchmark would drop them
+    assert report["sim"] == pytest.approx(full["sim"] * 15 / 16, abs=1e-9)
+    assert report["auc_j"] < full["auc_j"] and report["kld"] > full["kld"]
+    assert report["counts"]["nan_frames"]["cc"] == 1 and report["counts"]["frames_per_metric"]["cc"] == 15
+    assert report["counts"]["constant_predictions"] == 1
 
 
 def test_absent_video_folder_is_reported(sample, tmp_path):
@@ -134,7 +161,8 @@ def test_absent_video_folder_is_reported(sample, tmp_path):
     report = _run_json(tmp_path, pred, sample, "--split", "val", "--allow-missing")
     assert report["missing"]["prediction_folders_absent"] == ["0602"]
     assert report["counts"]["missing_frames"] == 8
-    assert report["videos"]["0602"]["cc"] == 0.0
+    assert report["videos"]["0602"]["cc"] is None and report["videos"]["0602"]["sim"] == 0.0
+    assert report["videos"]["0602"]["nan_frames"]["cc"] == 8
 
 
 def test_other_size_predictions_are_resized_and_reported(sample, tmp_path):
@@ -149,7 +177,7 @@ def test_other_size_predictions_are_resized_and_reported(sample, tmp_path):
     assert report["counts"]["resized_frames"] == 16 and report["counts"]["resized_videos"] == 2
     assert report["videos"]["0601"]["prediction_size"] == [48, 80]
     assert report["videos"]["0601"]["ground_truth_size"] == [96, 160]
-    assert text.count("resized (bilinear)") == 2  # once per video
+    assert text.count("resized (bicubic, as MATLAB's imresize)") == 2  # once per video
     assert report["cc"] > 0.95
 
 
@@ -160,9 +188,12 @@ def test_s_auc_is_seeded(sample, tmp_path):
     a = _run_json(tmp_path, pred, sample, "--seed", "1")
     b = _run_json(tmp_path, pred, sample, "--seed", "1")
     c = _run_json(tmp_path, pred, sample, "--seed", "2")
-    assert a["s_auc"] == b["s_auc"] and a["seed"] == 1
+    assert a["s_auc"] == b["s_auc"] and a["auc_j"] == b["auc_j"] and a["seed"] == 1
     assert a["s_auc"] != c["s_auc"]
-    assert a["auc_j"] == c["auc_j"]  # only s-AUC is random
+    assert a["auc_j"] != c["auc_j"]  # the jitter breaks the PNG's ties differently
+    assert a["auc_j"] == pytest.approx(c["auc_j"], abs=0.01)
+    for m in ("cc", "sim", "nss", "kld"):  # deterministic
+        assert a[m] == c[m]
 
 
 def test_worker_count_and_chunking_do_not_change_scores(sample, tmp_path):
@@ -174,14 +205,91 @@ def test_worker_count_and_chunking_do_not_change_scores(sample, tmp_path):
         assert one["videos"]["0602"][m] == two["videos"]["0602"][m]
 
 
-def test_single_video_has_no_s_auc(sample, tmp_path):
+def test_single_video_gets_an_s_auc(sample, tmp_path):
+    # evaluationFunc.m draws the negatives from every frame of the evaluated set, this video included
     pred = _copy_maps(sample, tmp_path / "pred", videos=("0601",))
     result, text = _cli(pred, sample, "--videos", "0601", "--json", tmp_path / "one.json")
     assert result.exit_code == 0, text
     report = json.loads((tmp_path / "one.json").read_text())
-    assert report["s_auc"] is None and report["counts"]["frames_per_metric"]["s_auc"] == 0
-    assert report["counts"]["frames_per_metric"]["auc_j"] == 8
-    assert "s-AUC is NaN" in text
+    assert report["counts"]["frames_per_metric"]["s_auc"] == 8
+    assert 0.5 < report["s_auc"] < 1.0
+    assert report["counts"]["nan_frames"]["s_auc"] == 0
+
+
+def test_colour_prediction_is_read_by_its_first_channel(sample, tmp_path):
+    # evaluationFunc.m: result = double(imread(...)); result = result(:,:,1)
+    def red(g):
+        noise = np.random.default_rng(int(g.sum())).integers(0, 256, g.shape, dtype=np.uint8)
+        return np.stack([g, noise, noise], axis=-1)
+
+    report = _run_json(tmp_path, _write_preds(sample, tmp_path / "pred", red), sample, "--split", "val")
+    assert report["cc"] > 0.999 and report["sim"] > 0.999
+
+
+def test_frame_without_fixations_is_dropped_from_fixation_metrics(sample, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample, data)
+    fixation = data / "annotation" / "0601" / "fixation" / "0002.png"
+    Image.fromarray(np.zeros_like(np.asarray(Image.open(fixation)))).save(fixation)
+    report = _run_json(tmp_path, _copy_maps(data, tmp_path / "pred"), data, "--split", "val")
+    counts = report["counts"]
+    assert counts["frames_without_fixations"] == 1
+    assert counts["nan_frames"] == {"auc_j": 1, "sim": 0, "s_auc": 1, "cc": 0, "nss": 1, "kld": 0}
+    assert report["videos"]["0601"]["frames_without_fixations"] == 1
+
+
+def test_unknown_protocol_is_refused(sample, tmp_path):
+    result, text = _cli(_copy_maps(sample, tmp_path / "pred"), sample, "--protocol", "mit300")
+    assert result.exit_code != 0 and "unknown protocol 'mit300'" in text and "dhf1k" in text
+    with pytest.raises(EvaluateError, match="builtins"):
+        evaluate(EvaluateConfig(tmp_path / "pred", sample, builtins="scipy"))
+
+
+def _points_shared(frames: list[np.ndarray]) -> _Shared:
+    """A one-video s-AUC pool made of the given binary fixation maps."""
+    flats = [np.flatnonzero(f).astype(np.int32) for f in frames]
+    offsets = np.concatenate([[0], np.cumsum([f.size for f in flats])]).astype(np.int64)
+    shapes = np.asarray([f.shape for f in frames], np.int32)
+    points = [(np.concatenate(flats), offsets, shapes)]
+    n = len(frames)
+    return _Shared(points, np.zeros(n, np.int32), np.arange(n, dtype=np.int32), 0, 10, 100, 0.1, "matlab")
+
+
+def test_negatives_of_another_size_are_scaled_as_the_benchmark_scales_them():
+    # one 4x6 frame with fixations at 1-based (row, col) (1, 1), (2, 3), (4, 6)
+    small = np.zeros((4, 6), bool)
+    small[0, 0] = small[1, 2] = small[3, 5] = True
+    rng = np.random.default_rng(0)
+    # same size: the points themselves
+    same = _negatives(_points_shared([small]), (4, 6), rng)
+    assert sorted(map(tuple, same.tolist())) == [(0, 0), (1, 2), (3, 5)]
+    # an 8x24 frame: evaluationFunc.m multiplies [x y] by [8/4, 24/6] = [2, 4] (x by the height
+    # ratio), makeFixationMap.m rounds and drops what falls outside: x 1->2, 3->6, 6->12; y 1->4,
+    # 2->8, 4->16 (outside 8 rows: dropped)
+    scaled = _negatives(_points_shared([small]), (8, 24), rng)
+    assert sorted(map(tuple, scaled.tolist())) == [(3, 1), (7, 5)]  # 0-based (row, col)
+    # rounding half away from zero, as MATLAB's round: 2x5 -> 3x5 multiplies x by 1.5, y by 1:
+    # 1-based (row 1, col 3) -> x 4.5 -> 5 (numpy's round would give 4)
+    odd = np.zeros((2, 5), bool)
+    odd[0, 2] = True
+    assert _negatives(_points_shared([odd]), (3, 5), rng).tolist() == [[0, 4]]
+    # an empty pool: no negatives; a pool of frames without fixations: none either
+    assert _negatives(_Shared([], np.empty(0, np.int32), np.empty(0, np.int32), 0, 10, 100, 0.1, "matlab"),
+                      (4, 6), rng) is None
+    assert _negatives(_points_shared([np.zeros((4, 6), bool)]), (4, 6), rng).shape == (0, 2)
+
+
+def test_negatives_draw_ten_frames_of_the_whole_set():
+    frames = []
+    for k in range(30):  # frame k fixates pixel k of a 5x6 map
+        f = np.zeros((5, 6), bool)
+        f.flat[k] = True
+        frames.append(f)
+    shared = _points_shared(frames)
+    draws = [_negatives(shared, (5, 6), np.random.default_rng(seed)) for seed in range(200)]
+    assert all(d.shape == (10, 2) for d in draws)  # 10 distinct frames, without replacement
+    seen = np.bincount(np.concatenate([d[:, 0] * 6 + d[:, 1] for d in draws]), minlength=30)
+    assert seen.min() > 0 and seen.sum() == 2000  # every frame can be drawn
 
 
 def test_frame_folder_layout_uses_source_frame_names(sample, tmp_path):
@@ -217,8 +325,10 @@ def test_center_bias_baseline_between_extremes(sample, tmp_path):
     centre = _run_json(tmp_path, tmp_path / "centre", sample, "--baseline", "center")
     assert centre["settings"]["baseline"]["name"] == "center"
     assert centre["counts"]["frames"] == 32 and centre["counts"]["missing_frames"] == 0
-    for m in ("auc_j", "cc", "nss", "sim"):
+    for m in ("auc_j", "sim"):
         assert flat[m] < centre[m] < best[m], m
+    for m in ("cc", "nss"):  # NaN on an all-zero map: every frame dropped
+        assert flat[m] is None and 0 < centre[m] < best[m], m
     assert best["kld"] < centre["kld"] < flat["kld"]
     # run again into the same folder: allowed (it holds the baseline's marker); a foreign folder is not
     assert _run_json(tmp_path, tmp_path / "centre", sample, "--baseline", "center")["cc"] == centre["cc"]

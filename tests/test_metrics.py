@@ -195,6 +195,19 @@ def test_kld_hand():
     assert M.kld(g, p) == pytest.approx(expected, rel=1e-12)
 
 
+def test_octave_colon_values():
+    # values printed by GNU Octave 7.3 (%.17g) for 0:0.1:stop
+    assert M._octave_colon(0.0, 0.1, 1.0)[3] == 0.30000000000000004
+    assert M._octave_colon(0.0, 0.1, 1.0)[6] == 0.60000000000000009  # MATLAB: 0.6 (counted from the end)
+    assert M._matlab_colon(0.0, 0.1, 1.0)[6] == 0.6
+    assert M._octave_colon(0.0, 0.1, 1.0)[-1] == 1.0
+    assert M._octave_colon(0.0, 0.1, 0.87).tolist()[-1] == 0.80000000000000004 and M._octave_colon(
+        0.0, 0.1, 0.87).size == 9
+    assert M._octave_colon(0.0, 0.1, 0.3)[-1] == 0.3  # last element clipped to the limit
+    assert M._octave_colon(0.0, 0.1, 0.0).tolist() == [0.0]
+    assert M._octave_colon(0.0, 0.1, 0.05).tolist() == [0.0]
+
+
 def test_matlab_colon_values():
     np.testing.assert_array_equal(M._matlab_colon(0.0, 0.1, 0.0), [0.0])
     assert M._matlab_colon(0.0, 0.1, 1.0).size == 11
@@ -339,6 +352,82 @@ def test_resize_to():
         assert out.shape == (360, 640)
         assert out.min() >= big.min() - 1e-6 and out.max() <= big.max() + 1e-6
     np.testing.assert_array_equal(M.resize_to(a, (2, 2)), a)
+
+
+# --------------------------------------------------------------------------
+# the benchmark's own rules for degenerate maps (rules="dhf1k")
+# --------------------------------------------------------------------------
+
+def test_dhf1k_rules_constant_prediction_is_nan_where_matlab_divides_zero_by_zero():
+    _, gt, fix, other = _scene(2)
+    for const in (np.zeros_like(gt), np.full_like(gt, 0.7)):
+        out = M.score_frame(const, gt, fix, other, rules="dhf1k")
+        assert math.isnan(out["auc_j"])  # no jitter: min-max normalisation is 0/0
+        assert math.isnan(out["s_auc"]) and math.isnan(out["nss"]) and math.isnan(out["cc"])
+        assert math.isnan(M.nss(const, fix, rules="dhf1k")) and math.isnan(M.cc(const, gt, rules="dhf1k"))
+        assert math.isnan(M.auc_shuffled(const, fix, other, rules="dhf1k"))
+        assert math.isnan(M.auc_judd(const, fix, rules="dhf1k"))
+        # the jitter makes it noise: AUC-J is a number again
+        assert 0.0 <= M.auc_judd(const, fix, jitter=True, seed=1, rules="dhf1k") <= 1.0
+    assert math.isnan(M.cc(gt, np.full_like(gt, 3.0), rules="dhf1k"))
+
+
+def test_dhf1k_rules_sim_and_kld_of_zero_and_constant_maps():
+    _, gt, _, _ = _scene(5)
+    zero, flat = np.zeros_like(gt), np.full_like(gt, 2.0)
+    # similarity.m: an all-zero map stays zero (SIM 0); a nonzero constant one is 0/0 (NaN)
+    assert M.sim(zero, gt, rules="dhf1k") == 0.0
+    assert M.sim(gt, zero, rules="dhf1k") == 0.0
+    assert math.isnan(M.sim(flat, gt, rules="dhf1k"))
+    assert M.sim(gt, gt, rules="dhf1k") == pytest.approx(1.0, abs=1e-12)
+    # KLdiv.m: an all-zero prediction stays zero: sum G log(eps + G / eps)
+    g = gt / gt.sum()
+    expected = np.sum(g * np.log(M.MATLAB_EPS + g / M.MATLAB_EPS))
+    assert M.kld(zero, gt, rules="dhf1k") == pytest.approx(expected, rel=1e-12)
+    assert M.kld(gt, zero, rules="dhf1k") == 0.0
+    # a nonzero constant one is just divided by its sum: the uniform density
+    u = np.sum(g * np.log(M.MATLAB_EPS + g / (1.0 / g.size + M.MATLAB_EPS)))
+    assert M.kld(flat, gt, rules="dhf1k") == pytest.approx(u, rel=1e-12)
+
+
+def test_dhf1k_rules_kld_clips_negative_predictions_only():
+    pred, gt, fix, _ = _scene(8)
+    lobed = pred - 0.1 * pred.max()  # negative where bicubic overshoot would leave it
+    assert lobed.min() < 0
+    clipped = np.maximum(lobed, 0.0)
+    assert M.kld(lobed, gt, rules="dhf1k") == pytest.approx(M.kld(clipped, gt, rules="dhf1k"), rel=1e-12)
+    # the chance rules shift by the minimum instead
+    assert M.kld(lobed, gt) == pytest.approx(M.kld(pred - pred.min(), gt), rel=1e-9)
+    assert M.kld(lobed, gt) != pytest.approx(M.kld(lobed, gt, rules="dhf1k"), rel=1e-3)
+    # the other metrics see the negative values as they are (all are shift-invariant here)
+    assert M.cc(lobed, gt, rules="dhf1k") == pytest.approx(M.cc(pred, gt), rel=1e-12)
+    assert M.sim(lobed, gt, rules="dhf1k") == pytest.approx(M.sim(pred, gt), rel=1e-12)
+    assert M.nss(lobed, fix, rules="dhf1k") == pytest.approx(M.nss(pred, fix), rel=1e-9)
+
+
+def test_dhf1k_rules_agree_with_chance_rules_on_ordinary_maps():
+    pred, gt, fix, other = _scene(9, n_fix=30, n_other=300)
+    a = M.score_frame(pred, gt, fix, other, seed=2, jitter=True)
+    b = M.score_frame(pred, gt, fix, other, seed=2, jitter=True, rules="dhf1k")
+    assert a == b
+    with pytest.raises(ValueError, match="rules"):
+        M.score_frame(pred, gt, fix, other, rules="mit")
+    with pytest.raises(ValueError, match="colon"):
+        M.auc_shuffled(pred, fix, other, colon="python")
+
+
+def test_auc_shuffled_octave_colon_differs_only_on_threshold_ties():
+    # 8-bit levels normalised by 255: 153/255 == 0.6 sits on MATLAB's 7th threshold of 0:0.1:1
+    # (0.6) but below Octave's (0.6000000000000001)
+    s = np.array([[0.0, 153.0, 255.0, 140.0]])
+    f = np.array([[False, True, True, False]])  # positives 0.6 and 1
+    other = np.array([[0, 3], [0, 0]])  # negatives 0.549 and 0: K = Nfix, both used in every split
+    # MATLAB: at t = 0.6 both positives count, no negative: AUC 1.  Octave: 0.6 misses its
+    # threshold, so tp reaches 1 only at t = 0.5, where the negative 0.549 counts too: 0.875
+    assert M.auc_shuffled(s, f, other) == pytest.approx(1.0, abs=1e-12)
+    assert M.auc_shuffled(s, f, other, colon="octave") == pytest.approx(0.875, abs=1e-12)
+    smooth = s + np.array([[0.0, 0.3, 0.0, 0.0]])  # off the threshold: the same
+    assert M.auc_shuffled(smooth, f, other) == M.auc_shuffled(smooth, f, other, colon="octave")
 
 
 # --------------------------------------------------------------------------
