@@ -11,6 +11,7 @@ import click
 
 from pipeline.datasets import LAYOUTS, SPLITS
 from pipeline.errors import Sal3dError
+from pipeline.overlay import COLORMAPS
 
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
 
@@ -153,8 +154,17 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
               help="Gaussian blur of the written map, sigma in its pixels; 0 = off.")
 @click.option("--rescale/--no-rescale", default=Default("stages.predict:PredictConfig", "rescale"),
               help="Min-max each map to 0..255 (else write round(255 * map)).")
-@click.option("--overlay", is_flag=True, help="Also write the maps as heat maps over the frames, "
-              "in OUT_DIR/overlays/<video>/ (needs the source video or frames).")
+@click.option("--overlay", is_flag=True, help="Also write each map drawn over its frame, "
+              "OUT_DIR/overlays/<video>/<frame>.png (needs the source video or frames).")
+@click.option("--overlay-video", is_flag=True, help="Also write each video's maps over its frames as a video, "
+              "OUT_DIR/overlays/<video>.mp4 (H.264; needs the source video or frames).")
+@click.option("--overlay-alpha", type=click.FloatRange(0, 1), default=Default("stages.predict:PredictConfig", "overlay_alpha"),
+              help="Opacity of the colour where the map peaks.")
+@click.option("--overlay-threshold", type=click.FloatRange(0, 1, max_open=True),
+              default=Default("stages.predict:PredictConfig", "overlay_threshold"),
+              help="Map level (fraction of 0..255) at and below which the frame shows unchanged.")
+@click.option("--overlay-colormap", type=click.Choice(COLORMAPS),
+              default=Default("stages.predict:PredictConfig", "overlay_colormap"), help="Colour map of the overlays.")
 @click.option("--device", type=DEVICES, default=Default("stages.predict:PredictConfig", "device"))
 @click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.predict:PredictConfig", "batch_size"),
               help="Windows per decoder batch.")
