@@ -220,6 +220,8 @@ def predict(source, checkpoint, out_dir, videos, **options):
               "are the run's; given ones must match).")
 @click.option("--seed", type=int, default=Default("stages.train:TrainConfig", "seed"),
               help="Seeds the decoder's weights, the shuffling and a held-out validation set.")
+@click.option("--tensorboard", is_flag=True, help="Also log the curves for TensorBoard in RUN_DIR/tensorboard/ "
+              "(needs the tensorboard package).")
 @click.pass_context
 def train_decoder(ctx, store, run_dir, val_windows, checkpoint_minutes, **options):
     """Train the 3DSAL decoder on the feature store STORE; RUN_DIR gets config.json, log.jsonl,

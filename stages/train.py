@@ -7,8 +7,10 @@ divided by 10 every ``lr_step`` epochs; early stopping on the validation loss.
 Run directory
     ``config.json``   every setting, the store (absolute path, trunk fingerprint, format version),
                       which videos train and which validate, and why.
-    ``log.jsonl``     one line per finished epoch: train loss, validation loss / CC / NSS, lr, time.
+    ``log.jsonl``     one line per finished epoch: train loss, validation loss / CC / NSS, lr, and
+                      ``time``, when the epoch ended (ISO 8601, UTC).
     ``steps.jsonl``   one line per optimizer step: epoch, step, loss, lr (the loss curve).
+    ``tensorboard/``  with --tensorboard: the same curves as TensorBoard events (pipeline.tensorboard_log).
     ``last.pt``       everything needed to continue (see below), written at every epoch end and
                       mid-epoch every ``checkpoint_steps`` steps and/or ``checkpoint_seconds``.
     ``best.pt``       the weights of the epoch with the lowest validation loss so far.
@@ -80,6 +82,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +98,7 @@ from pipeline.loader import (DEFAULT_LOADER_WORKERS_TEXT, DEFAULT_MIX_RUNS, DEFA
 from pipeline.progress import Progress
 from pipeline.progress import say as say_always
 from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError, local_or_url
+from pipeline.tensorboard_log import TensorBoardLog, require_tensorboard
 from pipeline.training import (NSS_CORE, PRIOR_SAMPLES, LogitsCapture, build_model, build_optimizer, map_mean,
                                output_bias, recalibrate_batchnorm, rng_state, set_rng_state, train_step, validate)
 from pipeline.trunk import compute_dtype, resolve_device
@@ -148,6 +152,7 @@ class TrainConfig:
     checkpoint_steps: int | None = None  # mid-epoch last.pt every N steps (None: off)
     checkpoint_seconds: float | None = 600.0  # ... and/or every S seconds (None: off)
     resume: bool = False
+    tensorboard: bool = False  # also write RUN_DIR/tensorboard/ (rank 0)
 
 
 #: Settings that define the training: a resumed run must use the run's values.
@@ -218,6 +223,7 @@ class Training:
     steps_per_epoch: int  # per rank
     device: torch.device
     dtype: torch.dtype
+    tensorboard: TensorBoardLog | None = None  # with --tensorboard, on rank 0
 
     @property
     def run_dir(self) -> Path:
@@ -413,8 +419,10 @@ class _StepLog:
     """Per-step losses, fetched from the device in bulk (on a GPU, one sync every STEP_LOG_SECONDS;
     on the CPU, where fetching costs nothing, every step)."""
 
-    def __init__(self, path: Path | None, every: float = STEP_LOG_SECONDS):  # path None: count, write nothing
+    def __init__(self, path: Path | None, every: float = STEP_LOG_SECONDS,  # path None: count, write nothing
+                 tensorboard: TensorBoardLog | None = None):
         self.path, self.pending, self.last, self.every = path, [], time.perf_counter(), every
+        self.tensorboard = tensorboard
 
     def add(self, epoch: int, step: int, loss: torch.Tensor, lr: float, state: RunState) -> None:
         self.pending.append((epoch, step, loss, lr))
@@ -432,6 +440,8 @@ class _StepLog:
         state.epoch_loss_count += len(values)
         if self.path is not None:
             _append_jsonl(self.path, records)
+        if self.tensorboard is not None:
+            self.tensorboard.steps(records)
         self.pending, self.last = [], time.perf_counter()
 
 
@@ -502,6 +512,8 @@ def _validate_settings(config: TrainConfig) -> None:
         raise TrainError(f"--patience must be >= 1, got {config.patience}")
     if config.max_steps is not None and config.max_steps < 1:
         raise TrainError(f"--max-steps must be >= 1, got {config.max_steps}")
+    if config.tensorboard:
+        require_tensorboard()
 
 
 def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary:
@@ -603,9 +615,13 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
                    train_loader, val_loader, steps_per_epoch, device, dtype)
     if state.finished:
         say(f"train-decoder: {run_dir} had already finished ({state.finished}); nothing to do")
+    if config.tensorboard and distributed.is_main() and not state.finished:
+        run.tensorboard = TensorBoardLog(run_dir, resume_step=state.step)
     while not state.finished:
         windows_done += run_epoch(run)
         save_last(run)
+    if run.tensorboard is not None:
+        run.tensorboard.close()  # each epoch's end was flushed already: a crash loses at most its steps since
 
     summary.seconds = time.perf_counter() - start
     summary.windows_per_second = windows_done / summary.seconds if summary.seconds else 0.0
@@ -650,7 +666,7 @@ def train_steps(run: Training) -> tuple[int, float]:
     epoch, lr = state.epoch, run.lr
     ranks, main = distributed.world_size(), distributed.is_main()
     step_log = _StepLog(run.run_dir / "steps.jsonl" if main else None,
-                        STEP_LOG_SECONDS if run.device.type == "cuda" else 0.0)
+                        STEP_LOG_SECONDS if run.device.type == "cuda" else 0.0, run.tensorboard)
     remaining = max(0, steps_per_epoch - state.epoch_step)
     progress = Progress(f"train epoch {epoch + 1}/{config.epochs}"
                         + (f" (resumed at step {state.epoch_step})" if state.epoch_step else ""),
@@ -709,9 +725,12 @@ def finish_epoch(run: Training, validation: dict, lr: float, rate: float) -> Non
         state.finished = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''} done"
     record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": validation["loss"],
               "val_cc": validation["cc"], "val_nss": validation["nss"], "val_windows": validation["windows"],
-              "lr": lr, "best": improved, "windows_per_s": rate}
+              "lr": lr, "best": improved, "windows_per_s": rate,
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if distributed.is_main():
         _append_jsonl(run_dir / "log.jsonl", [record])
+        if run.tensorboard is not None:
+            run.tensorboard.epoch(record)
     say(f"epoch {state.epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {validation['loss']:.4f}, "
         f"val CC {validation['cc']:.3f}, val NSS {validation['nss']:.3f} (on {validation['windows']} windows), "
         f"lr {lr:.1e}, {rate:.2f} windows/s{' *best*' if improved else ''}")
