@@ -162,7 +162,8 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
               help="Opacity of the colour where the map peaks.")
 @click.option("--overlay-threshold", type=click.FloatRange(0, 1, max_open=True),
               default=Default("stages.predict:PredictConfig", "overlay_threshold"),
-              help="Map level (fraction of 0..255) at and below which the frame shows unchanged.")
+              help="The frame shows unchanged where the map is at most this fraction of the way from its "
+              "background level (its median) to its peak.")
 @click.option("--overlay-colormap", type=click.Choice(COLORMAPS),
               default=Default("stages.predict:PredictConfig", "overlay_colormap"), help="Colour map of the overlays.")
 @click.option("--device", type=DEVICES, default=Default("stages.predict:PredictConfig", "device"))

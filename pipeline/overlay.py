@@ -1,17 +1,23 @@
 """Saliency maps drawn over their frames: colour maps, the overlay blend, the source frames at their
 original size, and the overlay video.
 
-The blend (`overlay`), per pixel, with s = map / 255 and the style's threshold t, alpha and colour map::
+The blend (`overlay`), per pixel, with s = map / 255, b = the map's median (its background level)
+and the style's threshold t, alpha and colour map::
 
-    v = clip((s - t) / (1 - t), 0, 1)        0 at and below the threshold, 1 at the map's peak
-    out = frame * (1 - alpha * v) + colormap(v) * alpha * v
+    v = clip((s - b - t (1 - b)) / ((1 - b) (1 - t)), 0, 1)    0 up to t of the way from b to the peak
+    a = alpha * sqrt(v)                                          the opacity
+    out = frame * (1 - a) + colormap(0.3 + 0.7 v) * a
 
-so the frame shows unchanged wherever the map is at or below t, and the colour map spans only the
-salient part. Maps are min-max rescaled by default (`pipeline.postprocess`), which lifts a model's
-flat background to a grey of its own (often 60-100 of 255 for an early model); a threshold above
-that keeps the background the frame's own pixels instead of a tint over the whole picture. The
-default colour map, ``inferno``, is perceptually uniform (equal steps in saliency look like equal
-steps in colour) and runs from dark to bright yellow, so the hottest spot is the brightest.
+- The frame shows unchanged wherever the map is at most t of the way from its background to its
+  peak. The background is measured, not assumed to be 0: maps are min-max rescaled by default
+  (`pipeline.postprocess`), which lifts an early model's flat background to a grey of its own
+  (60-100 of 255 is common), and a fixed threshold below that grey would tint the whole frame. Most
+  of a saliency map is background, so its median is that grey.
+- The square root makes the map's shoulders visible, not only its peaks; alpha caps the opacity at
+  the peak, so the frame is never hidden.
+- The colour maps' darkest 30% is left out: over a frame it reads as a shadow, not as a colour.
+  The default, ``inferno``, is perceptually uniform (equal steps of saliency look like equal steps
+  of colour) and brightest where the map is highest.
 
 The overlay video (`OverlayVideoWriter`) is an MP4: H.264 through the ffmpeg binary that
 imageio-ffmpeg ships (MPEG-4 part 2 when that ffmpeg has no H.264 encoder), yuv420p so that browsers
@@ -53,9 +59,11 @@ _ANCHORS = {
 COLORMAPS = ("inferno", "viridis", "turbo", "jet")
 DEFAULT_COLORMAP = "inferno"
 #: Opacity of the colour at the map's peak.
-DEFAULT_ALPHA = 0.6
-#: Fraction of the map's 0..255 range at and below which the frame shows unchanged.
-DEFAULT_THRESHOLD = 0.4
+DEFAULT_ALPHA = 0.7
+#: How far from the map's background level (its median) to its peak the frame still shows unchanged.
+DEFAULT_THRESHOLD = 0.2
+#: Where on the colour map the overlay's colours start (its darker part reads as a shadow over a frame).
+COLOR_START = 0.3
 #: Frame rate of an overlay video whose source has none, or an implausible one.
 DEFAULT_FPS = 30.0
 SANE_FPS = (1.0, 240.0)
@@ -84,11 +92,12 @@ class OverlayStyle:
     def record(self) -> dict:
         """What predict.json records about the overlays."""
         return {"colormap": self.colormap, "alpha": self.alpha, "threshold": self.threshold,
-                "blend": "v = clip((map/255 - threshold) / (1 - threshold), 0, 1); "
-                         "out = frame * (1 - alpha v) + colormap(v) * alpha v"}
+                "blend": "s = map/255, b = median(s); v = clip((s - b - threshold (1 - b)) / ((1 - b) "
+                         f"(1 - threshold)), 0, 1); a = alpha sqrt(v); out = frame (1 - a) + colormap({COLOR_START} "
+                         f"+ {1 - COLOR_START:g} v) a"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def colormap_table(name: str) -> np.ndarray:
     """The colour map `name` as uint8 (256, 3) RGB, entry i for the value i / 255."""
     if name == "jet":  # the classic piecewise-linear definition
@@ -110,14 +119,24 @@ def colorize(saliency: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarr
     return colormap_table(colormap)[saliency]
 
 
-@functools.lru_cache(maxsize=16)
-def _blend_tables(style: OverlayStyle) -> tuple[np.ndarray, np.ndarray]:
-    """Per grey level s: (a, colour x a) as float32 (256, 1) and (256, 3), a = alpha * v(s)."""
+def background_level(saliency: np.ndarray) -> float:
+    """The median of a uint8 map, over 255 (its background level: most of a map is background)."""
+    counts = np.cumsum(np.bincount(saliency.ravel(), minlength=256))
+    return float(np.searchsorted(counts, (counts[-1] + 1) // 2)) / 255.0
+
+
+def blend_tables(style: OverlayStyle, background: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per grey level of a map whose background level is `background`: (a, colour x a) as float32
+    (256, 1) and (256, 3) -- the blend of the module docstring as lookup tables."""
     s = np.arange(256, dtype=np.float64) / 255.0
-    v = np.clip((s - style.threshold) / (1.0 - style.threshold), 0.0, 1.0)
-    colours = colormap_table(style.colormap)[np.rint(v * 255.0).astype(np.int64)].astype(np.float64)
-    a = style.alpha * v
-    return a[:, None].astype(np.float32), (colours * a[:, None]).astype(np.float32)
+    span = (1.0 - background) * (1.0 - style.threshold)
+    if span <= 1e-9:  # a map at its peak everywhere says nothing: the frame is left as it is
+        v = np.zeros_like(s)
+    else:
+        v = np.clip((s - background - style.threshold * (1.0 - background)) / span, 0.0, 1.0)
+    colours = colormap_table(style.colormap)[np.rint((COLOR_START + (1.0 - COLOR_START) * v) * 255.0).astype(np.int64)]
+    a = style.alpha * np.sqrt(v)
+    return a[:, None].astype(np.float32), (colours.astype(np.float64) * a[:, None]).astype(np.float32)
 
 
 def resize_map(saliency: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -128,13 +147,13 @@ def resize_map(saliency: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def overlay(frame: np.ndarray, saliency: np.ndarray, style: OverlayStyle = OverlayStyle()) -> np.ndarray:
-    """The map `saliency` (uint8 (h, w)) drawn over `frame` (uint8 (H, W, 3)) -> uint8 (H, W, 3).
-
-    A map of another size than the frame (``--size 224``) is resized to the frame (bilinear)."""
+    """The map `saliency` (uint8 (h, w)) drawn over `frame` (uint8 (H, W, 3)) -> uint8 (H, W, 3), as the
+    module docstring says. A map of another size than the frame (``--size 224``) is resized to the
+    frame (bilinear) first."""
     if frame.ndim != 3 or frame.shape[2] != 3 or saliency.ndim != 2:
         raise ValueError(f"overlay needs an (H, W, 3) frame and an (H, W) map, got {frame.shape} and {saliency.shape}")
     saliency = resize_map(saliency, *frame.shape[:2])
-    a, colour = _blend_tables(style)
+    a, colour = blend_tables(style, background_level(saliency))
     out = frame.astype(np.float32) * (1.0 - a[saliency]) + colour[saliency]
     return (out + 0.5).astype(np.uint8)
 

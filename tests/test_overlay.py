@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.overlay import (COLORMAPS, DEFAULT_FPS, OverlayError, OverlayStyle, OverlayVideoWriter, colorize,
-                              colormap_table, overlay, video_fps)
+from pipeline.overlay import (COLORMAPS, DEFAULT_FPS, OverlayError, OverlayStyle, OverlayVideoWriter,
+                              background_level, colorize, colormap_table, overlay, video_fps)
 
 
 def test_colormaps_match_matplotlib_at_known_points():
@@ -23,29 +23,44 @@ def test_colormaps_match_matplotlib_at_known_points():
     assert colorize(np.array([[0, 255]], np.uint8)).tolist() == [[[0, 0, 4], [252, 255, 164]]]
 
 
-def test_the_frame_shows_unchanged_at_and_below_the_threshold():
+def test_the_frame_shows_unchanged_up_to_the_threshold_above_the_background():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
-    style = OverlayStyle("inferno", alpha=0.6, threshold=0.4)
-    background = np.full((20, 30), 102, np.uint8)  # 0.4 x 255: a min-max-lifted flat background
-    np.testing.assert_array_equal(overlay(frame, background, style), frame)
-    saliency = background.copy()
-    saliency[10, 15] = 255
+    style = OverlayStyle("inferno", alpha=0.7, threshold=0.2)
+    saliency = np.zeros((20, 30), np.uint8)
+    saliency[10, 15], saliency[10, 16], saliency[10, 17] = 255, 60, 40  # 40 < 0.2 x 255 < 60
     out = overlay(frame, saliency, style)
-    changed = np.argwhere(np.any(out != frame, axis=2))
-    assert changed.tolist() == [[10, 15]]
-    # at the peak: frame * 0.4 + inferno(1) * 0.6
-    expected = frame[10, 15] * 0.4 + np.array([252, 255, 164]) * 0.6
-    np.testing.assert_allclose(out[10, 15], expected, atol=0.6)
-    # without a threshold the lifted background tints the whole frame: what the threshold is for
-    tinted = overlay(frame, saliency, OverlayStyle("inferno", alpha=0.6, threshold=0.0))
-    assert np.any(tinted != frame, axis=2).mean() > 0.9
+    assert np.argwhere(np.any(out != frame, axis=2)).tolist() == [[10, 15], [10, 16]]
+    # at the peak: frame * (1 - alpha) + inferno(1) * alpha
+    np.testing.assert_allclose(out[10, 15], frame[10, 15] * 0.3 + np.array([252, 255, 164]) * 0.7, atol=0.6)
+    assert background_level(saliency) == 0.0
+
+
+def test_a_lifted_background_is_left_alone_too():
+    """Min-max rescaling lifts an early model's flat background to a grey (here 102): the threshold
+    counts from the map's median, so that grey does not tint the frame, and the blob looks the same."""
+    frame = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:40, 0:60]
+    blob = np.exp(-((yy - 20) ** 2 + (xx - 30) ** 2) / 50.0)
+    plain = np.rint(255 * blob).astype(np.uint8)
+    lifted = np.rint(102 + 153 * blob).astype(np.uint8)
+    assert background_level(lifted) == pytest.approx(102 / 255)
+    a, b = overlay(frame, plain).astype(int), overlay(frame, lifted).astype(int)
+    far = blob < 0.01
+    np.testing.assert_array_equal(a[far], frame[far])
+    np.testing.assert_array_equal(b[far], frame[far])
+    assert np.abs(a - b).max() <= 12 and np.any(a[20, 30] != frame[20, 30])
+    # a map at its peak everywhere says nothing: the frame is left as it is
+    np.testing.assert_array_equal(overlay(frame, np.full((40, 60), 255, np.uint8)), frame)
 
 
 def test_a_map_of_another_size_is_drawn_at_the_frame_size():
     frame = np.zeros((48, 64, 3), np.uint8)
-    out = overlay(frame, np.full((224, 224), 255, np.uint8), OverlayStyle(alpha=1.0, threshold=0.0))
-    assert out.shape == (48, 64, 3) and (out == [252, 255, 164]).all()
+    saliency = np.zeros((224, 224), np.uint8)
+    saliency[:112, :112] = 255
+    out = overlay(frame, saliency, OverlayStyle(alpha=1.0, threshold=0.0))
+    assert out.shape == (48, 64, 3)
+    assert (out[:20, :28] == [252, 255, 164]).all() and (out[28:, 36:] == 0).all()
 
 
 def test_style_is_validated():
