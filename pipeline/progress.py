@@ -151,11 +151,12 @@ class Progress:
         self.stream.flush()
 
     def close(self) -> None:
-        """Write the final line (once, however often it is called)."""
+        """Write the final line (once, however often it is called; none when nothing was expected or done)."""
         if self._closed:
             return
         self._closed = True
-        self._draw(self.line(final=True), end="\n")
+        if self.count or self.total:
+            self._draw(self.line(final=True), end="\n")
 
 
 def say(message: str) -> None:

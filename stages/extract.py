@@ -149,7 +149,7 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
         waited = writes.waited
         record(writes.append(index, features, maps))
         waits["writes"] += writes.waited - waited
-        progress.update(len(features), note=f"{todo[index].video_id} ({len(summary.done)}/{len(todo)} videos done)")
+        progress.update(len(features), note=f"{todo[index].video_id} (video {index + 1} of {len(todo)})")
         summary.frames += len(features)
 
     mark = time.perf_counter()
