@@ -286,5 +286,28 @@ def bench(dataset_dir, **options):
     click.echo(result["table"])
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--scores", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="A sal3d evaluate --json file (repeatable: a model and its baselines).")
+@click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="A sal3d predict OUT_DIR: show a few of its frames.")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Default("stages.report:ReportConfig", "dataset"),
+              help="Where the predicted videos' frames and ground truth are.")
+@click.option("--frames", type=click.IntRange(min=0), default=Default("stages.report:ReportConfig", "frames"),
+              help="Rows of frames shown (spread over the predicted videos).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Default("stages.report:ReportConfig", "out"), help="The HTML file to write.")
+def report(run_dir, scores, **options):
+    """Write one self-contained HTML page about the training run RUN_DIR: its settings, its curves (loss,
+    validation CC and NSS, learning rate), the --scores tables, and frames of --predictions shown as
+    frame | ground truth | prediction | overlay. Images are embedded: the page is a single file.
+    """
+    from stages.report import ReportConfig, report as run_report
+
+    run_report(ReportConfig(run_dir=run_dir, scores=list(scores), **options))
+
+
 if __name__ == "__main__":
     main()
