@@ -26,13 +26,14 @@ demo: $(VENV)/.installed
 	$(BIN)/sal3d make-sample $(DEMO)/data
 	$(BIN)/sal3d extract $(DEMO)/data $(DEMO)/features.zarr --weights random
 	$(BIN)/sal3d train-decoder $(DEMO)/features.zarr $(DEMO)/run $(DEMO_TRAIN)
-	$(BIN)/sal3d predict $(DEMO)/features.zarr $(DEMO)/run/best.pt $(DEMO)/predictions --split val --overlay
+	$(BIN)/sal3d predict $(DEMO)/features.zarr $(DEMO)/run/best.pt $(DEMO)/predictions --split val --overlay --overlay-video
 	@echo "== 3DSAL decoder (demo run) on the sample's val videos"
 	$(BIN)/sal3d evaluate $(DEMO)/predictions $(DEMO)/data --split val --json $(DEMO)/scores.json
 	@echo "== centre-bias baseline on the same videos"
 	$(BIN)/sal3d evaluate $(DEMO)/center-bias $(DEMO)/data --split val --baseline center --json $(DEMO)/center-bias.json
-	@echo "demo: saliency PNGs in $(DEMO)/predictions/<video>/, heat-map overlays in $(DEMO)/predictions/overlays/<video>/,"
-	@echo "      scores in $(DEMO)/scores.json and $(DEMO)/center-bias.json, the run in $(DEMO)/run/"
+	$(BIN)/sal3d report $(DEMO)/run --scores $(DEMO)/scores.json --scores $(DEMO)/center-bias.json --predictions $(DEMO)/predictions
+	@echo "demo: saliency PNGs in $(DEMO)/predictions/<video>/, overlays in $(DEMO)/predictions/overlays/ (<video>/ and <video>.mp4),"
+	@echo "      scores in $(DEMO)/scores.json and $(DEMO)/center-bias.json, the run in $(DEMO)/run/, all of it in $(DEMO)/run/report.html"
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

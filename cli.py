@@ -12,6 +12,7 @@ import click
 
 from pipeline.datasets import LAYOUTS, SPLITS
 from pipeline.errors import Sal3dError
+from pipeline.overlay import COLORMAPS
 
 
 
@@ -180,8 +181,18 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
               help="Gaussian blur of the written map, sigma in its pixels; 0 = off.")
 @click.option("--rescale/--no-rescale", default=Default("stages.predict:PredictConfig", "rescale"),
               help="Min-max each map to 0..255 (else write round(255 * map)).")
-@click.option("--overlay", is_flag=True, help="Also write the maps as heat maps over the frames, "
-              "in OUT_DIR/overlays/<video>/ (needs the source video or frames).")
+@click.option("--overlay", is_flag=True, help="Also write each map drawn over its frame, "
+              "OUT_DIR/overlays/<video>/<frame>.png (needs the source video or frames).")
+@click.option("--overlay-video", is_flag=True, help="Also write each video's maps over its frames as a video, "
+              "OUT_DIR/overlays/<video>.mp4 (H.264; needs the source video or frames).")
+@click.option("--overlay-alpha", type=click.FloatRange(0, 1), default=Default("stages.predict:PredictConfig", "overlay_alpha"),
+              help="Opacity of the colour where the map peaks.")
+@click.option("--overlay-threshold", type=click.FloatRange(0, 1, max_open=True),
+              default=Default("stages.predict:PredictConfig", "overlay_threshold"),
+              help="The frame shows unchanged where the map is at most this fraction of the way from its "
+              "background level (its median) to its peak.")
+@click.option("--overlay-colormap", type=click.Choice(COLORMAPS),
+              default=Default("stages.predict:PredictConfig", "overlay_colormap"), help="Colour map of the overlays.")
 @click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.predict:PredictConfig", "device"))
 @click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.predict:PredictConfig", "batch_size"),
               help="Windows per decoder batch (frames predicted together).")
@@ -252,6 +263,8 @@ def predict(source, checkpoint, out_dir, videos, **options):
               "are the run's; given ones must match, but a larger --epochs extends the run).")
 @click.option("--seed", type=int, default=Default("stages.train:TrainConfig", "seed"),
               help="Seeds the decoder's weights, the shuffling and a held-out validation set.")
+@click.option("--tensorboard", is_flag=True, help="Also log the curves for TensorBoard in RUN_DIR/tensorboard/ "
+              "(needs the tensorboard package).")
 @click.pass_context
 def train_decoder(ctx, store, run_dir, val_windows, checkpoint_minutes, **options):
     """Train the 3DSAL decoder on the feature store STORE; RUN_DIR gets config.json, log.jsonl,
@@ -314,6 +327,29 @@ def bench(dataset_dir, **options):
             click.echo(error.result["table"])
         raise
     click.echo(result["table"])
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--scores", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="A sal3d evaluate --json file (repeatable: a model and its baselines).")
+@click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="DIR", help="A sal3d predict OUT_DIR: show a few of its frames.")
+@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=Default("stages.report:ReportConfig", "dataset"),
+              help="Where the predicted videos' frames and ground truth are.")
+@click.option("--frames", type=click.IntRange(min=0), default=Default("stages.report:ReportConfig", "frames"),
+              help="Rows of frames shown (spread over the predicted videos).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Default("stages.report:ReportConfig", "out"), help="The HTML file to write.")
+def report(run_dir, scores, **options):
+    """Write one self-contained HTML page about the training run RUN_DIR: its settings, its curves (loss,
+    validation CC and NSS, learning rate), the --scores tables, and frames of --predictions shown as
+    frame | ground truth | prediction | overlay. Images are embedded: the page is a single file.
+    """
+    from stages.report import ReportConfig, report as run_report
+
+    run_report(ReportConfig(run_dir=run_dir, scores=list(scores), **options))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ because it keeps all 256 grey levels for a model whose output spans a narrow ran
 ``round(255 * m)`` of such a map would flatten it). CC, NSS and the AUCs are invariant to it; SIM
 and KLD are not, which is why it is an option.
 
-The steps run batched on the decoder's device in float32. `heat_overlay` and `write_png` run on
-the CPU (in writer threads).
+The steps run batched on the decoder's device in float32. `write_png` runs on the CPU (in writer
+threads); overlays of the maps on their frames are `pipeline.overlay`'s.
 """
 
 from __future__ import annotations
@@ -36,14 +36,13 @@ from PIL import Image
 from pipeline.atomic import atomic_write
 from pipeline.preprocessing import INPUT_SIZE
 
-# Heat-map overlays live in OUT_DIR/overlays/<video>/, beside the benchmark layout (evaluate skips it).
+# Overlays live in OUT_DIR/overlays/ (<video>/<frame>.png, <video>.mp4), beside the benchmark layout
+# (evaluate skips it).
 OVERLAY_DIR = "overlays"
 
 SIZES = ("original", "224")
 #: zlib level of the written PNGs: ~2x faster than PIL's default 6, files ~20% larger, same pixels.
 PNG_COMPRESS_LEVEL = 3
-#: Heat-map overlay: a pixel's heat colour is blended with opacity OVERLAY_ALPHA * saliency.
-OVERLAY_ALPHA = 0.6
 
 
 @dataclass(frozen=True)
@@ -148,26 +147,6 @@ def postprocess(maps: torch.Tensor, height: int, width: int, options: PostProces
     `height`, `width`: the written size (`PostProcess.output_size`).
     """
     return quantize(gaussian_blur(resize_maps(maps, height, width), options.blur_sigma), options.rescale)
-
-
-def heat_colors(saliency: np.ndarray) -> np.ndarray:
-    """uint8 (H, W) -> uint8 (H, W, 3): the 'jet' colour map (blue, cyan, yellow, red)."""
-    x = saliency.astype(np.float32)[..., None] / 255.0
-    centres = np.array([0.75, 0.5, 0.25], dtype=np.float32)  # red, green, blue
-    return (np.clip(1.5 - np.abs(4.0 * (x - centres)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def heat_overlay(frame: np.ndarray, saliency: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """Blend the heat map of `saliency` (uint8 (H, W)) over `frame` (uint8 (H, W, 3)).
-
-    Per pixel: out = frame * (1 - a) + jet(saliency) * a with a = alpha * saliency / 255, so
-    non-salient regions show the frame unchanged and the hottest ones are mostly colour.
-    """
-    if frame.shape[:2] != saliency.shape:
-        raise ValueError(f"frame {frame.shape[:2]} and map {saliency.shape} differ in size")
-    a = (alpha / 255.0) * saliency.astype(np.float32)[..., None]
-    out = frame.astype(np.float32) * (1.0 - a) + heat_colors(saliency).astype(np.float32) * a
-    return (out + 0.5).astype(np.uint8)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:

@@ -8,9 +8,9 @@ stages refuse a store or checkpoint made with another.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import socket
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +21,15 @@ import torchvision
 from pipeline import preprocessing
 from pipeline.contract import FEATURE_SHAPE
 from pipeline.errors import Sal3dError
+from pipeline.progress import say
 
 RELU5_3 = 30  # vgg16().features[:30] ends with relu5_3
 ARCH = "torchvision.models.vgg16().features[:30] (relu5_3)"
 RANDOM_SEED = 0
+RANDOM_WARNING = ("sal3d: warning: TRUNK WEIGHTS ARE RANDOM (seeded): the features carry no ImageNet knowledge "
+                  "and saliency learned from them is meaningless outside tests and demos. Use --weights imagenet.")
+# False inside quiet_random_warning(): the caller has said it already.
+_warn_random = contextvars.ContextVar("warn_random", default=True)
 
 
 class TrunkWeightsError(Sal3dError):
@@ -46,11 +51,8 @@ def load_trunk(weights: str = "imagenet") -> Trunk:
     if weights == "imagenet":
         vgg, identity = _imagenet_vgg16(), "imagenet:VGG16_Weights.IMAGENET1K_V1"
     elif weights == "random":
-        warnings.warn(
-            "TRUNK WEIGHTS ARE RANDOM (seeded): the features carry no ImageNet knowledge and saliency "
-            "learned from them is meaningless outside tests and demos. Use --weights imagenet.",
-            stacklevel=2,
-        )
+        if _warn_random.get():
+            say(RANDOM_WARNING)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
             vgg, identity = torchvision.models.vgg16(weights=None), f"random:seed={RANDOM_SEED}"
@@ -231,10 +233,13 @@ class TrunkBatch:
 
 @contextlib.contextmanager
 def quiet_random_warning():
-    """Silence the random-weights warning where the caller has already said it once."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="TRUNK WEIGHTS ARE RANDOM")
+    """Silence the random-weights warning (`RANDOM_WARNING`, one line on stderr) where the caller has
+    already said it once."""
+    token = _warn_random.set(False)
+    try:
         yield
+    finally:
+        _warn_random.reset(token)
 
 
 def imagenet_cached() -> bool:

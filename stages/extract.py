@@ -129,6 +129,7 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
     """The main loop: decoded batches from `loader` through the trunk into `writes`. The trunk runs one
     batch ahead of the writes, so on a GPU it computes while this thread hands the previous batch over."""
     progress = Progress("extract", unit="frames")
+    progress.parts(len(todo))  # the total: each video's frame count, learnt from its decoder's begin
     start = time.perf_counter()
     waits = summary.waits
     pending = None  # (video index, TrunkBatch, maps): the trunk's latest batch, not yet handed to the writers
@@ -151,7 +152,7 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
         waited = writes.waited
         record(writes.append(index, features, maps))
         waits["writes"] += writes.waited - waited
-        progress.update(len(features), note=todo[index].video_id)
+        progress.update(len(features), note=f"{todo[index].video_id} (video {index + 1} of {len(todo)})")
         summary.frames += len(features)
 
     mark = time.perf_counter()
@@ -173,6 +174,7 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
         elif message.kind == "error":
             summary.fail(video_id, message.message)
         elif message.kind == "begin":
+            progress.part_size(message.info["frame_count"])
             for note in message.info["notes"]:
                 say(f"\nextract: {video_id} ({todo[index].source}): {note}")
             record(writes.begin(index, *video_arguments(video_id, message.info)))

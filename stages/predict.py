@@ -4,7 +4,8 @@ Output layout (what the DHF1K benchmark accepts, and what `sal3d evaluate` reads
 
     OUT_DIR/<video id>/<frame name>.png     every frame of every selected video, grey, original size
     OUT_DIR/predict.json                    checkpoint, store, post-processing, runs (see below)
-    OUT_DIR/overlays/<video id>/<frame>.png with --overlay: the map as a heat map over the frame (RGB)
+    OUT_DIR/overlays/<video id>/<frame>.png with --overlay: the map drawn over the frame (RGB)
+    OUT_DIR/overlays/<video id>.mp4         with --overlay-video: the same, as a video (pipeline.overlay)
 
 Sources. SOURCE is a feature store (used as is), a dataset directory or a single video file. For
 the last two, stage one (`stages.extract`) first caches the trunk's features in a store next to
@@ -27,9 +28,11 @@ threads encodes and writes the PNGs while the decoder computes the next batch.
 Resume. Every PNG is written to a hidden temporary name and renamed into place, so a PNG under
 its final name is always complete. A rerun predicts only the frames whose PNG (and overlay, with
 --overlay) is missing -- a complete video costs one directory listing -- and removes temporary
-files a killed run left. Because existing PNGs are trusted, an OUT_DIR holds the maps of one set of
-settings only: predict.json records them (checkpoint sha256, trunk, weighting, post-processing) and
-a rerun with different settings is refused.
+files a killed run left. An overlay video (--overlay-video) is encoded, after the maps, from the
+map PNGs and the source frames, under a temporary name too, when it is missing. Because existing
+PNGs are trusted, an OUT_DIR holds the maps of one set of settings only: predict.json records them
+(checkpoint sha256, trunk, weighting, post-processing) and a rerun with different settings is
+refused; overlays are not settings of the maps (remove OUT_DIR/overlays to redraw them otherwise).
 """
 
 from __future__ import annotations
@@ -53,9 +56,11 @@ from torch import nn
 from pipeline.atomic import is_temporary, write_text_atomic
 from pipeline.checkpoint import load_checkpoint, load_decoder
 from pipeline.contract import fingerprint_mismatch
-from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover, image_files
+from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
 from pipeline.errors import Sal3dError
-from pipeline.postprocess import OVERLAY_DIR, PostProcess, heat_overlay, postprocess, write_png
+from pipeline.overlay import (DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OriginalFrames, OverlayStyle,
+                              overlay, remove_temporaries, video_fps, write_overlay_video)
+from pipeline.postprocess import OVERLAY_DIR, PostProcess, postprocess, write_png
 from pipeline.progress import Progress, say
 from pipeline.store import FORMAT_VERSION, FeatureStore
 from pipeline.trunk import compute_dtype, load_trunk, quiet_random_warning, resolve_device, weights_for
@@ -96,6 +101,10 @@ class PredictConfig:
         "auto": "OUT_DIR.features.zarr next to OUT_DIR"})
     writers: int | None = None  # PNG writer threads; None: min(8, CPUs)
     max_frames: int | None = None  # a dataset/video SOURCE: extract at most this many frames of each video
+    overlay_video: bool = False  # OUT_DIR/overlays/<video id>.mp4
+    overlay_alpha: float = DEFAULT_ALPHA  # how the overlays look: pipeline.overlay.OverlayStyle
+    overlay_threshold: float = DEFAULT_THRESHOLD
+    overlay_colormap: str = DEFAULT_COLORMAP
 
 
 @dataclass
@@ -108,6 +117,7 @@ class PredictSummary:
     extract_frames: int = 0
     extract_seconds: float = 0.0
     total_seconds: float = 0.0  # everything, extraction and model loading included
+    overlay_videos: list[str] = field(default_factory=list)  # videos whose overlay video this run wrote
 
     @property
     def frames_per_second(self) -> float:
@@ -117,6 +127,8 @@ class PredictSummary:
         text = (f"predict: {len(self.predicted)} videos predicted, {len(self.skipped)} already complete, "
                 f"{len(self.failed)} failed; {self.frames} frames in {self.seconds:.1f} s "
                 f"({self.frames_per_second:.2f} frames/s) -> {out_dir}")
+        if self.overlay_videos:
+            text += f"\npredict: {len(self.overlay_videos)} overlay videos -> {out_dir / OVERLAY_DIR}/<video>.mp4"
         if self.extract_frames:
             text += (f"\npredict: end to end with stage one ({self.extract_frames} frames extracted in "
                      f"{self.extract_seconds:.1f} s): {self.total_seconds:.1f} s")
@@ -315,41 +327,19 @@ def _plan(store: FeatureStore, video_id: str, out_dir: Path, options: PostProces
 # ---------------------------------------------------------------------------- overlays
 
 
-class OriginalFrames:
-    """Frames of one source at their original size, uint8 RGB (H, W, 3) -- unlike FrameReader (224)."""
-
-    def __init__(self, source: Path):
-        self.source = source
-        self._video = None
-        self._files = None
-
-    def read(self, indices: list[int]) -> list[np.ndarray]:
-        if self.source.is_dir():
-            if self._files is None:
-                self._files = image_files(self.source)
-            images = []
-            for i in indices:
-                with Image.open(self._files[i]) as image:
-                    images.append(np.asarray(image.convert("RGB")))
-            return images
-        if self._video is None:
-            import decord
-
-            self._video = decord.VideoReader(str(self.source), num_threads=1)
-        return list(self._video.get_batch(list(indices)).asnumpy())
-
-
 def _overlay_batch(state: dict, plan: VideoPlan, frames: list[int], maps: np.ndarray,
                    writes: ThreadPoolExecutor) -> None:
     """Runs on the single overlay thread: decode the frames in order, then blend + write in the pool."""
     if state.get("video") != plan.video_id:
         state["video"], state["reader"] = plan.video_id, OriginalFrames(plan.source)
+    style = state["style"]
     images = state["reader"].read(frames)
     if maps is None:  # the maps were written by an earlier run
         maps = [read_map(plan.folder / f"{plan.names[t]}.png") for t in frames]
     futures = []
     for image, t, saliency in zip(images, frames, maps):
-        futures.append(writes.submit(_write_overlay, plan.overlay_folder / f"{plan.names[t]}.png", image, saliency))
+        futures.append(writes.submit(_write_overlay, plan.overlay_folder / f"{plan.names[t]}.png", image, saliency,
+                                     style))
     for future in futures:
         future.result()
 
@@ -359,10 +349,34 @@ def read_map(path: Path) -> np.ndarray:
         return np.asarray(image.convert("L"))
 
 
-def _write_overlay(path: Path, frame: np.ndarray, saliency: np.ndarray) -> None:
-    if frame.shape[:2] != saliency.shape:
-        frame = np.asarray(Image.fromarray(frame).resize(saliency.shape[::-1], Image.BILINEAR))
-    write_png(path, heat_overlay(frame, saliency))
+def _write_overlay(path: Path, frame: np.ndarray, saliency: np.ndarray, style: OverlayStyle) -> None:
+    write_png(path, overlay(frame, saliency, style))
+
+
+def overlay_video_path(out_dir: Path, video_id: str) -> Path:
+    return Path(out_dir) / OVERLAY_DIR / f"{video_id}.mp4"
+
+
+def _overlay_videos(plans: list[VideoPlan], store: FeatureStore, out_dir: Path, style: OverlayStyle,
+                    summary: PredictSummary) -> dict[str, str]:
+    """Write the missing overlay videos of `plans`, from their map PNGs (all written by now) and source
+    frames; returns {video id: codec}."""
+    remove_temporaries(out_dir / OVERLAY_DIR)
+    progress = Progress("predict: overlay videos", total=sum(p.frame_count for p in plans), unit="frames")
+    codecs = {}
+    try:
+        for plan in plans:
+            progress.note = plan.video_id
+            path = overlay_video_path(out_dir, plan.video_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            codecs[plan.video_id] = write_overlay_video(
+                path, OriginalFrames(plan.source),
+                lambda indices, plan=plan: [read_map(plan.folder / f"{plan.names[t]}.png") for t in indices],
+                plan.frame_count, video_fps(store.video_attrs(plan.video_id).get("fps")), style, progress.update)
+            summary.overlay_videos.append(plan.video_id)
+    finally:
+        progress.close()
+    return codecs
 
 
 # ---------------------------------------------------------------------------- predict.json
@@ -412,6 +426,7 @@ def predict(config: PredictConfig) -> PredictSummary:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     summary = PredictSummary()
     options = PostProcess(config.size, float(config.blur), bool(config.rescale))
+    style = OverlayStyle(config.overlay_colormap, float(config.overlay_alpha), float(config.overlay_threshold))
     checkpoint_path = Path(config.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
     ck_config = checkpoint["config"]
@@ -450,11 +465,14 @@ def predict(config: PredictConfig) -> PredictSummary:
         source = entries[video_id].source if video_id in entries else \
             _store_source(store, video_id, store.video_attrs(video_id))
         plans.append(_plan(store, video_id, out_dir, options, config.overlay, source))
-    if config.overlay:
+    videos_todo = [p for p in plans if config.overlay_video and not overlay_video_path(out_dir, p.video_id).exists()]
+    if config.overlay or videos_todo:
         lost = [f"{p.video_id} ({p.source})" for p in plans
-                if not p.complete and (p.source is None or not p.source.exists())]
+                if ((config.overlay and not p.complete) or p in videos_todo)
+                and (p.source is None or not p.source.exists())]
         if lost:
-            raise PredictError("--overlay needs each video's frames, not found for: " + ", ".join(lost[:5]))
+            raise PredictError("--overlay and --overlay-video need each video's frames, not found for: "
+                               + ", ".join(lost[:5]))
     summary.skipped = [p.video_id for p in plans if p.complete]
     work = [p for p in plans if not p.complete]
     total = int(sum(len(p.todo) for p in work))
@@ -470,6 +488,8 @@ def predict(config: PredictConfig) -> PredictSummary:
                        "config": _json_safe(ck_config)},
         "device": str(device), "dtype": str(dtype).removeprefix("torch."), "batch_size": batch,
         "overlay": bool(config.overlay), "videos": [p.video_id for p in work], "complete": False,
+        "overlay_video": bool(config.overlay_video),
+        "overlay_style": style.record() if config.overlay or config.overlay_video else None,
     }
     record.update({"checkpoint": run["checkpoint"], "store": run["store"]})
     record["runs"].append(run)
@@ -482,8 +502,10 @@ def predict(config: PredictConfig) -> PredictSummary:
     if work:
         model = load_decoder(checkpoint, checkpoint_path, device, dtype) if total else None
         del checkpoint
-        DecoderRun(store, model, device, dtype, coefficients, options, batch, writers, summary)(work, total)
+        DecoderRun(store, model, device, dtype, coefficients, options, batch, writers, summary, style)(work, total)
     summary.predicted = [p.video_id for p in work]
+    if videos_todo:
+        run["overlay_video_codecs"] = _overlay_videos(videos_todo, store, out_dir, style, summary)
     summary.total_seconds = time.perf_counter() - begin
 
     run.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": True,
@@ -516,14 +538,15 @@ class DecoderRun:
     (at most `limit` before the decoder waits), the folders made and the progress line."""
 
     def __init__(self, store: FeatureStore, model: nn.Module | None, device: torch.device, dtype: torch.dtype,
-                 coefficients: list[float], options: PostProcess, batch: int, writers: int, summary: PredictSummary):
+                 coefficients: list[float], options: PostProcess, batch: int, writers: int, summary: PredictSummary,
+                 style: OverlayStyle = OverlayStyle()):
         self.store, self.model, self.device, self.dtype = store, model, device, dtype
         self.options, self.batch, self.summary = options, batch, summary
         self.memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
         self.coefficients = torch.tensor(coefficients, dtype=dtype, device=device)
         self.pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="png-writer")
         self.overlays = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
-        self.overlay_state: dict = {}
+        self.overlay_state: dict = {"style": style}
         self.pending: deque[Future] = deque()
         self.limit = 4 * batch + 2 * writers  # PNG writes in flight before the decoder waits for them
         self.created: set[Path] = set()

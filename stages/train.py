@@ -7,8 +7,10 @@ divided by 10 every ``lr_step`` epochs; early stopping on the validation loss.
 Run directory
     ``config.json``   every setting, the store (absolute path, trunk fingerprint, format version),
                       which videos train and which validate, and why.
-    ``log.jsonl``     one line per finished epoch: train loss, validation loss / CC / NSS, lr, time.
+    ``log.jsonl``     one line per finished epoch: train loss, validation loss / CC / NSS, lr, and
+                      ``time``, when the epoch ended (ISO 8601, UTC).
     ``steps.jsonl``   one line per optimizer step: epoch, step, loss, lr (the loss curve).
+    ``tensorboard/``  with --tensorboard: the same curves as TensorBoard events (pipeline.tensorboard_log).
     ``last.pt``       everything needed to continue (see below), written at every epoch end and
                       mid-epoch every ``checkpoint_steps`` steps and/or ``checkpoint_seconds``.
     ``best.pt``       the weights of the epoch with the lowest validation loss so far.
@@ -90,6 +92,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +116,7 @@ from pipeline.loader import (
 from pipeline.progress import Progress
 from pipeline.progress import say as say_always
 from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError, local_or_url
+from pipeline.tensorboard_log import TensorBoardLog, require_tensorboard
 from pipeline.training import (
     NSS_CORE,
     PRIOR_SAMPLES,
@@ -189,6 +193,7 @@ class TrainConfig:
     checkpoint_seconds: float | None = 600.0  # ... and/or every S seconds (None: off)
     compile: bool = False  # torch.compile the training step (same losses within bf16 rounding; faster on GPUs)
     resume: bool = False
+    tensorboard: bool = False  # also write RUN_DIR/tensorboard/ (rank 0)
 
 
 #: Settings that define the training: a resumed run must use the run's values.
@@ -280,6 +285,7 @@ class Training:
     steps_per_epoch: int  # per rank
     device: torch.device
     dtype: torch.dtype
+    tensorboard: TensorBoardLog | None = None  # with --tensorboard, on rank 0
 
     @property
     def run_dir(self) -> Path:
@@ -495,8 +501,10 @@ class _StepLog:
     """Per-step losses, fetched from the device in bulk (on a GPU, one sync every STEP_LOG_SECONDS;
     on the CPU, where fetching costs nothing, every step)."""
 
-    def __init__(self, path: Path | None, every: float = STEP_LOG_SECONDS):  # path None: count, write nothing
+    def __init__(self, path: Path | None, every: float = STEP_LOG_SECONDS,  # path None: count, write nothing
+                 tensorboard: TensorBoardLog | None = None):
         self.path, self.pending, self.last, self.every = path, [], time.perf_counter(), every
+        self.tensorboard = tensorboard
 
     def add(self, epoch: int, step: int, loss: torch.Tensor, lr: float, state: RunState) -> None:
         self.pending.append((epoch, step, loss, lr))
@@ -514,6 +522,8 @@ class _StepLog:
         state.epoch_loss_count += len(values)
         if self.path is not None:
             _append_jsonl(self.path, records)
+        if self.tensorboard is not None:
+            self.tensorboard.steps(records)
         self.pending, self.last = [], time.perf_counter()
 
 
@@ -599,6 +609,8 @@ def _validate_settings(config: TrainConfig) -> None:
         raise TrainError(f"--bn-momentum must be in (0, 1] and --bn-eps > 0, got {config.bn_momentum}, {config.bn_eps}")
     if config.select_by not in SELECTION:
         raise TrainError(f"--select-by must be one of {', '.join(SELECTION)}, got {config.select_by!r}")
+    if config.tensorboard:
+        require_tensorboard()
 
 
 def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary:
@@ -712,9 +724,13 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
                    train_loader, val_loader, steps_per_epoch, device, dtype)
     if state.finished:
         say(f"train-decoder: {run_dir} had already finished ({state.finished}); nothing to do")
+    if config.tensorboard and distributed.is_main() and not state.finished:
+        run.tensorboard = TensorBoardLog(run_dir, resume_step=state.step)
     while not state.finished:
         windows_done += run_epoch(run)
         save_last(run)
+    if run.tensorboard is not None:
+        run.tensorboard.close()  # each epoch's end was flushed already: a crash loses at most its steps since
 
     summary.seconds = time.perf_counter() - start
     summary.windows_per_second = windows_done / summary.seconds if summary.seconds else 0.0
@@ -762,7 +778,7 @@ def train_steps(run: Training) -> tuple[int, float]:
     epoch, lr = state.epoch, run.lr
     ranks, main = distributed.world_size(), distributed.is_main()
     step_log = _StepLog(run.run_dir / "steps.jsonl" if main else None,
-                        STEP_LOG_SECONDS if run.device.type == "cuda" else 0.0)
+                        STEP_LOG_SECONDS if run.device.type == "cuda" else 0.0, run.tensorboard)
     epoch_steps = steps_per_epoch  # where this epoch ends: its share, or sooner when the run's max_steps falls in it
     if config.max_steps:
         epoch_steps = min(epoch_steps, state.epoch_step + max(0, config.max_steps - state.step))
@@ -825,9 +841,12 @@ def finish_epoch(run: Training, validation: dict, lr: float, rate: float) -> Non
         state.finished, state.finished_by = f"max_steps reached ({state.step} steps)", "max_steps"
     record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss, "val_loss": validation["loss"],
               "val_cc": validation["cc"], "val_nss": validation["nss"], "val_windows": validation["windows"],
-              "lr": lr, "best": improved, "windows_per_s": rate}
+              "lr": lr, "best": improved, "windows_per_s": rate,
+              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if distributed.is_main():
         _append_jsonl(run_dir / "log.jsonl", [record])
+        if run.tensorboard is not None:
+            run.tensorboard.epoch(record)
     say(f"epoch {state.epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {validation['loss']:.4f}, "
         f"val CC {validation['cc']:.3f}, val NSS {validation['nss']:.3f} (on {validation['windows']} windows), "
         f"lr {lr:.1e}, {rate:.2f} windows/s{' *best*' if improved else ''}")

@@ -21,7 +21,7 @@ from cli import main
 from conftest import REAL_SAMPLE
 from pipeline.checkpoint import save_checkpoint
 from pipeline.decoder import SaliencyDecoder
-from pipeline.postprocess import PostProcess, gaussian_blur, heat_overlay, postprocess, quantize, resize_maps
+from pipeline.postprocess import PostProcess, gaussian_blur, postprocess, quantize, resize_maps
 from pipeline.store import FORMAT_VERSION, FeatureStore
 from pipeline.windows import apply_weighting, weighting_coefficients, window_indices
 from pipeline.trunk import TrunkWeightsError, weights_for
@@ -160,16 +160,6 @@ def test_postprocess_options_are_validated_and_recorded():
     assert "bilinear" in record["resize"] and "Gaussian" in record["blur"]
     assert PostProcess("224").output_size(360, 640) == (224, 224)
     assert PostProcess().output_size(360, 640) == (360, 640)
-
-
-def test_heat_overlay_keeps_the_frame_where_nothing_is_salient():
-    frame = np.random.default_rng(2).integers(0, 256, (10, 12, 3), dtype=np.uint8)
-    saliency = np.zeros((10, 12), np.uint8)
-    np.testing.assert_array_equal(heat_overlay(frame, saliency), frame)
-    saliency[5, 6] = 255
-    out = heat_overlay(frame, saliency)
-    assert out.shape == frame.shape and out.dtype == np.uint8
-    assert out[5, 6, 0] > out[5, 6, 2] or frame[5, 6, 0] > 200  # hottest pixel pulled towards red
 
 
 def test_sources_and_trunk_weights(tmp_path):

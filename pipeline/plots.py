@@ -1,0 +1,179 @@
+"""Line charts as inline SVG text, for `sal3d report`: no plotting library, nothing to load, vector
+output that any browser draws and that a test can read (one ``<polyline>`` per unbroken run of a
+series, its points in data order).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import Sequence
+
+#: Colours of successive series (colour-blind-safe: Okabe and Ito's palette).
+PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
+
+
+@dataclass
+class Series:
+    """One line: points (x[i], y[i]); a None or non-finite y breaks the line there."""
+
+    label: str
+    x: Sequence[float]
+    y: Sequence[float | None]
+    color: str | None = None  # None: the next colour of PALETTE
+    width: float = 2.0
+    opacity: float = 1.0
+    markers: bool = True  # a dot at each point (for short series: epochs)
+
+
+def _finite(value) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round tick values (1, 2 or 5 x 10^k apart) covering [low, high]."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return []
+    if high <= low:
+        high = low + (abs(low) or 1.0)
+    raw = (high - low) / max(count, 1)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / step) * step
+    ticks = []
+    value = first
+    while value <= high + step * 0.5 and len(ticks) < 4 * count:
+        ticks.append(round(value, 12))
+        value += step
+    return ticks
+
+
+def log_range(low: float, high: float) -> tuple[float, float, list[float]]:
+    """(log10 of the axis' bottom, log10 of its top, tick values) of a log axis showing [low, high] (> 0):
+    whole decades, or one decade centred on the values when they span less (a constant learning rate
+    then draws mid-height, on its tick)."""
+    first, last = math.log10(low), math.log10(high)
+    if last - first < 1.0:
+        middle = (first + last) / 2
+        first, last = middle - 0.5, middle + 0.5
+    else:
+        first, last = math.floor(first), math.ceil(last)
+    ticks = [10.0 ** k for k in range(math.ceil(first - 1e-9), math.floor(last + 1e-9) + 1)]
+    return first, last, ticks
+
+
+def _label(value: float, step: float) -> str:
+    """A tick's text with as many decimals as the tick step needs."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e5 or abs(value) < 1e-3:
+        return f"{value:.0e}"
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 3
+    return f"{value:.{min(decimals, 6)}f}"
+
+
+def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str = "", log_y: bool = False,
+               marks: Sequence[tuple[float, str]] = (), integer_x: bool = False, width: int = 560,
+               height: int = 320, chart_id: str | None = None) -> str:
+    """An SVG line chart of `series` (text to put inside an HTML page).
+
+    log_y: logarithmic y axis (values <= 0 are left out). marks: vertical dashed lines (x, label),
+    e.g. the best epoch. integer_x: x ticks on whole numbers only (epochs). A chart with no finite
+    point says so instead of drawing axes."""
+    left, right, top, bottom = 62, 16, 30, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    colours = iter(PALETTE)
+    resolved = [(s, s.color or next(colours)) for s in series]
+
+    def usable(y) -> bool:
+        return _finite(y) and (not log_y or y > 0)
+
+    xs = [float(x) for s in series for x, y in zip(s.x, s.y) if usable(y)]
+    ys = [float(y) for s in series for y in s.y if usable(y)]
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img"' + (f' id="{escape(chart_id)}"' if chart_id else "")
+            + f'><title>{escape(title)}</title>'
+            f'<text x="{width / 2}" y="18" text-anchor="middle" class="chart-title">{escape(title)}</text>')
+    if not xs:
+        return head + (f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">'
+                       'no data yet</text></svg>')
+
+    x_low, x_high = min(xs), max(xs)
+    if x_high == x_low:
+        x_low, x_high = x_low - 1, x_high + 1
+    if log_y:
+        y_low, y_high, y_ticks = log_range(min(ys), max(ys))
+        y_of = lambda v: math.log10(v)  # noqa: E731
+    else:
+        low, high = min(ys), max(ys)
+        pad = (high - low) * 0.05 or abs(high) * 0.05 or 0.5
+        y_ticks = nice_ticks(low - pad, high + pad)
+        y_low, y_high = y_ticks[0], y_ticks[-1]
+        y_of = float
+    x_ticks = [t for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high]
+    if integer_x:
+        x_ticks = sorted({float(round(t)) for t in x_ticks if x_low <= round(t) <= x_high} |
+                         ({x_low, x_high} if x_high - x_low <= 6 else set()))
+    x_ticks = x_ticks or [x_low, x_high]
+
+    def px(x: float) -> float:
+        return left + (x - x_low) / (x_high - x_low) * plot_w
+
+    def py(y: float) -> float:
+        return top + plot_h - (y_of(y) - y_low) / ((y_high - y_low) or 1.0) * plot_h
+
+    parts = [head, f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="chart-area"/>']
+    y_step = (y_ticks[1] - y_ticks[0]) if len(y_ticks) > 1 else 1.0
+    for tick in y_ticks:
+        y = py(tick)
+        text = f"{tick:.0e}" if log_y else _label(tick, y_step)
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{text}</text>')
+    x_step = (x_ticks[1] - x_ticks[0]) if len(x_ticks) > 1 else 1.0
+    for tick in x_ticks:
+        x = px(tick)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" class="grid"/>'
+                     f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">'
+                     f'{_label(tick, x_step)}</text>')
+    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle" class="axis-label">'
+                 f'{escape(x_label)}</text>')
+    if y_label:
+        parts.append(f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle" '
+                     f'class="axis-label">{escape(y_label)}</text>')
+    for x, label in marks:
+        if x_low <= x <= x_high:
+            # the label on the side of the line with room for it
+            anchor, shift = ("end", -4) if px(x) > left + plot_w / 2 else ("start", 4)
+            parts.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{top + plot_h}" class="mark"/>'
+                         f'<text x="{px(x) + shift:.1f}" y="{top + plot_h - 6}" text-anchor="{anchor}" '
+                         f'class="mark-label">{escape(label)}</text>')
+
+    for s, colour in resolved:
+        runs, run = [], []
+        for x, y in zip(s.x, s.y):
+            if usable(y):
+                run.append((px(float(x)), py(float(y))))
+            elif run:
+                runs.append(run)
+                run = []
+        if run:
+            runs.append(run)
+        style = f'stroke="{colour}" stroke-width="{s.width}" stroke-opacity="{s.opacity}"'
+        for run in runs:
+            points = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
+            parts.append(f'<polyline fill="none" {style} stroke-linejoin="round" points="{points}" '
+                         f'data-series="{escape(s.label)}"/>')
+            if s.markers:
+                parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in run)
+
+    # legend: top right, one line per series
+    labelled = [(s, c) for s, c in resolved if s.label]
+    for i, (s, colour) in enumerate(labelled):
+        y = top + 14 + 16 * i
+        x = left + plot_w - 10
+        parts.append(f'<line x1="{x - 150}" x2="{x - 132}" y1="{y - 4}" y2="{y - 4}" stroke="{colour}" '
+                     f'stroke-width="3" stroke-opacity="{max(s.opacity, 0.6)}"/>'
+                     f'<text x="{x - 127}" y="{y}" class="legend">{escape(s.label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
