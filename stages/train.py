@@ -225,8 +225,8 @@ class TrainSummary:
         if self.best_path is None:
             return f"train-decoder: {self.stopped}; no epoch finished, no best checkpoint"
         v = self.best_validation
-        return (f"train-decoder: {self.stopped}. Best checkpoint by val {self.select_by}: {self.best_path} "
-                f"(epoch {self.best_epoch}: val loss {v['loss']:.4f}, CC {v['cc']:.3f}, NSS {v['nss']:.3f})")
+        return (f"train-decoder: {self.stopped}. Best checkpoint: {self.best_path} (epoch {self.best_epoch}, by val "
+                f"{self.select_by}: val loss {v['loss']:.4f}, CC {v['cc']:.3f}, NSS {v['nss']:.3f})")
 
 
 @dataclass

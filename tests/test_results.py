@@ -53,7 +53,7 @@ def run_dir(tmp_path_factory, sample_store) -> Path:
     from stages.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run") / "run"
-    train(TrainConfig(str(sample_store), run, epochs=2, max_steps=1, batch_size=1, val_windows=1, bn_windows=0,
+    train(TrainConfig(str(sample_store), run, epochs=2, steps_per_epoch=1, batch_size=1, val_windows=1, bn_windows=0,
                       lr=1e-3, device="cpu", tensorboard=has_tensorboard()))
     return run
 
