@@ -27,7 +27,7 @@ The protocol ``dhf1k`` (the only one): the rules of the benchmark's own code
       fixation map (the same video and the same frame included), as ``evaluationFunc.m`` draws them;
       then 100 splits, step 0.1 (``AUC_shuffled.m``). Points of a frame of another size are scaled
       as ``evaluationFunc.m`` scales them and rounded and bounded as ``makeFixationMap.m`` does (see
-      `_negatives`). One video alone gets an s-AUC.
+      `shuffled_negatives`). One video alone gets an s-AUC.
     * A frame whose metric is NaN is left out of that metric's mean, as the benchmark's
       ``allMetrics(isnan(allMetrics)) = []`` does; the report counts those frames per metric
       (``nan_frames``) and the frames whose prediction is constant, so none goes unseen.
@@ -280,7 +280,7 @@ def _read_fixations(files: list[Path | None]):
 
 
 @dataclass
-class _Shared:
+class FixationPool:
     """What every worker needs: the fixation points of all videos and the scoring settings."""
 
     points: list  # per video: (flat, offsets, shapes) or None without fixation maps
@@ -293,10 +293,10 @@ class _Shared:
     builtins: str
 
 
-_SHARED: _Shared | None = None
+_SHARED: FixationPool | None = None
 
 
-def _init_worker(shared: _Shared) -> None:
+def _init_worker(shared: FixationPool) -> None:
     global _SHARED
     _SHARED = shared
 
@@ -311,7 +311,7 @@ def _matlab_round(x: np.ndarray) -> np.ndarray:
     return r + (x - r >= 0.5)
 
 
-def _negatives(shared: _Shared, shape: tuple[int, int], rng: np.random.Generator):
+def shuffled_negatives(shared: FixationPool, shape: tuple[int, int], rng: np.random.Generator):
     """(K, 2) (y, x) s-AUC negatives for a frame of size `shape`, or None when the pool is empty.
 
     As ``evaluationFunc.m``: ``randsample(N, min(10, N))`` frames of the whole evaluated set (this
@@ -395,7 +395,7 @@ def _score_chunk(chunk: _Chunk) -> _ChunkResult:
                 pred = imresize(pred, shape, flavour=shared.builtins)
         constant += bool(pred.min() == pred.max())
         rng = _frame_rng(shared.seed, chunk.video, frame)
-        other = _negatives(shared, shape, rng) if fixations is not None else None
+        other = shuffled_negatives(shared, shape, rng) if fixations is not None else None
         values = score_frame(pred, gt_map, fixations, other, n_splits=shared.n_splits, step=shared.step,
                              seed=rng, jitter=True, rules="dhf1k", colon=shared.builtins)
         scores[i] = [values[m] for m in METRIC_NAMES]
@@ -525,7 +525,7 @@ def default_workers(frames: int) -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
-def _run(fn, tasks: list, workers: int, shared: _Shared, on_result) -> None:
+def _run(fn, tasks: list, workers: int, shared: FixationPool, on_result) -> None:
     """fn over tasks, in this process (workers == 1) or in a pool; results go to on_result in any order."""
     if workers <= 1 or len(tasks) <= 1:
         _init_worker(shared)
@@ -593,7 +593,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     # Pass 1: every fixation map, as points (s-AUC negatives, and each frame's own fixations).
     points: list = [None] * len(plans)
     with_fixations = [p for p in plans if any(f is not None for f in p.fixation_files)]
-    empty_shared = _Shared([], np.empty(0, np.int32), np.empty(0, np.int32), config.seed, config.other_frames,
+    empty_shared = FixationPool([], np.empty(0, np.int32), np.empty(0, np.int32), config.seed, config.other_frames,
                            config.n_splits, config.step, config.builtins)
     if with_fixations:
         progress = Progress("evaluate: fixation maps", total=sum(p.frames for p in with_fixations), unit="maps")
@@ -619,7 +619,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         notes.append("no binary fixation maps in the evaluated set: AUC-J, s-AUC and NSS are NaN")
     if not any(f is not None for p in plans for f in p.map_files):
         notes.append("no continuous maps in the evaluated set: CC, SIM and KLD are NaN")
-    shared = _Shared(points, np.asarray(pool_video, np.int32), np.asarray(pool_frame, np.int32), config.seed,
+    shared = FixationPool(points, np.asarray(pool_video, np.int32), np.asarray(pool_frame, np.int32), config.seed,
                      config.other_frames, config.n_splits, config.step, config.builtins)
 
     # Pass 2: read predictions and maps, score.

@@ -19,7 +19,7 @@ pytest.importorskip("imageio_ffmpeg")
 from cli import main  # noqa: E402
 from pipeline.metrics import METRIC_NAMES  # noqa: E402
 from pipeline.sample import SampleSpec, make_sample  # noqa: E402
-from stages.evaluate import (EvaluateConfig, EvaluateError, _negatives, _Shared, center_bias_map,  # noqa: E402
+from stages.evaluate import (EvaluateConfig, EvaluateError, shuffled_negatives, FixationPool, center_bias_map,  # noqa: E402
                              evaluate)
 
 VAL = ("0601", "0602")
@@ -245,14 +245,14 @@ def test_unknown_protocol_is_refused(sample, tmp_path):
         evaluate(EvaluateConfig(tmp_path / "pred", sample, builtins="scipy"))
 
 
-def _points_shared(frames: list[np.ndarray]) -> _Shared:
+def _points_shared(frames: list[np.ndarray]) -> FixationPool:
     """A one-video s-AUC pool made of the given binary fixation maps."""
     flats = [np.flatnonzero(f).astype(np.int32) for f in frames]
     offsets = np.concatenate([[0], np.cumsum([f.size for f in flats])]).astype(np.int64)
     shapes = np.asarray([f.shape for f in frames], np.int32)
     points = [(np.concatenate(flats), offsets, shapes)]
     n = len(frames)
-    return _Shared(points, np.zeros(n, np.int32), np.arange(n, dtype=np.int32), 0, 10, 100, 0.1, "matlab")
+    return FixationPool(points, np.zeros(n, np.int32), np.arange(n, dtype=np.int32), 0, 10, 100, 0.1, "matlab")
 
 
 def test_negatives_of_another_size_are_scaled_as_the_benchmark_scales_them():
@@ -261,22 +261,22 @@ def test_negatives_of_another_size_are_scaled_as_the_benchmark_scales_them():
     small[0, 0] = small[1, 2] = small[3, 5] = True
     rng = np.random.default_rng(0)
     # same size: the points themselves
-    same = _negatives(_points_shared([small]), (4, 6), rng)
+    same = shuffled_negatives(_points_shared([small]), (4, 6), rng)
     assert sorted(map(tuple, same.tolist())) == [(0, 0), (1, 2), (3, 5)]
     # an 8x24 frame: evaluationFunc.m multiplies [x y] by [8/4, 24/6] = [2, 4] (x by the height
     # ratio), makeFixationMap.m rounds and drops what falls outside: x 1->2, 3->6, 6->12; y 1->4,
     # 2->8, 4->16 (outside 8 rows: dropped)
-    scaled = _negatives(_points_shared([small]), (8, 24), rng)
+    scaled = shuffled_negatives(_points_shared([small]), (8, 24), rng)
     assert sorted(map(tuple, scaled.tolist())) == [(3, 1), (7, 5)]  # 0-based (row, col)
     # rounding half away from zero, as MATLAB's round: 2x5 -> 3x5 multiplies x by 1.5, y by 1:
     # 1-based (row 1, col 3) -> x 4.5 -> 5 (numpy's round would give 4)
     odd = np.zeros((2, 5), bool)
     odd[0, 2] = True
-    assert _negatives(_points_shared([odd]), (3, 5), rng).tolist() == [[0, 4]]
+    assert shuffled_negatives(_points_shared([odd]), (3, 5), rng).tolist() == [[0, 4]]
     # an empty pool: no negatives; a pool of frames without fixations: none either
-    assert _negatives(_Shared([], np.empty(0, np.int32), np.empty(0, np.int32), 0, 10, 100, 0.1, "matlab"),
+    assert shuffled_negatives(FixationPool([], np.empty(0, np.int32), np.empty(0, np.int32), 0, 10, 100, 0.1, "matlab"),
                       (4, 6), rng) is None
-    assert _negatives(_points_shared([np.zeros((4, 6), bool)]), (4, 6), rng).shape == (0, 2)
+    assert shuffled_negatives(_points_shared([np.zeros((4, 6), bool)]), (4, 6), rng).shape == (0, 2)
 
 
 def test_negatives_draw_ten_frames_of_the_whole_set():
@@ -286,7 +286,7 @@ def test_negatives_draw_ten_frames_of_the_whole_set():
         f.flat[k] = True
         frames.append(f)
     shared = _points_shared(frames)
-    draws = [_negatives(shared, (5, 6), np.random.default_rng(seed)) for seed in range(200)]
+    draws = [shuffled_negatives(shared, (5, 6), np.random.default_rng(seed)) for seed in range(200)]
     assert all(d.shape == (10, 2) for d in draws)  # 10 distinct frames, without replacement
     seen = np.bincount(np.concatenate([d[:, 0] * 6 + d[:, 1] for d in draws]), minlength=30)
     assert seen.min() > 0 and seen.sum() == 2000  # every frame can be drawn
