@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.datasets import LAYOUTS, SPLITS
+from pipeline.errors import Sal3dError
 
 DEVICES = click.Choice(["auto", "cpu", "cuda"])
 
@@ -49,8 +50,11 @@ def main():
               help="Run one task per video on a dask.distributed cluster (tcp://HOST:8786), or on a local "
                    "cluster of N worker processes; workers need the dataset at the same path and write "
                    "straight into STORE. [default: in this process]")
+@click.option("--strict", is_flag=True,
+              help="Fail a video whose file holds fewer frames than its container declares (truncated), "
+                   "instead of keeping the frames found and saying so.")
 def extract(dataset_dir, store, layout, split, videos, weights, device, batch_size, max_frames, workers, writers,
-            scheduler):
+            scheduler, strict):
     """Cache VGG-16 relu5_3 features of DATASET_DIR in the Zarr store STORE (a path or an fsspec URL:
     s3://..., gs://..., file://...).
 
@@ -63,10 +67,10 @@ def extract(dataset_dir, store, layout, split, videos, weights, device, batch_si
     from stages.extract import ExtractConfig, extract as run_extract
 
     config = ExtractConfig(dataset_dir, store, layout, split, list(videos) or None, weights, device,
-                           batch_size, max_frames, workers, writers, scheduler)
+                           batch_size, max_frames, workers, writers, scheduler, strict)
     try:
         summary = run_extract(config)
-    except (DatasetError, StoreError, TrunkWeightsError, RuntimeError) as error:
+    except (Sal3dError, DatasetError, StoreError, TrunkWeightsError, RuntimeError) as error:
         _fail(error)
     sys.exit(1 if summary.failed else 0)
 
@@ -167,7 +171,7 @@ def predict(source, checkpoint, out_dir, videos, split, layout, size, blur, resc
                            rescale, overlay, device, batch_size, weights, cache)
     try:
         summary = run_predict(config)
-    except (PredictError, CheckpointError, DatasetError, StoreError, TrunkWeightsError, RuntimeError) as error:
+    except (Sal3dError, PredictError, CheckpointError, DatasetError, StoreError, TrunkWeightsError, RuntimeError) as error:
         _fail(error)
     sys.exit(1 if summary.failed else 0)
 
@@ -228,7 +232,7 @@ def train_decoder(ctx, store, run_dir, weighting, epochs, lr, lr_step, patience,
              if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT}
     try:
         train(config, explicit=given)
-    except (StoreError, TrainError, RuntimeError, ValueError) as error:
+    except (Sal3dError, StoreError, TrainError, RuntimeError, ValueError) as error:
         _fail(error)
 
 
@@ -272,12 +276,36 @@ def bench(dataset_dir, device, frames, repeats, json_path, weights, train_batch,
                          predict_frames, work_dir, verbose, command=" ".join(["sal3d", *sys.argv[1:]]))
     try:
         result = run_bench(config)
-    except (BenchError, DatasetError, TrunkWeightsError, RuntimeError) as error:
+    except (Sal3dError, BenchError, DatasetError, TrunkWeightsError, RuntimeError) as error:
         measured = getattr(error, "result", None)
         if measured and measured.get("table"):
             click.echo(measured["table"])
         _fail(error)
     click.echo(result["table"])
+
+
+@main.command()
+@click.argument("store")
+@click.option("--repair", is_flag=True,
+              help="Mark damaged videos incomplete (discard groups whose metadata cannot be read), so that the "
+                   "next sal3d extract redoes them.")
+@click.option("--quick", is_flag=True,
+              help="Only compare each video's chunk listing with its record (what readers check when they open "
+                   "a video); no chunk is read.")
+@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+def verify(store, repair, quick, videos):
+    """Check every complete video of the feature store STORE: every chunk there, whole (its CRC-32C), and
+    holding the data its writer recorded. Incomplete videos are counted and left alone.
+
+    Exits 1 when a damaged video (or a group whose metadata cannot be read) is left unrepaired.
+    """
+    from stages.verify import VerifyConfig, verify as run_verify
+
+    try:
+        summary = run_verify(VerifyConfig(store, repair, quick, list(videos) or None))
+    except Sal3dError as error:
+        _fail(error)
+    sys.exit(1 if summary.unrepaired else 0)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.checkpoint import CheckpointError, load_checkpoint
+from pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint
 from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover, image_files
 from pipeline.decoder import SaliencyDecoder
 from pipeline.atomic import is_temporary, write_text_atomic
@@ -58,7 +58,7 @@ from pipeline.errors import Sal3dError
 from pipeline.postprocess import OVERLAY_DIR, PostProcess, heat_overlay, postprocess, write_png
 from pipeline.progress import Progress, say
 from pipeline.contract import fingerprint_mismatch
-from pipeline.store import FORMAT_VERSION, FeatureStore
+from pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, FeatureStore
 from pipeline.trunk import RANDOM_SEED, compute_dtype, load_trunk, quiet_random_warning, resolve_device
 from pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
 
@@ -230,7 +230,7 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
             raise PredictError(f"cache store {cache} holds features of {cached_root}, not {root.resolve()}: "
                                "choose another --cache (or OUT_DIR)")
         check_trunk(config.checkpoint, checkpoint_trunk, f"cache store {cache}", existing.fingerprint)
-    todo = [e for e in entries if existing is None or not existing.is_complete(e.video_id)]
+    todo = [e for e in entries if existing is None or existing.state(e.video_id)[0] != "complete"]
     if todo:
         weights = weights_for(checkpoint_trunk, config.weights)
         with quiet_random_warning():
@@ -454,9 +454,10 @@ def predict(config: PredictConfig) -> PredictSummary:
     options = PostProcess(config.size, float(config.blur), bool(config.rescale))
     checkpoint_path = Path(config.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint["model"] = check_decoder_weights(checkpoint_path, checkpoint["model"])  # before anything is written
     ck_config = checkpoint["config"]
     coefficients = [float(c) for c in ck_config["coefficients"]]
-    if ck_config.get("store_format_version") != FORMAT_VERSION:
+    if ck_config.get("store_format_version") not in FEATURE_COMPATIBLE_VERSIONS:
         raise PredictError(f"{checkpoint_path}: trained on store format {ck_config.get('store_format_version')}, "
                            f"this sal3d reads format {FORMAT_VERSION}")
     if ck_config["weighting"] in WEIGHTINGS and not np.allclose(coefficients, WEIGHTINGS[ck_config["weighting"]]):
@@ -482,6 +483,8 @@ def predict(config: PredictConfig) -> PredictSummary:
         if not selected:
             raise PredictError(f"{config.source}: no video could be extracted "
                                f"({'; '.join(f'{k}: {v}' for k, v in summary.failed.items())})")
+    selected, damaged = store.check_videos(selected)  # a damaged video fails alone, named
+    summary.failed.update(damaged)
 
     out_dir.mkdir(parents=True, exist_ok=True)
 
