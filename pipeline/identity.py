@@ -90,6 +90,7 @@ def origin_change(stored: dict | None, wanted: dict, frame_count: int, source_fr
         now = _frames_kept(wanted["max_frames"], frame_count, source_frames)
         if then is None or then != now:
             asked = f"--max-frames {wanted['max_frames']}" if wanted["max_frames"] else "all frames"
-            return (f"it holds {frame_count} frames (extracted with --max-frames {stored.get('max_frames')})"
-                    if stored.get("max_frames") else f"it holds all {frame_count} frames") + f"; this run asks for {asked}"
+            held = (f"it holds {frame_count} frames (extracted with --max-frames {stored.get('max_frames')})"
+                    if stored.get("max_frames") else f"it holds all {frame_count} frames")
+            return f"{held}; this run asks for {asked}"
     return None

@@ -42,7 +42,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -182,13 +182,13 @@ class Owner:
     claimed: str = ""
 
     @classmethod
-    def here(cls) -> "Owner":
+    def here(cls) -> Owner:
         pid = os.getpid()
         return cls(uuid.uuid4().hex, socket.gethostname(), pid, _boot_id(), _process_start(pid),
                    time.time() + LEASE_SECONDS, _now_iso())
 
     @classmethod
-    def from_attrs(cls, value) -> "Owner | None":
+    def from_attrs(cls, value) -> Owner | None:
         if not isinstance(value, dict) or not isinstance(value.get("token"), str):
             return None
         known = {f.name for f in fields(cls)}
@@ -256,7 +256,7 @@ class VideoRecord:
         return asdict(self)
 
     @classmethod
-    def from_attrs(cls, attrs: dict, where: str = "video") -> "VideoRecord":
+    def from_attrs(cls, attrs: dict, where: str = "video") -> VideoRecord:
         """The record of a group's attributes; unknown keys are ignored, a missing or non-integer
         frame_count is a StoreError naming `where`."""
         known = {f.name for f in fields(cls)}
@@ -266,7 +266,7 @@ class VideoRecord:
             raise StoreError(f"{where}: frame_count is {count!r}, not a number of frames")
         return cls(**values)
 
-    def fresh(self) -> "VideoRecord":
+    def fresh(self) -> VideoRecord:
         """This record as a video just begun: not complete, no owner, no integrity record."""
         return replace(self, complete=False, owner=None, integrity=None, completed=None, damage=None)
 
@@ -304,7 +304,10 @@ def _store_listing(store, path: str) -> dict[str, int | None] | None:
     if fs is not None and hasattr(fs, "_ls"):
         full = f"{store.path.rstrip('/')}/{path}".rstrip("/")
         try:
-            entries = sync(fs._ls(full, detail=True))
+            try:  # never a cached listing (s3fs, gcsfs keep one): chunks may have come or gone since
+                entries = sync(fs._ls(full, detail=True, refresh=True))
+            except TypeError:
+                entries = sync(fs._ls(full, detail=True))
         except FileNotFoundError:
             return None
         except Exception:  # a file system whose listing has no sizes: the names below still work
@@ -341,9 +344,12 @@ class FeatureStore:
 
     location: a local path or an fsspec URL (see `local_or_url`). For ``mode="a"`` an absent store is
     created with `trunk` as its fingerprint; an existing one must carry the same fingerprint.
+    upgrade: a version-1 store opened with ``mode="a"`` becomes version 2, its videos incomplete (what
+    extract does, before it redoes them); without it such a store is refused, as for reading.
     """
 
-    def __init__(self, location: str, mode: str = "r", trunk: dict | None = None, dataset: dict | None = None):
+    def __init__(self, location: str, mode: str = "r", trunk: dict | None = None, dataset: dict | None = None,
+                 upgrade: bool = False):
         self.location = local_or_url(location)
         try:
             self.root = zarr.open_group(self.location, mode="r" if mode == "r" else "a")
@@ -364,7 +370,7 @@ class FeatureStore:
                 raise StoreError(f"{self.location}: made with another trunk, refusing to mix features "
                                  f"(store vs now: {mismatch})")
         version = attrs["format_version"]
-        if version == 1 and mode != "r":
+        if version == 1 and mode != "r" and upgrade:
             # Extract upgrades a version-1 store by redoing its videos: they have no integrity record,
             # so every check below counts them as incomplete.
             self.root.attrs["format_version"] = FORMAT_VERSION
@@ -494,7 +500,7 @@ class FeatureStore:
     def _group(self, video_id: str) -> zarr.Group:
         return zarr.open_group(self.root.store, path=self._group_path(video_id), mode="r")
 
-    def _array(self, video_id: str, name: str) -> "VideoArray | None":
+    def _array(self, video_id: str, name: str) -> VideoArray | None:
         record = self.check_video(video_id)
         if name not in record.arrays:
             return None
@@ -502,11 +508,11 @@ class FeatureStore:
             self._opened[video_id, name] = VideoArray(self.location, video_id, name, self._group(video_id)[name])
         return self._opened[video_id, name]
 
-    def features(self, video_id: str) -> "VideoArray":
+    def features(self, video_id: str) -> VideoArray:
         """float16 (T, 512, 14, 14) of a complete video, checked against its record (`check_video`)."""
         return self._array(video_id, "features")
 
-    def maps(self, video_id: str) -> "VideoArray | None":
+    def maps(self, video_id: str) -> VideoArray | None:
         """uint8 (T, 224, 224) ground-truth maps of a complete video, or None when it has none."""
         return self._array(video_id, "maps")
 
@@ -579,8 +585,8 @@ class FeatureStore:
         group = zarr.open_group(self.root.store, path=self._group_path(video_id), mode="r+")
         group.attrs.put(attrs)
 
-    def begin_video(self, video_id: str, frame_count: int, with_maps: bool, attrs: "dict | VideoRecord",
-                    owner: Owner | None = None) -> "VideoWriter":
+    def begin_video(self, video_id: str, frame_count: int, with_maps: bool, attrs: dict | VideoRecord,
+                    owner: Owner | None = None) -> VideoWriter:
         """Claim a video and return its writer; its old content (if any) is replaced once the claim
         holds (see the module docstring). `attrs` is a `VideoRecord` or a dict of its fields;
         `owner` defaults to a fresh claim of this process. Raises `VideoOwned` when another live
@@ -764,6 +770,9 @@ class VideoWriter:
     def _flush(self, whole_chunks_only: bool) -> None:
         if not self._buffered:
             return
+        if (whole_chunks_only and not self._confirmed
+                and time.monotonic() - self._claimed_at < self.store.settle_seconds):
+            return  # the claim is settling: the frames wait here (a few batches), not the writer's thread
         features = np.concatenate(self._features)
         count = (len(features) // CHUNK_FRAMES) * CHUNK_FRAMES if whole_chunks_only else len(features)
         if count == 0:

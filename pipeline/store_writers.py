@@ -14,7 +14,9 @@ own (``python -m pipeline.store_writers``, which imports no torch: see `pipeline
 ``memory://`` stores that only this process can see, in a thread.
 
 If the main process dies, its lanes see their pipe close and exit; what they had not finished stays
-incomplete in the store, and a rerun redoes it.
+incomplete in the store, and a rerun redoes it. A lane claims each video it writes
+(`FeatureStore.begin_video`: the claim names the lane's process) and leaves one that another run
+holds; it renews its claims while it waits for data and releases those it could not finish.
 """
 
 from __future__ import annotations

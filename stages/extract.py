@@ -123,7 +123,7 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     device = resolve_device(config.device)
     trunk = trunk or load_trunk(config.weights)
     store = FeatureStore(config.store, mode="a", trunk=trunk.fingerprint,
-                         dataset={"layout": layout, "dataset": str(root.resolve())})
+                         dataset={"layout": layout, "dataset": str(root.resolve())}, upgrade=True)
     summary = ExtractSummary()
     if store.upgraded_from:
         say(f"extract: {store.location} was store format version {store.upgraded_from}: its videos have no "

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -138,11 +137,22 @@ def test_unreadable_group_metadata_is_named_and_counted_incomplete(small):
     assert not (path / "videos" / "b").exists()  # discarded: the next extract redoes it
 
 
-def test_version_1_stores_are_refused_with_how_to_upgrade(tmp_path):
-    zarr.open_group(str(tmp_path / "v1.zarr"), mode="a").attrs.update({"format_version": 1, "trunk": TRUNK})
-    with pytest.raises(StoreError, match=r"format version 1 .*sal3d extract DATASET_DIR"):
-        FeatureStore(str(tmp_path / "v1.zarr"))
-    assert FORMAT_VERSION == 2
+def test_version_1_stores_are_refused_with_how_to_upgrade_and_extract_upgrades_them(tmp_path):
+    """A version-1 store as sal3d wrote it: nested chunk keys, no checksum, no integrity record."""
+    path = tmp_path / "v1.zarr"
+    root = zarr.open_group(str(path), mode="a")
+    root.attrs.update({"format_version": 1, "trunk": TRUNK})
+    old = root.require_group("videos").create_group("v", attributes={"frame_count": 8, "complete": True})
+    old.create_array("features", shape=(8, 512, 14, 14), chunks=(8, 512, 14, 14), dtype="float16",
+                     compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=1))[:] = 1
+    for mode in ("r", "a"):
+        with pytest.raises(StoreError, match=r"format version 1 .*upgrade it with `sal3d extract DATASET_DIR"):
+            FeatureStore(str(path), mode=mode)
+    store = FeatureStore(str(path), mode="a", trunk=TRUNK, upgrade=True)  # what extract opens
+    assert store.upgraded_from == 1 and FeatureStore(str(path)).attrs["format_version"] == FORMAT_VERSION == 2
+    assert store.state("v")[0] == "damaged" and FeatureStore(str(path)).video_ids() == []
+    write_video(store, "v", 8)  # redone in format 2, over the old nested chunks
+    assert FeatureStore(str(path)).video_ids() == ["v"] and not (path / "videos" / "v" / "features" / "c").exists()
 
 
 def test_verify_reads_everything_and_repairs(small, tmp_path):
@@ -308,7 +318,8 @@ def test_predict_checks_the_checkpoint_before_writing_anything(tmp_path):
     wrong["model"] = {k: v for k, v in wrong["model"].items() if not k.startswith("block6")}
     torch.save(wrong, tmp_path / "wrong.pt")
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli_main, ["predict", str(store), str(tmp_path / "wrong.pt"), str(out), "--device", "cpu"])
+    result = CliRunner().invoke(cli_main, ["predict", str(store), str(tmp_path / "wrong.pt"), str(out),
+                                           "--device", "cpu"])
     assert result.exit_code == 2 and "wrong.pt: weights do not fit the 3DSAL decoder: block6" in result.output
     assert not out.exists()  # no predict.json that would refuse the right checkpoint
     result = CliRunner().invoke(cli_main, ["predict", str(store), str(good), str(out), "--device", "cpu"])
@@ -356,7 +367,8 @@ def test_damaged_videos_are_refused_by_predict_and_train_and_redone_by_extract(s
                                 str(tmp_path / "pred"), "--videos", "0001", "--videos", "0601", "--device", "cpu"],
                                cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert predicted.returncode == 1, predicted.stderr[-2000:]  # failed videos, not a signal
-    assert "predict: failed 0001: " in predicted.stderr and "video 0001 is damaged: features chunk 0" in predicted.stderr
+    assert "predict: failed 0001: " in predicted.stderr
+    assert "video 0001 is damaged: features chunk 0 (frames 0-5): chunk file missing" in predicted.stderr
     assert "video 0601 is damaged: maps chunk 0 (frames 0-5): chunk file holds" in predicted.stderr
     assert not list((tmp_path / "pred").glob("*/*.png"))
     trained = CliRunner().invoke(cli_main, ["train-decoder", str(store), str(tmp_path / "run"), "--device", "cpu"])
