@@ -53,6 +53,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE, fingerprint_mismatch
 from pipeline.errors import Sal3dError
+from pipeline.progress import say
 
 FORMAT_VERSION = 2
 #: Store formats whose features are the same numbers (2 added integrity, not other features): a
@@ -271,6 +272,11 @@ class VideoRecord:
         return replace(self, complete=False, owner=None, integrity=None, completed=None, damage=None)
 
     @property
+    def finished(self) -> bool:
+        """Marked complete with an integrity record: what counts as complete before the chunks are checked."""
+        return self.complete is True and self.integrity is not None
+
+    @property
     def arrays(self) -> list[str]:
         return ["features", "maps"] if self.has_maps else ["features"]
 
@@ -392,6 +398,7 @@ class FeatureStore:
             "local" if isinstance(self.root.store, zarr.storage.LocalStore) else "remote"]
         self._checked: dict[str, VideoRecord] = {}
         self._opened: dict[tuple[str, str], VideoArray] = {}  # arrays of checked videos, metadata read once
+        self._unreadable: set[str] = set()  # groups whose unreadable metadata was said
 
     @property
     def fingerprint(self) -> dict:
@@ -408,11 +415,25 @@ class FeatureStore:
 
     def video_ids(self, complete_only: bool = True) -> list[str]:
         """Ids of the videos in the store, sorted; by default only complete ones. Found by listing the
-        store, so a group whose metadata cannot be read is listed (as incomplete), never fatal."""
+        store, so a group whose metadata cannot be read is listed (as incomplete), never fatal; with
+        `complete_only`, each such group is said once, by name."""
         listing = _store_listing(self.root.store, self.videos_group.path) or {}
         ids = sorted(name for name, size in listing.items()
                      if size is None and name != "zarr.json" and not name.startswith("."))
-        return [v for v in ids if self.is_complete(v)] if complete_only else ids
+        if not complete_only:
+            return ids
+        complete = []
+        for video_id in ids:
+            try:
+                record = self.video_record(video_id)
+            except StoreError as error:
+                if video_id not in self._unreadable:
+                    self._unreadable.add(video_id)
+                    say(f"note: {error}; counted as incomplete (sal3d extract redoes it)")
+                continue
+            if record.finished:
+                complete.append(video_id)
+        return complete
 
     def _read_attrs(self, video_id: str) -> dict:
         """A video group's attributes, read from the store now (never a cached copy)."""
@@ -441,10 +462,9 @@ class FeatureStore:
         """True when the video is marked complete with an integrity record (its attributes alone: a
         reader's `check_video` also compares the chunks with the record)."""
         try:
-            record = self.video_record(video_id)
+            return self.video_record(video_id).finished
         except StoreError:
             return False
-        return record.complete is True and record.integrity is not None
 
     def check_video(self, video_id: str) -> VideoRecord:
         """The record of a complete video whose stored chunks match it; DamagedVideo (or StoreError

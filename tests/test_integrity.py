@@ -124,11 +124,12 @@ def test_complete_without_an_integrity_record_is_damaged(small, tmp_path):
         reader.features("partial")
 
 
-def test_unreadable_group_metadata_is_named_and_counted_incomplete(small):
+def test_unreadable_group_metadata_is_named_and_counted_incomplete(small, capsys):
     path, _ = small
     (path / "videos" / "b" / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
     store = FeatureStore(str(path))
     assert store.video_ids() == ["a"] and store.video_ids(complete_only=False) == ["a", "b"]
+    assert capsys.readouterr().err.count("video b: metadata cannot be read") == 1  # said once, by name
     assert store.state("b")[0] == "unreadable"
     with pytest.raises(StoreError, match=r"video b: metadata cannot be read \(JSONDecodeError"):
         store.video_record("b")
