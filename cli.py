@@ -96,6 +96,9 @@ def main():
               help="Run one task per video on a dask.distributed cluster (tcp://HOST:8786), or on a local "
                    "cluster of N worker processes; workers need the dataset at the same path and write "
                    "straight into STORE.")
+@click.option("--strict", is_flag=True,
+              help="Fail a video whose file holds fewer frames than its container declares (truncated), "
+                   "instead of keeping the frames found and saying so.")
 def extract(dataset_dir, store, videos, **options):
     """Cache VGG-16 relu5_3 features of DATASET_DIR in the Zarr store STORE (a path or an fsspec URL:
     s3://..., gs://..., file://...).
@@ -350,6 +353,28 @@ def report(run_dir, scores, **options):
     from stages.report import ReportConfig, report as run_report
 
     run_report(ReportConfig(run_dir=run_dir, scores=list(scores), **options))
+
+
+
+@main.command()
+@click.argument("store")
+@click.option("--repair", is_flag=True,
+              help="Mark damaged videos incomplete (discard groups whose metadata cannot be read), so that the "
+                   "next sal3d extract redoes them.")
+@click.option("--quick", is_flag=True,
+              help="Only compare each video's chunk listing with its record (what readers check when they open "
+                   "a video); no chunk is read.")
+@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+def verify(store, repair, quick, videos):
+    """Check every complete video of the feature store STORE: every chunk there, whole (its CRC-32C), and
+    holding the data its writer recorded. Incomplete videos are counted and left alone.
+
+    Exits 1 when a damaged video (or a group whose metadata cannot be read) is left unrepaired.
+    """
+    from stages.verify import VerifyConfig, verify as run_verify
+
+    summary = run_verify(VerifyConfig(store=store, repair=repair, quick=quick, videos=list(videos) or None))
+    sys.exit(1 if summary.unrepaired else 0)
 
 
 if __name__ == "__main__":

@@ -5,21 +5,28 @@
 `config` carries what is needed to use the weights correctly and to refuse a mismatch: the
 weighting name and coefficients, the trunk fingerprint of the store it was trained on, the store
 format version, the epoch and the validation scores. Files are written atomically (temporary file
-then rename) and loaded with ``weights_only=True``: loading never runs pickled code.
+then rename; the temporary file is removed when the write fails) and loaded with
+``weights_only=True``: loading never runs pickled code. Every failure is a `CheckpointError` of one
+line naming the file and the cause.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_write
+from pipeline.atomic import WriteError, atomic_write, write_error
 from pipeline.decoder import SaliencyDecoder
 from pipeline.errors import Sal3dError
 
 REQUIRED_CONFIG = ("weighting", "coefficients", "trunk", "store_format_version")
+#: What train-decoder's last.pt holds beyond a decoder checkpoint: what --resume continues from.
+RESUME_KEYS = ("optimizer", "scheduler", "state", "rng")
+WINDOW_FRAMES = 6  # coefficients: one per feature map of a window (pipeline.windows)
 
 
 class CheckpointError(Sal3dError):
@@ -27,30 +34,93 @@ class CheckpointError(Sal3dError):
 
 
 def save_checkpoint(path: Path | str, checkpoint: dict) -> None:
-    """Write `checkpoint` (must hold "model" and "config") to `path` atomically."""
+    """Write `checkpoint` (must hold "model" and "config") to `path` atomically; CheckpointError
+    naming the file and the cause (a full disk...) when it cannot be written."""
     missing = [k for k in ("model", "config") if k not in checkpoint]
     missing += [f"config.{k}" for k in REQUIRED_CONFIG if k not in checkpoint.get("config", {})]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    with atomic_write(path) as temporary:
-        torch.save(checkpoint, temporary)
+    try:
+        with atomic_write(path) as temporary:
+            try:
+                torch.save(checkpoint, temporary)
+            except RuntimeError as error:  # torch's own writer: "[enforce fail at inline_container.cc...]"
+                raise write_error(path, error, "write the checkpoint") from None
+    except WriteError as error:
+        raise CheckpointError(str(error).replace(": cannot write (", ": cannot write the checkpoint (")) from None
 
 
-def load_checkpoint(path: Path | str, map_location="cpu") -> dict:
-    """Load a checkpoint written by `save_checkpoint`, without unpickling code."""
+def load_checkpoint(path: Path | str, map_location="cpu", resume: bool = False) -> dict:
+    """Load a checkpoint written by `save_checkpoint`, without unpickling code, and check its shape:
+    a dict with "model" (tensors) and "config" (REQUIRED_CONFIG, six finite coefficients); with
+    `resume`, also what train-decoder's last.pt holds to continue a run (RESUME_KEYS)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path}: not a loadable sal3d checkpoint ({str(error).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: {_load_problem(error)}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"{path}: not a sal3d checkpoint (expected a dict with 'model' and 'config')")
-    missing = [k for k in REQUIRED_CONFIG if k not in checkpoint["config"]]
+    config = checkpoint["config"]
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: checkpoint config is a {type(config).__name__}, not a dict")
+    missing = [k for k in REQUIRED_CONFIG if k not in config]
     if missing:
         raise CheckpointError(f"{path}: checkpoint config lacks {', '.join(missing)}")
+    model = checkpoint["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"{path}: 'model' is not a state_dict of tensors")
+    coefficients = config["coefficients"]
+    if (not isinstance(coefficients, (list, tuple)) or len(coefficients) != WINDOW_FRAMES
+            or not all(isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c)
+                       for c in coefficients)):
+        raise CheckpointError(f"{path}: config.coefficients is {coefficients!r}, not {WINDOW_FRAMES} finite "
+                              "numbers (one weight per frame of a window)")
+    if not isinstance(config["weighting"], str) or not isinstance(config["trunk"], dict):
+        raise CheckpointError(f"{path}: config.weighting must be a name and config.trunk a fingerprint (dict)")
+    if resume:
+        lacking = [k for k in RESUME_KEYS if k not in checkpoint]
+        if lacking:
+            raise CheckpointError(f"{path}: not a last.pt that a run can resume from: it lacks "
+                                  f"{', '.join(lacking)} (best.pt holds the weights only)")
     return checkpoint
+
+
+def check_decoder_weights(path: Path | str, state: dict) -> dict:
+    """The decoder state_dict `state` with wrapper prefixes removed (torch.compile's ``_orig_mod.``,
+    DataParallel's ``module.``), checked against the 3DSAL decoder's parameter names and shapes;
+    CheckpointError naming the file and the first differences otherwise."""
+    clean = {}
+    for key, value in state.items():
+        for prefix in ("_orig_mod.", "module."):
+            key = key.removeprefix(prefix)
+        clean[key] = value
+    with torch.device("meta"):  # shapes only: no memory, no initialization
+        expected = {k: tuple(v.shape) for k, v in SaliencyDecoder().state_dict().items()}
+    problems = [f"{k} missing" for k in expected if k not in clean]
+    problems += [f"unexpected {k}" for k in clean if k not in expected]
+    problems += [f"{k} is {tuple(clean[k].shape)}, the decoder's is {shape}"
+                 for k, shape in expected.items() if k in clean and tuple(clean[k].shape) != shape]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(f"{path}: weights do not fit the 3DSAL decoder: {'; '.join(problems[:3])}{more}")
+    return clean
+
+
+def _load_problem(error: Exception) -> str:
+    """Why torch.load failed, in one line; never torch's advice to load the file unsafely."""
+    text = str(error)
+    if "weights only load failed" in text.lower() or "weights_only" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"refused: it holds pickled Python objects{what}, not only tensors and plain values, and loading "
+                "them could run code; sal3d loads checkpoints with weights_only=True")
+    if isinstance(error, OSError) and error.strerror:
+        return f"cannot read ({error.strerror})"
+    first = (text.strip().splitlines() or [type(error).__name__])[0][:200]
+    return f"not a loadable PyTorch checkpoint (truncated, or another kind of file: {first})"
 
 
 class FloatSigmoid(nn.Module):
@@ -68,15 +138,7 @@ def load_decoder(checkpoint: dict, path: Path, device: torch.device, dtype: torc
             or not all(isinstance(v, (int, float)) and v > 0 for v in settings.values())):
         raise CheckpointError(f"{path}: config.decoder is not {{bn_momentum, bn_eps}} > 0: {settings!r}")
     model = SaliencyDecoder(**settings)
-    state = {}
-    for key, value in checkpoint["model"].items():
-        for prefix in ("_orig_mod.", "module."):  # torch.compile / DataParallel wrappers
-            key = key.removeprefix(prefix)
-        state[key] = value
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit the 3DSAL decoder ({str(error).splitlines()[0]})") from None
+    model.load_state_dict(check_decoder_weights(path, checkpoint["model"]), strict=True)
     if isinstance(model.block6[-1], nn.Sigmoid):
         model.block6[-1] = FloatSigmoid()
     model = model.eval().requires_grad_(False).to(device=device, dtype=dtype)

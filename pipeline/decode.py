@@ -12,14 +12,17 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from pipeline.datasets import VideoEntry
-from pipeline.frames import FrameReader, FrameReadError, read_maps
+from pipeline.frames import FrameReader, FrameReadError, VideoInfo, read_maps
+from pipeline.store import VideoRecord
 
 
 @dataclass
 class Decoded:
     """One message from a decode worker, about the video at `index` of the work list.
 
-    kind ``begin``: `info` holds the attributes to store (frame count after trimming, sizes...);
+    kind ``begin``: `info` holds "frame_count" (after trimming), "record" (the video's `VideoRecord`
+    as attributes), "notes" (lines for the user) and "short" ((frames decoded, frames expected) of a
+    truncated source, else None);
     ``frames``: `frames` uint8 (n, 224, 224, 3) and `maps` uint8 (n, 224, 224) or None from `start`;
     ``end``: every frame was sent; ``error``: `message` says why the video failed.
     """
@@ -34,10 +37,16 @@ class Decoded:
 
 
 class DecodeStream(IterableDataset):
-    """Decodes the work list in worker processes; worker k takes videos k, k + W, k + 2W, ..."""
+    """Decodes the work list in worker processes; worker k takes videos k, k + W, k + 2W, ...
 
-    def __init__(self, entries: list[VideoEntry], root: Path, batch_size: int, max_frames: int | None):
+    origins: the `pipeline.identity` origin of each entry (recorded with the video), or None.
+    strict: a source shorter than its container declares is an error instead of a note."""
+
+    def __init__(self, entries: list[VideoEntry], root: Path, batch_size: int, max_frames: int | None,
+                 origins: list[dict | None] | None = None, strict: bool = False):
         self.entries, self.root, self.batch_size, self.max_frames = entries, root, batch_size, max_frames
+        self.origins = origins or [None] * len(entries)
+        self.strict = strict
 
     def __iter__(self):
         worker = get_worker_info()
@@ -57,15 +66,21 @@ class DecodeStream(IterableDataset):
                 notes.append(f"{info.frame_count} frames but {len(map_files)} maps: keeping the "
                              f"{min(count, len(map_files))} frames that have both")
                 count = min(count, len(map_files))
-            attrs = {
-                "source": str(entry.source.relative_to(self.root)),
-                "split": entry.split,
-                "height": info.height, "width": info.width, "fps": info.fps,
-                "source_frame_count": info.frame_count,
-                "has_maps": bool(map_files), "has_fixations": bool(entry.fixation_files()),
-                "frame_names": entry.frame_names(count),
-            }
-            yield Decoded(index, "begin", info={"frame_count": count, "attrs": attrs, "notes": notes})
+            short = None
+            if info.expected_frames is not None:
+                short = (info.frame_count, info.expected_frames)
+                problem = short_video(info)
+                if self.strict:
+                    raise FrameReadError(f"{entry.source}: {problem} (--strict)")
+                notes.append(problem)
+            record = VideoRecord(
+                frame_count=count, height=info.height, width=info.width, fps=info.fps,
+                source=str(entry.source.relative_to(self.root)), split=entry.split,
+                source_frame_count=info.frame_count, expected_frames=info.expected_frames,
+                has_maps=bool(map_files), has_fixations=bool(entry.fixation_files()),
+                frame_names=entry.frame_names(count), origin=self.origins[index])
+            yield Decoded(index, "begin", info={"frame_count": count, "record": record.to_attrs(), "notes": notes,
+                                                "short": short})
             for start in range(0, count, self.batch_size):
                 stop = min(start + self.batch_size, count)
                 frames = reader.read(start, stop)
@@ -86,7 +101,13 @@ def as_is(message):
 
 def video_arguments(video_id: str, info: dict) -> tuple:
     """`FeatureStore.begin_video`'s arguments for a video, from a decoder's ``begin`` message info."""
-    return video_id, info["frame_count"], info["attrs"]["has_maps"], info["attrs"]
+    return video_id, info["frame_count"], info["record"]["has_maps"], info["record"]
+
+
+def short_video(info: VideoInfo) -> str:
+    """A truncated source in words: frames decoded, frames expected, and the durations they come from."""
+    return (f"truncated? {info.frame_count} frames decoded, about {info.expected_frames} expected (the "
+            f"container declares {info.declared_seconds:.2f} s, the frames end at {info.decoded_seconds:.2f} s)")
 
 
 GPU_DECODE_WORKERS = 8  # at most, with a GPU

@@ -1,4 +1,5 @@
-"""Frame sources: decode a video file (decord) or a folder of frame images into 224x224 RGB.
+"""Frame sources: decode a video file (decord) or a folder of frame images into 224x224 RGB; read
+ground-truth maps as 8-bit grey.
 
 Readers are opened lazily, on first use: a decord VideoReader opened before a fork crashes in the
 child (DESIGN.md section 4), so worker processes must each open their own.
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline.containers import declared_seconds
 from pipeline.datasets import VideoEntry
 from pipeline.errors import Sal3dError
 from pipeline.preprocessing import INPUT_SIZE, resize_image
@@ -23,12 +25,30 @@ class FrameReadError(Sal3dError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a source says of itself. fps is recorded only: it is often wrong and never indexes."""
+    """What a source says of itself. fps is recorded only: it is often wrong and never indexes.
+
+    frame_count: the frames the decoder finds. expected_frames: set when the container declares a
+    duration that those frames fall short of (a truncated file), to about how many frames it would
+    hold (`short_of`); None when they cover it, or the container declares nothing readable."""
 
     frame_count: int
     height: int
     width: int
     fps: float | None
+    expected_frames: int | None = None
+    declared_seconds: float | None = None
+    decoded_seconds: float | None = None
+
+
+def short_of(frames: int, decoded_seconds: float, declared: float | None) -> int | None:
+    """About how many frames a video of `frames` decoded frames, ending at `decoded_seconds`, would
+    have if it lasted the `declared` seconds; None when it lasts them (give or take two frames or 2%)."""
+    if declared is None or frames < 1 or decoded_seconds <= 0:
+        return None
+    frame_seconds = decoded_seconds / frames
+    if declared - decoded_seconds <= max(2 * frame_seconds, 0.02 * declared):
+        return None
+    return round(declared / frame_seconds)
 
 
 class FrameReader:
@@ -50,9 +70,14 @@ class FrameReader:
                 height, width = original[0].shape[:2] if len(original) else (0, 0)
                 fps = float(original.get_avg_fps())
                 del original
+                count = len(self._video)
+                # the end of the last frame, against the container's declared duration (truncated files)
+                decoded = float(self._video.get_frame_timestamp(count - 1)[1]) if count else 0.0
             except Exception as error:  # decord raises plain RuntimeError/DECORDError with ffmpeg's text
                 raise FrameReadError(f"{path}: cannot decode video ({_first_line(error)})") from None
-            self._info = VideoInfo(len(self._video), int(height), int(width), fps)
+            declared = declared_seconds(path)
+            self._info = VideoInfo(count, int(height), int(width), fps, short_of(count, decoded, declared),
+                                   declared, decoded)
         return self._video
 
     def info(self) -> VideoInfo:
@@ -83,8 +108,31 @@ class FrameReader:
 
 
 def read_maps(files: list[Path]) -> np.ndarray:
-    """Grey ground-truth map images -> uint8 (n, 224, 224), resized bilinearly."""
-    return np.stack([resize_image(_open_image(p), "L") for p in files])
+    """Grey ground-truth map images -> uint8 (n, 224, 224): `read_grey_8bit`, then resized bilinearly."""
+    return np.stack([resize_image(Image.fromarray(read_grey_8bit(p)), "L") for p in files])
+
+
+def read_grey_8bit(path: Path | str) -> np.ndarray:
+    """A ground-truth map image as uint8 (H, W) at its own size, its full range scaled to 0..255.
+
+    - 8-bit grey (``L``): as stored.
+    - 16-bit grey (``I;16*``; ``I``, as older Pillow opens 16-bit PNGs): v -> round(v * 255 / 65535),
+      so 65535 is 255 (Pillow's own conversion clips everything above 255 to white instead).
+    - float (``F``): values in [0, 1] scaled by 255, larger ones clipped to 0..255.
+    - palette (``P``), binary (``1``), with alpha or colour: Pillow's conversion to grey (palette
+      entries' luminance; alpha dropped).
+    FrameReadError names the file when it cannot be read.
+    """
+    image = _open_image(Path(path))
+    if image.mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I
+        values = np.asarray(image).astype(np.int64).clip(0, 65535)
+        return ((values * 255 + 32767) // 65535).astype(np.uint8)  # round(v / 257): never a tie
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if np.nanmax(values, initial=0.0) <= 1.0:
+            values = values * 255.0
+        return np.rint(np.nan_to_num(values).clip(0, 255)).astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
 def _open_image(path: Path) -> Image.Image:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.store import CHUNK_FRAMES, FeatureStore
+from pipeline.store import CHUNK_FRAMES, FeatureStore, StoreError
 from pipeline.windows import apply_weighting, frames_needed, gather_windows
 
 __all__ = [
@@ -160,7 +160,10 @@ class GroupReader(Dataset):
     - ``maps``: ``(n, 224, 224)`` uint8, the targets' ground-truth maps;
     - ``videos``, ``frames``: the targets' ids, in the group's (shuffled) order.
 
-    The store is opened on first use in each process (never inherited across a fork).
+    The store is opened on first use in each process (never inherited across a fork); each video is
+    checked against its integrity record when first read there. A damaged video gives ``{"error":
+    message}`` instead (the message names the store, video, array and chunk), which the loader raises
+    as a StoreError in the main process: a worker's exception would arrive wrapped in its traceback.
     """
 
     def __init__(self, location: str, groups: list[tuple[tuple[Run, ...], np.ndarray]]):
@@ -184,6 +187,12 @@ class GroupReader(Dataset):
         return state
 
     def __getitem__(self, index: int) -> dict:
+        try:
+            return self._read(index)
+        except StoreError as error:
+            return {"error": str(error)}
+
+    def _read(self, index: int) -> dict:
         runs, order = self.groups[index]
         features, rows, maps, videos, frames = [], [], [], [], []
         offset = 0
@@ -208,6 +217,8 @@ class GroupReader(Dataset):
 
 
 def _as_tensors(item: dict) -> dict:
+    if "error" in item:
+        return item
     return {**item, "features": torch.from_numpy(item["features"]), "rows": torch.from_numpy(item["rows"]),
             "maps": torch.from_numpy(item["maps"])}
 
@@ -339,6 +350,8 @@ class WindowLoader:
         pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, list, list]] = []
         held = 0
         for item in self._group_stream(dataset, list(range(first_group, len(groups)))):
+            if "error" in item:
+                raise StoreError(item["error"])
             features = item["features"].to(self.device, non_blocking=True)
             rows = item["rows"].to(self.device, non_blocking=True)
             maps = item["maps"].to(self.device, non_blocking=True)

@@ -14,7 +14,9 @@ own (``python -m pipeline.store_writers``, which imports no torch: see `pipeline
 ``memory://`` stores that only this process can see, in a thread.
 
 If the main process dies, its lanes see their pipe close and exit; what they had not finished stays
-incomplete in the store, and a rerun redoes it.
+incomplete in the store, and a rerun redoes it. A lane claims each video it writes
+(`FeatureStore.begin_video`: the claim names the lane's process) and leaves one that another run
+holds; it renews its claims while it waits for data and releases those it could not finish.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
-from pipeline.store import FeatureStore
+from pipeline.store import RENEW_SECONDS, FeatureStore, StoreError, VideoOwned, VideoWriter
 
 SLOTS_PER_LANE = 3  # batches in flight per lane: one being written, two waiting
 
@@ -64,16 +66,23 @@ class Slots:
 def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots: Slots) -> None:
     """A lane's loop over the shared `buffer`: takes ``begin`` / ``append`` / ``finish`` messages until
     a ``None`` (answered ``("stopped",)``) or the main process's end of the pipe closes. Answers
-    ``("ready",)`` once the store is open, ``("free", slot)`` as soon as a batch is copied out, ``("done", index)`` when a video is complete
-    in the store, ``("error", index, reason)`` for a video that cannot be written (its later messages
-    are dropped), and ``("fatal", reason)`` before it ends on anything else (a store it cannot open...)."""
+    ``("ready",)`` once the store is open, ``("free", slot)`` as soon as a batch is copied out,
+    ``("done", index)`` when a video is complete in the store, ``("skipped", index, reason)`` for a
+    video another run owns (`VideoOwned`), ``("error", index, reason)`` for a video that cannot be
+    written (the later messages of both are dropped), and ``("fatal", reason)`` before it ends on
+    anything else (a store it cannot open...). While it waits for messages it renews the leases of
+    the videos it holds; on its way out it releases those it did not finish."""
     features_slots, maps_slots = slots.views(buffer)
-    writers, failed = {}, set()
+    writers: dict[int, VideoWriter] = {}
+    failed = set()
     try:
         store = FeatureStore(location, mode="a", trunk=fingerprint)
         conn.send(("ready",))
         while True:
             try:
+                while not conn.poll(RENEW_SECONDS / 4):
+                    for writer in writers.values():
+                        writer.keep_alive()
                 message = conn.recv()
             except EOFError:
                 return  # the main process is gone
@@ -96,10 +105,17 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
                 elif kind == "finish":
                     writers.pop(index).finish()
                     conn.send(("done", index))
-            except Exception as error:  # this video's write failed; the others go on
+            except VideoOwned as error:  # another run writes it: not a failure of this one
                 failed.add(index)
                 writers.pop(index, None)
-                conn.send(("error", index, f"writing to {location}: {error}"))
+                conn.send(("skipped", index, str(error)))
+            except Exception as error:  # this video's write failed; the others go on
+                failed.add(index)
+                writer = writers.pop(index, None)
+                if writer is not None:
+                    writer.release()
+                reason = str(error) if isinstance(error, StoreError) else f"writing to {location}: {error}"
+                conn.send(("error", index, reason))
     except KeyboardInterrupt:
         return  # Ctrl-C reaches the whole process group; the main process reports it
     except Exception as error:
@@ -108,6 +124,8 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
         except OSError:
             pass
     finally:
+        for writer in writers.values():
+            writer.release()
         del features_slots, maps_slots  # numpy views must go before the segment closes
         conn.close()
 
@@ -189,7 +207,8 @@ class StoreWriters:
 
     `begin`, `append` and `finish` queue a video's writes and return the write errors that have come
     back so far, as (video index, reason); `append` blocks while every slot is in use (the time it
-    blocked is added to `waited`).
+    blocked is added to `waited`). Videos a lane left because another run owns them are listed in
+    `skipped`, as (video index, reason).
     """
 
     def __init__(self, location: str, fingerprint: dict, lanes: int, batch_frames: int, threads: bool = False):
@@ -201,6 +220,7 @@ class StoreWriters:
         self.lanes: list[Lane] = []
         self.live: set[int] = set()  # lanes running and not yet told to stop
         self.errors: list[tuple[int, str]] = []
+        self.skipped: list[tuple[int, str]] = []  # (video index, why): videos another run owns
         self.waited = 0.0
         try:
             for k in range(lanes):
@@ -320,6 +340,9 @@ class StoreWriters:
         elif kind == "error":
             lane.open_videos.discard(answer[1])
             self.errors.append((answer[1], answer[2]))
+        elif kind == "skipped":
+            lane.open_videos.discard(answer[1])
+            self.skipped.append((answer[1], answer[2]))
         elif kind == "ready":
             lane.ready = True
         elif kind == "stopped":

@@ -4,6 +4,12 @@ Worker processes decode (decord, or PIL for frame folders) and read ground-truth
 frames; the main process runs the trunk on each batch; writer processes (`pipeline.store_writers`,
 one per video at a time) compress and write to the Zarr store. The three overlap, so the run goes at
 the speed of the slowest.
+
+Before any of that, every video of the dataset is looked up in the store (`plan`): a complete video
+is skipped only when it passes the store's integrity check and was extracted from the same source
+with the same --max-frames (`pipeline.identity`); a damaged one is marked incomplete, a group whose
+metadata cannot be read is discarded, and both are redone, each with a line saying why. A video that
+another live run is writing is left to it (`pipeline.store.Owner`).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from pipeline.datasets import VideoEntry, discover
 from pipeline.decode import (DEFAULT_WORKERS_TEXT, DEFAULT_WRITERS_TEXT, DecodeStream, as_is, default_workers,
                              default_writers, video_arguments)
 from pipeline.errors import Sal3dError
+from pipeline.identity import origin_change, origin_of
 from pipeline.progress import Progress, say
-from pipeline.store import FeatureStore, StoreError
+from pipeline.store import FeatureStore, StoreError, VideoOwned
 from pipeline.store_writers import StoreWriters
 from pipeline.trunk import Trunk, TrunkRunner, load_trunk, resolve_device
 
@@ -48,6 +55,7 @@ class ExtractConfig:
     writers: int | None = field(default=None, metadata={"auto": DEFAULT_WRITERS_TEXT})
     # a dask.distributed scheduler address or local:N; None: in this process
     scheduler: str | None = field(default=None, metadata={"auto": "in this process"})
+    strict: bool = False  # a source shorter than its container declares fails instead of being kept
 
 
 WAIT_LABELS = {"decode": "waiting for decode", "trunk": "trunk", "writes": "waiting for writes"}
@@ -58,6 +66,9 @@ class ExtractSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
+    owned: dict[str, str] = field(default_factory=dict)  # video id -> why: another live run writes it
+    redone: dict[str, str] = field(default_factory=dict)  # video id -> why a stored video was redone
+    short: dict[str, tuple[int, int]] = field(default_factory=dict)  # video id -> (decoded, expected) frames
     frames: int = 0
     seconds: float = 0.0
     # where the main loop's time went (seconds; measured in-process only), keys as WAIT_LABELS
@@ -73,9 +84,21 @@ class ExtractSummary:
             self.failed[video_id] = reason
             say(f"\nextract: FAILED {video_id}: {reason}")
 
+    def dropped(self, video_id: str) -> bool:
+        """True once a video failed or was left to another run: its remaining messages are dropped."""
+        return video_id in self.failed or video_id in self.owned
+
+    def leave(self, video_id: str, reason: str) -> None:
+        """Record a video that another run writes (it is not this run's to do) and say it at once."""
+        if not self.dropped(video_id):
+            self.owned[video_id] = reason
+            say(f"\nextract: left to another run: {video_id}: {reason}")
+
     def line(self) -> str:
-        line = (f"extract: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed; "
-                f"{self.frames} frames in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s)")
+        line = (f"extract: {len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+                + (f", {len(self.owned)} left to another run" if self.owned else "")
+                + (f", {len(self.short)} short" if self.short else "")
+                + f"; {self.frames} frames in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s)")
         if self.frames and self.seconds > 0 and any(self.waits.values()):
             line += "; time " + ", ".join(f"{label} {self.waits[key] / self.seconds:.0%}"
                                           for key, label in WAIT_LABELS.items())
@@ -84,6 +107,11 @@ class ExtractSummary:
     def report(self) -> "ExtractSummary":
         """Say the summary line and every failure; returns itself."""
         say(self.line())
+        for video_id, (decoded, expected) in self.short.items():
+            say(f"extract: short video {video_id}: {decoded} frames decoded, about {expected} expected "
+                "(kept; --strict fails such videos)")
+        for video_id, reason in self.owned.items():
+            say(f"extract: left to another run: {video_id}: {reason}")
         for video_id, reason in self.failed.items():
             say(f"extract: failed {video_id}: {reason}")
         return self
@@ -99,29 +127,66 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     device = resolve_device(config.device)
     trunk = trunk or load_trunk(config.weights)
     store = FeatureStore(config.store, mode="a", trunk=trunk.fingerprint,
-                         dataset={"layout": layout, "dataset": str(root.resolve())})
+                         dataset={"layout": layout, "dataset": str(root.resolve())}, upgrade=True)
     summary = ExtractSummary()
-    todo = []
-    for entry in entries:
-        (summary.skipped if store.is_complete(entry.video_id) else todo).append(entry)
-    summary.skipped = [e.video_id for e in summary.skipped]
+    if store.upgraded_from:
+        say(f"extract: {store.location} was store format version {store.upgraded_from}: its videos have no "
+            "integrity records and are redone")
+    todo, origins = plan(store, entries, root, config.max_frames, summary)
     say(f"extract: {len(entries)} videos in {root} (layout {layout}, split {config.split}): "
-        f"{len(summary.skipped)} already complete, {len(todo)} to do, on {device}")
+        f"{len(summary.skipped)} already complete, {len(todo)} to do"
+        + (f", {len(summary.owned)} being written by another run" if summary.owned else "") + f", on {device}")
     if not todo:
         return summary.report()
 
     if config.scheduler:
-        return _extract_on_cluster(config, root, todo, store, summary)
+        return _extract_on_cluster(config, root, todo, origins, store, summary)
     runner = TrunkRunner(trunk, device)
     workers = default_workers(device) if config.workers is None else config.workers
-    loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames), batch_size=None,
-                        num_workers=workers, collate_fn=as_is, prefetch_factor=4 if workers else None,
+    loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames, origins, config.strict),
+                        batch_size=None, num_workers=workers, collate_fn=as_is, prefetch_factor=4 if workers else None,
                         persistent_workers=False)
     lanes = default_writers(device) if config.writers is None else config.writers
     # writers 0: one writer thread of this process
     with StoreWriters(store.location, store.fingerprint, max(lanes, 1), config.batch_size, threads=lanes == 0) as writes:
         _run_in_process(loader, runner, writes, todo, summary)
     return summary.report()
+
+
+def plan(store: FeatureStore, entries: list[VideoEntry], root: Path, max_frames: int | None,
+         summary: ExtractSummary) -> tuple[list[VideoEntry], list[dict]]:
+    """The videos to extract, with the origin each would record (`pipeline.identity`). Complete
+    videos of the same origin go to ``summary.skipped``; videos another live run writes to
+    ``summary.owned``; a damaged video is marked incomplete and an unreadable group discarded before
+    they are redone; every stored video that is redone is said, with why, in ``summary.redone``."""
+    todo, origins = [], []
+    for entry in entries:
+        video_id = entry.video_id
+        try:
+            origin = origin_of(entry, root, max_frames)
+        except OSError as error:
+            summary.fail(video_id, f"{entry.source}: cannot read ({error})")
+            continue
+        state, record, why = store.state(video_id)
+        if state == "complete":
+            why = origin_change(record.origin, origin, record.frame_count, record.source_frame_count)
+            if why is None:
+                summary.skipped.append(video_id)
+                continue
+        elif state == "damaged":
+            store.mark_incomplete(video_id, why)
+        elif state == "unreadable":
+            store.discard(video_id)
+            why += "; discarded"
+        elif state == "owned":
+            summary.leave(video_id, why)
+            continue
+        if state in ("complete", "damaged", "unreadable"):
+            summary.redone[video_id] = why
+            say(f"extract: redoing {video_id}: {why}")
+        todo.append(entry)
+        origins.append(origin)
+    return todo, origins
 
 
 def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriters, todo: list[VideoEntry],
@@ -137,13 +202,16 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
     def record(errors: list[tuple[int, str]]) -> None:
         for index, reason in errors:
             summary.fail(todo[index].video_id, reason)
+        for index, reason in writes.skipped:
+            summary.leave(todo[index].video_id, reason)
+        writes.skipped.clear()
 
     def hand_over() -> None:
         nonlocal pending
         if pending is None:
             return
         (index, batch, maps), pending = pending, None
-        if todo[index].video_id in summary.failed:
+        if summary.dropped(todo[index].video_id):
             return
         computed = time.perf_counter()
         features = batch.result()
@@ -161,7 +229,7 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
         waits["decode"] += now - mark
         index, video_id = message.index, todo[message.index].video_id
         if message.kind == "frames":
-            if video_id not in summary.failed:
+            if not summary.dropped(video_id):
                 batch = runner.submit(message.frames)
                 waits["trunk"] += time.perf_counter() - now
                 hand_over()
@@ -169,14 +237,16 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
             mark = time.perf_counter()
             continue
         hand_over()  # a video's writes keep their order: its last batch goes before its end
-        if video_id in summary.failed:
-            pass  # the rest of a failed video's messages are dropped
+        if summary.dropped(video_id):
+            pass  # the rest of a failed (or another run's) video's messages are dropped
         elif message.kind == "error":
             summary.fail(video_id, message.message)
         elif message.kind == "begin":
             progress.part_size(message.info["frame_count"])
             for note in message.info["notes"]:
                 say(f"\nextract: {video_id} ({todo[index].source}): {note}")
+            if message.info["short"]:
+                summary.short[video_id] = message.info["short"]
             record(writes.begin(index, *video_arguments(video_id, message.info)))
         elif message.kind == "end":
             record(writes.finish(index))
@@ -186,7 +256,8 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
     drained = time.perf_counter()
     record(writes.close())
     waits["writes"] += time.perf_counter() - drained
-    summary.done = [v for v in summary.done if v not in summary.failed]
+    summary.done = [v for v in summary.done if not summary.dropped(v)]
+    summary.short = {v: short for v, short in summary.short.items() if v in summary.done}
     summary.seconds = time.perf_counter() - start
     progress.close()
 
@@ -212,29 +283,38 @@ def _process_trunk(weights: str, device: str) -> TrunkRunner:
 
 
 def extract_video(entry: VideoEntry, root: Path, location: str, weights: str, device: str, batch_size: int,
-                  max_frames: int | None) -> int:
+                  max_frames: int | None, origin: dict | None = None,
+                  strict: bool = False) -> tuple[int, tuple[int, int] | None]:
     """Stage one for one video in this process, start to finish: decode, trunk, write into the store
     at `location` (created beforehand by the client). This is the task a Dask worker runs; it returns
-    the frames written, or raises `VideoFailed` / `StoreError` saying why. A worker killed mid-video
-    leaves the video incomplete, and a rerun redoes it."""
+    (frames written, (decoded, expected) frames of a short source or None), or raises `VideoFailed` /
+    `StoreError` saying why (`VideoOwned`: another run writes the video). The worker claims the
+    video as extract's writer processes do; killed mid-video, it leaves the video incomplete and the
+    claim to lapse, and a rerun redoes it."""
     runner = _process_trunk(weights, device)
     store = FeatureStore(location, mode="a", trunk=runner.fingerprint)  # refuses a worker with other weights
-    writer, frames = None, 0
-    for message in DecodeStream([entry], root, batch_size, max_frames).decode_video(0):
-        if message.kind == "error":
-            raise VideoFailed(message.message)
-        if message.kind == "begin":
-            writer = store.begin_video(*video_arguments(entry.video_id, message.info))
-        elif message.kind == "frames":
-            writer.append(runner(message.frames), None if message.maps is None else message.maps.numpy())
-            frames += len(message.frames)
-        elif message.kind == "end":
-            writer.finish()
-    return frames
+    writer, frames, short = None, 0, None
+    try:
+        for message in DecodeStream([entry], root, batch_size, max_frames, [origin], strict).decode_video(0):
+            if message.kind == "error":
+                raise VideoFailed(message.message)
+            if message.kind == "begin":
+                short = message.info["short"]
+                writer = store.begin_video(*video_arguments(entry.video_id, message.info))
+            elif message.kind == "frames":
+                writer.append(runner(message.frames), None if message.maps is None else message.maps.numpy())
+                frames += len(message.frames)
+            elif message.kind == "end":
+                writer.finish()
+                writer = None
+    finally:
+        if writer is not None:  # failed mid-video: let the next run have it at once
+            writer.release()
+    return frames, short
 
 
-def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry], store: FeatureStore,
-                        summary: ExtractSummary) -> ExtractSummary:
+def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry], origins: list[dict],
+                        store: FeatureStore, summary: ExtractSummary) -> ExtractSummary:
     """One `extract_video` task per video on the cluster at ``config.scheduler``; results collected as
     they finish. A failed task is reported by video, as in-process; a worker that dies is replaced and
     its task rerun by the scheduler (up to distributed's ``allowed-failures``)."""
@@ -247,15 +327,21 @@ def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry
             + (", one GPU per task" if resources else "") + ")")
         start = time.perf_counter()
         futures = {client.submit(extract_video, entry, root.resolve(), store.location, config.weights,
-                                 config.device, config.batch_size, config.max_frames, pure=False,
-                                 key=f"extract-{entry.video_id}-{uuid.uuid4().hex[:8]}", resources=resources): entry
-                   for entry in todo}
+                                 config.device, config.batch_size, config.max_frames, origin, config.strict,
+                                 pure=False, key=f"extract-{entry.video_id}-{uuid.uuid4().hex[:8]}",
+                                 resources=resources): entry
+                   for entry, origin in zip(todo, origins)}
         progress = Progress("extract", total=len(todo), unit="videos")
         for future in as_completed(futures):
             video_id = futures[future].video_id
             try:
-                summary.frames += future.result()
+                frames, short = future.result()
+                summary.frames += frames
                 summary.done.append(video_id)
+                if short:
+                    summary.short[video_id] = short
+            except VideoOwned as error:
+                summary.leave(video_id, str(error))
             except Exception as error:  # one video's failure, reported by video
                 summary.fail(video_id, str(error) if isinstance(error, (VideoFailed, StoreError))
                              else f"{type(error).__name__}: {error}")

@@ -54,7 +54,7 @@ from PIL import Image
 from torch import nn
 
 from pipeline.atomic import is_temporary, write_text_atomic
-from pipeline.checkpoint import load_checkpoint, load_decoder
+from pipeline.checkpoint import check_decoder_weights, load_checkpoint, load_decoder
 from pipeline.contract import fingerprint_mismatch
 from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
 from pipeline.errors import Sal3dError
@@ -62,7 +62,7 @@ from pipeline.overlay import (DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD
                               overlay, remove_temporaries, video_fps, write_overlay_video)
 from pipeline.postprocess import OVERLAY_DIR, PostProcess, postprocess, write_png
 from pipeline.progress import Progress, say
-from pipeline.store import FORMAT_VERSION, FeatureStore
+from pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, FeatureStore
 from pipeline.trunk import compute_dtype, load_trunk, quiet_random_warning, resolve_device, weights_for
 from pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
 
@@ -231,7 +231,7 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
             raise PredictError(f"cache store {cache} holds features of {cached_root}, not {root.resolve()}: "
                                "choose another --cache (or OUT_DIR)")
         check_trunk(config.checkpoint, checkpoint_trunk, f"cache store {cache}", existing.fingerprint)
-    todo = [e for e in entries if existing is None or not existing.is_complete(e.video_id)]
+    todo = [e for e in entries if existing is None or existing.state(e.video_id)[0] != "complete"]
     if todo:
         weights = weights_for(checkpoint_trunk, config.weights)
         with quiet_random_warning():
@@ -429,9 +429,10 @@ def predict(config: PredictConfig) -> PredictSummary:
     style = OverlayStyle(config.overlay_colormap, float(config.overlay_alpha), float(config.overlay_threshold))
     checkpoint_path = Path(config.checkpoint)
     checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint["model"] = check_decoder_weights(checkpoint_path, checkpoint["model"])  # before anything is written
     ck_config = checkpoint["config"]
     coefficients = [float(c) for c in ck_config["coefficients"]]
-    if ck_config.get("store_format_version") != FORMAT_VERSION:
+    if ck_config.get("store_format_version") not in FEATURE_COMPATIBLE_VERSIONS:
         raise PredictError(f"{checkpoint_path}: trained on store format {ck_config.get('store_format_version')}, "
                            f"this sal3d reads format {FORMAT_VERSION}")
     if ck_config["weighting"] in WEIGHTINGS and not np.allclose(coefficients, WEIGHTINGS[ck_config["weighting"]]):
@@ -457,6 +458,8 @@ def predict(config: PredictConfig) -> PredictSummary:
         if not selected:
             raise PredictError(f"{config.source}: no video could be extracted "
                                f"({'; '.join(f'{k}: {v}' for k, v in summary.failed.items())})")
+    selected, damaged = store.check_videos(selected)  # a damaged video fails alone, named
+    summary.failed.update(damaged)
 
     out_dir.mkdir(parents=True, exist_ok=True)
 

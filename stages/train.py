@@ -99,8 +99,8 @@ import numpy as np
 import torch
 
 from pipeline import distributed
-from pipeline.atomic import is_temporary, write_text_atomic
-from pipeline.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pipeline.atomic import append_text, is_temporary, write_text_atomic
+from pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint, save_checkpoint
 from pipeline.contract import fingerprint_mismatch
 from pipeline.decoder import INITIALIZATIONS, KERAS_BATCHNORM
 from pipeline.errors import Sal3dError
@@ -115,7 +115,7 @@ from pipeline.loader import (
 )
 from pipeline.progress import Progress
 from pipeline.progress import say as say_always
-from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError, local_or_url
+from pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, FeatureStore, StoreError, local_or_url
 from pipeline.tensorboard_log import TensorBoardLog, require_tensorboard
 from pipeline.training import (
     NSS_CORE,
@@ -308,7 +308,7 @@ def open_training_store(location: str) -> FeatureStore:
         raise StoreError(f"{location}: no complete video in the store"
                          + (f" ({partial} incomplete: rerun sal3d extract to finish them)" if partial else
                             " (it is empty: run sal3d extract first)"))
-    if not any(store.maps(v) is not None for v in complete):
+    if not any(store.video_record(v).has_maps for v in complete):
         raise StoreError(f"{location}: none of its {len(complete)} complete videos has ground-truth maps; "
                          "train-decoder needs maps (extract a dataset that has annotations)")
     return store
@@ -320,7 +320,7 @@ def split_videos(store: FeatureStore, seed: int) -> Split:
     for video in store.video_ids():
         attrs = store.video_attrs(video)
         count = int(attrs["frame_count"])
-        if store.maps(video) is None:
+        if not attrs["has_maps"]:
             ignored[video] = "no ground-truth maps"
         elif count < 1:
             ignored[video] = "no frames"
@@ -410,7 +410,7 @@ def check_store_matches(saved: dict, store: FeatureStore, run_dir: Path) -> None
     if mismatch:
         raise TrainError(f"--resume: {run_dir} was trained on features of another trunk than {store.location} "
                          f"holds (run vs store: {mismatch})")
-    if saved["store"]["format_version"] != store.attrs["format_version"]:
+    if {saved["store"]["format_version"], store.attrs["format_version"]} - set(FEATURE_COMPATIBLE_VERSIONS):
         raise TrainError(f"--resume: {run_dir} was trained on store format version "
                          f"{saved['store']['format_version']}, {store.location} is version "
                          f"{store.attrs['format_version']}")
@@ -461,10 +461,11 @@ def restore_last(run_dir: Path, model, optimizer, scheduler) -> RunState | None:
     if not path.exists():
         return None
     try:
-        checkpoint = load_checkpoint(path, map_location="cpu")  # the optimizer moves its state itself
+        checkpoint = load_checkpoint(path, map_location="cpu", resume=True)  # the optimizer moves its state itself
+        weights = check_decoder_weights(path, checkpoint["model"])
     except CheckpointError as error:
         raise TrainError(f"--resume: {error}") from None
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(weights)
     optimizer.load_state_dict(checkpoint["optimizer"])
     scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
@@ -489,9 +490,7 @@ def _truncate_jsonl(path: Path, keep) -> None:
 
 def _append_jsonl(path: Path, records: list[dict]) -> None:
     if records:
-        with open(path, "a") as handle:
-            handle.write("".join(json.dumps(r) + "\n" for r in records))
-            handle.flush()
+        append_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 # ------------------------------------------------------------------------------------ the steps
@@ -634,6 +633,10 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
             raise TrainError(f"--resume: {store.location} lacks videos the run trains on: {', '.join(missing[:5])}")
     else:
         split = split_videos(store, config.seed)
+    _, damaged = store.check_videos([*split.train, *split.val])  # refused before any step, each one named
+    if damaged:
+        first, *others = damaged.values()
+        raise StoreError(first + (f" (and {len(others)} more damaged: {', '.join(list(damaged)[1:6])})" if others else ""))
     # Every refusal above happens before the process group exists: each rank refuses alike and exits,
     # and torchrun ends the run instead of leaving ranks waiting for each other.
     device = distributed.start(world, resolve_device(config.device))

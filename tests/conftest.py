@@ -13,6 +13,7 @@ import pytest
 import zarr
 
 from pipeline.sample import SampleSpec, make_sample
+from pipeline.store import VideoRecord
 from stages.extract import ExtractConfig, extract
 
 # Real DHF1K data (DHF1K layout, a few videos with maps): SAL3D_SAMPLE, else the developers' copy beside the repo.
@@ -54,14 +55,15 @@ def copy_tree(source: Path, target: Path) -> Path:
 
 
 def assert_stores_equal(a, b) -> None:
-    """Every array and attribute of every video of two feature stores, element for element."""
+    """Every array and attribute of every video of two feature stores, element for element (but who
+    wrote each video and when: `VideoRecord.stable`)."""
     ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
     assert ga.attrs["trunk"] == gb.attrs["trunk"]
     ids = sorted(ga["videos"].group_keys())
     assert ids == sorted(gb["videos"].group_keys())
     for video_id in ids:
         va, vb = ga["videos"][video_id], gb["videos"][video_id]
-        assert dict(va.attrs) == dict(vb.attrs), video_id
+        assert VideoRecord.from_attrs(va.attrs).stable() == VideoRecord.from_attrs(vb.attrs).stable(), video_id
         assert sorted(va.array_keys()) == sorted(vb.array_keys())
         for name in va.array_keys():
             np.testing.assert_array_equal(va[name][:], vb[name][:], err_msg=f"{video_id}/{name}")

@@ -23,7 +23,7 @@ import zarr
 
 from pipeline.checkpoint import REQUIRED_CONFIG
 from pipeline.loader import Run, WindowLoader, epoch_groups, plan_runs, validation_runs
-from pipeline.store import FeatureStore, StoreError
+from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
 from pipeline.windows import WEIGHTINGS, apply_weighting, window_indices
 from stages.train import TrainConfig, TrainError, split_videos, train
 
@@ -260,7 +260,7 @@ def test_checkpoints_have_the_contract(killed_and_resumed):
         config = checkpoint["config"]
         assert set(REQUIRED_CONFIG) <= set(config)
         assert config["weighting"] == "tanh" and config["coefficients"] == pytest.approx(WEIGHTINGS["tanh"])
-        assert config["trunk"] == fingerprint and config["store_format_version"] == 1
+        assert config["trunk"] == fingerprint and config["store_format_version"] == FORMAT_VERSION
         assert set(config["validation"]) >= {"loss", "cc", "nss"}
         assert "block1.0.weight" in checkpoint["model"]
     assert best["config"]["epoch"] in (1, 2)
