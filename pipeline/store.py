@@ -72,8 +72,10 @@ MAP_CODEC = FEATURE_CODEC
 CHUNK_KEYS = {"name": "default", "separator": "."}
 # Chunks equal to the fill value are written too: with every chunk present, a missing one is damage.
 WRITE_CONFIG = {"write_empty_chunks": True}
-ARRAYS = {"features": ((*FEATURE_SHAPE,), "float16", FEATURE_CODEC),
-          "maps": ((INPUT_SIZE, INPUT_SIZE), "uint8", MAP_CODEC)}
+# Per array: frame shape, dtype, codec, and axis names. The names differ between the arrays (fy, fx:
+# the 14x14 feature grid; my, mx: the 224x224 map) so that xarray can open a video group as one Dataset.
+ARRAYS = {"features": ((*FEATURE_SHAPE,), "float16", FEATURE_CODEC, ("frame", "channel", "fy", "fx")),
+          "maps": ((INPUT_SIZE, INPUT_SIZE), "uint8", MAP_CODEC, ("frame", "my", "mx"))}
 
 LEASE_SECONDS = 300.0  # how long a writer's claim lasts without renewal (a writer on another host)
 RENEW_SECONDS = 60.0  # a writer renews its lease at least this often while it writes
@@ -491,7 +493,7 @@ class FeatureStore:
                           "(a group copied from another store?)")
         group = self._group(video_id)
         for name in record.arrays:
-            shape, dtype, _ = ARRAYS[name]
+            shape, dtype, _, _ = ARRAYS[name]
             try:
                 array = group[name]
             except Exception:
@@ -744,8 +746,7 @@ class VideoWriter:
             if name in group:
                 del group[name]
         for name in self.record.arrays:
-            shape, dtype, codec = ARRAYS[name]
-            dims = ("frame", "channel", "y", "x") if name == "features" else ("frame", "y", "x")
+            shape, dtype, codec, dims = ARRAYS[name]
             self._arrays[name] = group.create_array(
                 name, shape=(self.frame_count, *shape), chunks=(CHUNK_FRAMES, *shape), dtype=dtype,
                 fill_value=0, compressors=[BloscCodec(**codec), Crc32cCodec()], chunk_key_encoding=CHUNK_KEYS,

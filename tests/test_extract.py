@@ -181,3 +181,14 @@ def test_every_command_has_help():
     for command in ([], ["extract"], ["make-sample"]):
         result = CliRunner().invoke(cli_main, command + ["--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_xarray_opens_a_video_group_with_both_arrays(sample_store):
+    xarray = pytest.importorskip("xarray")
+    store = FeatureStore(str(sample_store))
+    video_id = next(v for v in store.video_ids() if store.maps(v) is not None)
+    dataset = xarray.open_zarr(str(sample_store), group=f"videos/{video_id}", consolidated=False)
+    frames = len(store.features(video_id))
+    assert dict(dataset.sizes) == {"frame": frames, "channel": 512, "fy": 14, "fx": 14, "my": 224, "mx": 224}
+    np.testing.assert_array_equal(dataset["features"].values, store.features(video_id)[:])
+    np.testing.assert_array_equal(dataset["maps"].values, store.maps(video_id)[:])
