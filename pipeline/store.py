@@ -150,9 +150,11 @@ def _now_iso() -> str:
 
 
 def _process_start(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot), or None where /proc cannot say."""
+    """When process `pid` started (clock ticks since boot); None when it is not running (a zombie
+    waiting for its reaper has ended) or where /proc cannot say."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        fields_after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return None if fields_after_name[0] in ("Z", "X") else int(fields_after_name[19])
     except (OSError, IndexError, ValueError):
         return None
 

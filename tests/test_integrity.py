@@ -200,6 +200,14 @@ def test_a_live_owner_keeps_its_video_a_dead_or_lapsed_one_loses_it(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     assert claim(pid=gone.pid) == "incomplete"  # killed on this host: free at once
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    assert claim(pid=zombie.pid, process_start=int(started)) == "owned"  # running on this host
+    zombie.kill()
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    assert claim(pid=zombie.pid, process_start=int(started)) == "incomplete"  # killed, not yet reaped
+    zombie.wait()
     assert claim(host="elsewhere", pid=1, lease_until=time.time() + 60) == "owned"  # another host, lease runs
     assert claim(host="elsewhere", pid=1, lease_until=time.time() - 1) == "incomplete"  # lease ran out
     assert claim(pid=os.getpid(), token="not-held") == "incomplete"  # this process holds no such claim
@@ -422,32 +430,41 @@ def test_origin_changes_are_said():
 
 
 def test_two_extracts_at_once_one_killed_then_a_rerun_completes_the_store(sample_dir, sample_store, tmp_path):
+    """The first run is frozen (SIGSTOP) while its writer holds a video, the second runs to its end, then
+    the first is killed: the second leaves the first's video alone (its owner lives), a rerun redoes it
+    (its owner is dead), and every complete video is the uninterrupted extraction's."""
     store = tmp_path / "shared.zarr"
     ids = ["0001", "0002"]
     command = [sys.executable, "-m", "cli", "extract", str(sample_dir), str(store), "--weights", "random",
                "--device", "cpu", "--batch-size", str(BATCH), *[a for v in ids for a in ("--videos", v)]]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    second = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and first.poll() is None:  # until the first run's writer holds a video
-        lanes = children(first.pid)
-        if any(owner.get("pid") in lanes for owner in claims(store)):
-            break
-        time.sleep(0.05)
-    assert first.poll() is None, "the first run ended before it could be killed"
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err[-2000:]
+    try:
+        held = None
+        deadline = time.monotonic() + 300
+        while held is None and time.monotonic() < deadline and first.poll() is None:
+            lanes = children(first.pid)
+            if any(owner.get("pid") in lanes for owner in claims(store).values()):
+                os.killpg(first.pid, signal.SIGSTOP)  # frozen mid-video: its claim stays live
+                held = next((v for v, owner in claims(store).items() if owner.get("pid") in lanes), None)
+                if held is None:  # it finished that video just now: let it go on to the next
+                    os.killpg(first.pid, signal.SIGCONT)
+            time.sleep(0.05)
+        assert held is not None, "the first run never held a video"
+        second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"left to another run: {held}: " in second.stderr and "being written by another run" in second.stderr
     reference = FeatureStore(str(sample_store))
     shared = FeatureStore(str(store))
+    assert shared.video_ids() == [v for v in ids if v != held]  # the second run did the other one
     for video_id in shared.video_ids():  # whatever is complete is exactly the uninterrupted extraction
         np.testing.assert_array_equal(shared.features(video_id)[:], reference.features(video_id)[:])
         np.testing.assert_array_equal(shared.maps(video_id)[:], reference.maps(video_id)[:])
-    summary = run_extract(sample_dir, store, videos=ids)
-    assert not summary.failed and not summary.owned and sorted(summary.done + summary.skipped) == ids
+    summary = run_extract(sample_dir, store, videos=ids)  # the first run's writer is dead: its video is free
+    assert summary.done == [held] and not summary.failed and not summary.owned
     for video_id in ids:
         assert FeatureStore(str(store)).video_record(video_id).stable() == reference.video_record(video_id).stable()
 
@@ -464,14 +481,14 @@ def children(pid: int) -> set[int]:
     return found
 
 
-def claims(store: Path) -> list[dict]:
-    """The owners of the videos being written in a store (read as any process would)."""
-    owners = []
+def claims(store: Path) -> dict[str, dict]:
+    """{video id: owner} of the videos being written in a store (read as any process would)."""
+    owners = {}
     for path in store.glob("videos/*/zarr.json"):
         try:
             attributes = json.loads(path.read_text()).get("attributes", {})
         except (OSError, ValueError):
             continue
         if not attributes.get("complete") and attributes.get("owner"):
-            owners.append(attributes["owner"])
+            owners[path.parent.name] = attributes["owner"]
     return owners
