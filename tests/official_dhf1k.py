@@ -141,13 +141,6 @@ def _script(metrics_dir: Path, dataset: Path, predictions: Path, videos, seed: i
     lines = [
         f"addpath('{metrics_dir.resolve()}');",
         "addpath(pwd);  % randsample.m",
-        # the fixation maps as evaluationFunc.m loads them: fixation/maps/<frame>.mat holding I
-        f"fx = dir('{ann}/*/fixation/*.png');",
-        "for i = 1:numel(fx)",
-        "  d = [fx(i).folder '/maps']; if ~exist(d, 'dir') mkdir(d); end",
-        "  I = double(imread([fx(i).folder '/' fx(i).name]) > 0);",
-        "  save('-mat7-binary', [d '/' strrep(fx(i).name, '.png', '.mat')], 'I');",
-        "end",
         f"rand('state', {seed});",
         f"scopes = {{{', '.join(repr(v) for v in videos)}}};",
         "function report(metric, scope, all_)",
@@ -186,6 +179,28 @@ def _script(metrics_dir: Path, dataset: Path, predictions: Path, videos, seed: i
     return "\n".join(lines) + "\n"
 
 
+def _fixation_mats_script(dataset: Path) -> str:
+    """Octave: the fixation maps as evaluationFunc.m loads them, fixation/maps/<frame>.mat holding I.
+    Run once, before the per-seed processes (which would otherwise race to write the same files)."""
+    ann = (Path(dataset) / "annotation").resolve()
+    return "\n".join([
+        f"fx = dir('{ann}/*/fixation/*.png');",
+        "for i = 1:numel(fx)",
+        "  d = [fx(i).folder '/maps']; if ~exist(d, 'dir') mkdir(d); end",
+        "  I = double(imread([fx(i).folder '/' fx(i).name]) > 0);",
+        "  save('-mat7-binary', [d '/' strrep(fx(i).name, '.png', '.mat')], 'I');",
+        "end",
+    ]) + "\n"
+
+
+def _octave(octave: str, script: Path, timeout: float) -> str:
+    done = subprocess.run([octave, "--norc", "--quiet", "--no-window-system", str(script)], cwd=script.parent,
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"octave failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
 def run_official(octave: str, metrics_dir: Path, dataset: Path, predictions: Path, work: Path,
                  seeds=(1, 2), timeout: float = 600) -> list[OfficialScores]:
     """The benchmark's code in Octave, one octave-cli process per seed (run side by side).
@@ -201,13 +216,10 @@ def run_official(octave: str, metrics_dir: Path, dataset: Path, predictions: Pat
         (folder / "randsample.m").write_text(_RANDSAMPLE)
         script = folder / "score.m"
         script.write_text("pkg load image;\n1;\n" + _script(metrics_dir, dataset, predictions, videos, seed, k == 0))
-        done = subprocess.run([octave, "--norc", "--quiet", "--no-window-system", str(script)], cwd=folder,
-                              capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            raise RuntimeError(f"octave failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        stdout = _octave(octave, script, timeout)
         scores: dict = {}
         by_name = {v: k for k, v in OFFICIAL.items()}
-        for metric, scope, mean, count in re.findall(r"^RESULT (\S+) (\S+) (\S+) (\d+)$", done.stdout, re.M):
+        for metric, scope, mean, count in re.findall(r"^RESULT (\S+) (\S+) (\S+) (\d+)$", stdout, re.M):
             scores.setdefault(scope, {})[by_name[metric]] = (float(mean), int(count))
         if k == 0:
             for m in DETERMINISTIC_METRICS:
@@ -216,6 +228,10 @@ def run_official(octave: str, metrics_dir: Path, dataset: Path, predictions: Pat
                 scores["all"][m] = (sum(mean * c for mean, c in kept) / n if n else float("nan"), n)
         return OfficialScores(seed, scores)
 
+    convert = work / "fixation-mats" / "convert.m"
+    convert.parent.mkdir(parents=True, exist_ok=True)
+    convert.write_text("pkg load image;\n" + _fixation_mats_script(dataset))
+    _octave(octave, convert, timeout)
     with ThreadPoolExecutor(max_workers=len(seeds)) as pool:
         return list(pool.map(one, range(len(seeds)), seeds))
 
