@@ -358,6 +358,23 @@ def report(run_dir, scores, **options):
 
 @main.command()
 @click.argument("store")
+@click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON (every video named), not as text.")
+@click.option("--check", is_flag=True,
+              help="Also compare every complete video's chunk listing with its record (what readers check when "
+                   "they open a video; sal3d verify reads the data too).")
+def info(store, as_json, check):
+    """Say what the feature store STORE holds: its format and trunk, its videos (complete, incomplete,
+    being written, damaged, unreadable), frames, splits and size. The complete videos come from the
+    store's index (one read); only the others are read one by one, to say why.
+    """
+    from stages.info import InfoConfig, info as run_info
+
+    found = run_info(InfoConfig(store=store, check=check))
+    click.echo(found.to_json() if as_json else "\n".join(found.lines()))
+
+
+@main.command()
+@click.argument("store")
 @click.option("--repair", is_flag=True,
               help="Mark damaged videos incomplete (discard groups whose metadata cannot be read), so that the "
                    "next sal3d extract redoes them.")

@@ -19,6 +19,7 @@ The stage functions take the command's options as keyword arguments, named like 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -31,7 +32,8 @@ try:
 except PackageNotFoundError:  # run from a checkout that was not installed
     __version__ = "0+unknown"
 
-__all__ = ["Predictor", "Sal3dError", "__version__", "evaluate", "extract", "load", "predict", "train_decoder"]
+__all__ = ["Predictor", "Sal3dError", "__version__", "evaluate", "extract", "info", "load", "predict",
+           "train_decoder"]
 
 
 class Predictor:
@@ -186,3 +188,11 @@ def evaluate(predictions: str | Path, dataset: str | Path, **options) -> dict:
     if "json" in options:
         options["json_path"] = options.pop("json")
     return run(EvaluateConfig(predictions=Path(predictions), dataset=Path(dataset), **options)).report
+
+
+def info(store: str, *, check: bool = False) -> dict:
+    """``sal3d info STORE --json`` as a dict: format version, trunk, videos by state (and why for each
+    that is not complete), frames, splits, stored and on-disk bytes. See `stages.info.StoreInfo`."""
+    from stages.info import InfoConfig, info as run
+
+    return asdict(run(InfoConfig(store=store, check=check)))

@@ -66,7 +66,7 @@ def interleaved(cases: dict, repeats: int) -> dict:
 def loader_case(store: str, device, batch_size: int, workers: int, epochs: int):
     """(fn serving `epochs` whole epochs of `store`, windows served)."""
     s = FeatureStore(store)
-    counts = {v: s.video_attrs(v)["frame_count"] for v in s.video_ids()}
+    counts = {v: summary.frame_count for v, summary in s.complete_videos().items()}
     loader = WindowLoader(store, plan_runs(counts), batch_size, "tanh", device=device, workers=workers)
 
     def serve():

@@ -1,8 +1,9 @@
 """The feature store: one Zarr v3 group holding the trunk's relu5_3 features of a dataset.
 
-Layout (FORMAT_VERSION 2)::
+Layout (FORMAT_VERSION 3)::
 
     STORE/                       attrs: format_version, trunk (fingerprint), layout, dataset
+      videos/                    attrs: index ({video id: `VideoSummary`} of every complete video)
       videos/<video id>/         attrs: a `VideoRecord` (frame_count, sizes, source, split, frame_names,
                                         origin, trunk, complete, owner, integrity, ...)
         features                 float16 (T, 512, 14, 14), chunks (CHUNK_FRAMES, 512, 14, 14)
@@ -29,8 +30,23 @@ and reruns treat any other video as absent. Any Zarr reader works:
 ``zarr.open_group(STORE)["videos/0001/features"]`` or
 ``dask.array.from_zarr(STORE, component="videos/0001/features")``.
 
-Version-1 stores (no checksums, no records) are refused with a message saying how to upgrade:
-``sal3d extract`` into the same store redoes their videos in format 2, or extract into a new store.
+The index. Listing a store's complete videos with their attributes is one read: the ``videos``
+group's ``index`` attribute, a `VideoSummary` per complete video (the record without frame names,
+origin, owner and integrity, plus the bytes its chunks take). Writers keep it current: a video
+enters it after its record says complete (`VideoWriter.finish`) and leaves it before it is redone,
+marked incomplete or discarded, so the index never lists a video its record does not. Updates are
+read-modify-writes of that attribute, one at a time per process and, on a local store, across
+processes (`_index_lock`); on an object store two writers finishing at once can lose one update.
+So readers treat it as a guide: `complete_videos` checks it against one listing of the store (a
+listed video the index lacks is read from its own record), `check_video` reads the record itself
+and refuses a video rewritten since the index was read, and a writer's `state` (every video extract
+or verify --repair visits) puts a stale entry right.
+
+Older formats. Version 2 (no index) is read as it is, each record read one by one; opening it for
+writing (extract, verify --repair) writes its index and makes it version 3, nothing redone. Version-1
+stores (no checksums, no records) are refused with a message saying how to upgrade: ``sal3d
+extract`` into the same store redoes their videos in the current format, or extract into a new
+store.
 """
 
 from __future__ import annotations
@@ -40,8 +56,12 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,10 +75,18 @@ from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE, fingerprint_mismatch
 from pipeline.errors import Sal3dError
 from pipeline.progress import say
 
-FORMAT_VERSION = 2
-#: Store formats whose features are the same numbers (2 added integrity, not other features): a
-#: checkpoint trained on one reads the other.
-FEATURE_COMPATIBLE_VERSIONS = (1, 2)
+try:
+    import fcntl
+except ImportError:  # not on Windows: the index lock is then per process only
+    fcntl = None
+
+FORMAT_VERSION = 3
+#: Store formats whose features are the same numbers (2 added integrity, 3 the index; neither changed
+#: a feature): a checkpoint trained on one reads the others.
+FEATURE_COMPATIBLE_VERSIONS = (1, 2, 3)
+#: The attribute of the `videos` group that holds the store index: {video id: `VideoSummary`} of
+#: every complete video, kept current by the writers (see the module docstring).
+INDEX_ATTRIBUTE = "index"
 CHUNK_FRAMES = 8
 # Blosc zstd level 1 with byte shuffle in 512 KiB blocks. On the real DHF1K sample (random-weight
 # features) it stores 97.6 KB/frame, as small as level 5 in Blosc's default blocks (96.9 KB), but
@@ -83,6 +111,9 @@ RENEW_SECONDS = 60.0  # a writer renews its lease at least this often while it w
 # two runs that claimed the same video at the same moment exactly one goes on (the last claim written
 # wins; a claim is a single write, which lands within milliseconds locally, within ~1 s remotely).
 SETTLE_SECONDS = {"local": 0.05, "remote": 1.0}
+# Videos checked at once on a remote store (`FeatureStore.check_videos`): a check is ~5 requests, so
+# 1,000 videos at 30 ms a request take ~1 s in 16 threads instead of ~2.5 minutes one by one.
+CHECK_THREADS = 16
 
 
 
@@ -224,18 +255,15 @@ class Owner:
 
 
 @dataclass
-class VideoRecord:
-    """The attributes of one video group: the one definition of what a store says about a video.
+class VideoFacts:
+    """What both a video's own record and the store index say of a video (the fields they share).
 
     frame_count: frames stored (T). height, width: the source's frame size; fps: as the source
     claims (recorded, never used). source: the video file or frame folder, relative to the dataset.
-    source_frame_count: frames the decoder found in the source; expected_frames: what the container
-    declares, when that differs (a truncated file). frame_names: one name per stored frame (the
-    prediction PNG names). origin: what was extracted ({"source", "content", "maps", "max_frames"}:
-    see `pipeline.identity`), to skip only the same thing on a rerun. trunk: `trunk_digest` of the
-    trunk that made the features. owner: the writer's claim (`Owner`). integrity: per array,
-    {"sizes": stored bytes per chunk, "crc32c": CRC-32C of each chunk's data}, written with
-    ``complete = true``.
+    split: the dataset's split (train, val, test) or None. source_frame_count: frames the decoder
+    found in the source; expected_frames: what the container declares, when that differs (a
+    truncated file). has_maps, has_fixations: what ground truth the dataset had for it. trunk:
+    `trunk_digest` of the trunk that made the features. completed: when it was marked complete.
     """
 
     frame_count: int
@@ -248,28 +276,42 @@ class VideoRecord:
     expected_frames: int | None = None
     has_maps: bool = False
     has_fixations: bool = False
-    frame_names: list[str] | None = None
-    origin: dict | None = None
     trunk: str | None = None
-    complete: bool = False
-    owner: dict | None = None
-    integrity: dict | None = None
     completed: str | None = None
-    damage: str | None = None  # why a complete video was marked incomplete (verify --repair, extract)
-
-    def to_attrs(self) -> dict:
-        return asdict(self)
 
     @classmethod
-    def from_attrs(cls, attrs: dict, where: str = "video") -> VideoRecord:
-        """The record of a group's attributes; unknown keys are ignored, a missing or non-integer
-        frame_count is a StoreError naming `where`."""
+    def from_attrs(cls, attrs: dict, where: str = "video"):
+        """The record of a group's attributes (or an index entry); unknown keys are ignored, a missing
+        or non-integer frame_count is a StoreError naming `where`."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in dict(attrs).items() if k in known}
         count = values.get("frame_count")
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise StoreError(f"{where}: frame_count is {count!r}, not a number of frames")
         return cls(**values)
+
+    def to_attrs(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VideoRecord(VideoFacts):
+    """The attributes of one video group: the one definition of what a store says about a video.
+
+    The `VideoFacts`, and: frame_names: one name per stored frame (the prediction PNG names).
+    origin: what was extracted ({"source", "content", "maps", "max_frames"}: see
+    `pipeline.identity`), to skip only the same thing on a rerun. complete: the writer finished it.
+    owner: the writer's claim (`Owner`). integrity: per array, {"sizes": stored bytes per chunk,
+    "crc32c": CRC-32C of each chunk's data}, written with ``complete = true``. damage: why a
+    complete video was marked incomplete (verify --repair, extract).
+    """
+
+    frame_names: list[str] | None = None
+    origin: dict | None = None
+    complete: bool = False
+    owner: dict | None = None
+    integrity: dict | None = None
+    damage: str | None = None
 
     def fresh(self) -> VideoRecord:
         """This record as a video just begun: not complete, no owner, no integrity record."""
@@ -293,6 +335,21 @@ class VideoRecord:
         attrs = self.to_attrs()
         attrs.pop("owner"), attrs.pop("completed")
         return attrs
+
+
+@dataclass
+class VideoSummary(VideoFacts):
+    """One entry of the store index: the `VideoFacts` of a complete video and the bytes its chunks
+    take (`stored_bytes`, None where the store could not say). Frame names, origin and the integrity
+    record stay in the video's own group: the index holds what listing and splitting a store need."""
+
+    stored_bytes: int | None = None
+
+    @classmethod
+    def of(cls, record: VideoRecord) -> VideoSummary:
+        sizes = [size for array in (record.integrity or {}).values() for size in array.get("sizes", [])]
+        stored = None if not sizes or None in sizes else int(sum(sizes))
+        return cls(**{f.name: getattr(record, f.name) for f in fields(VideoFacts)}, stored_bytes=stored)
 
 
 # ---------------------------------------------------------------------------------------- listings
@@ -353,26 +410,28 @@ class FeatureStore:
     """A feature store opened for reading (``mode="r"``) or for extraction (``mode="a"``).
 
     location: a local path or an fsspec URL (see `local_or_url`). For ``mode="a"`` an absent store is
-    created with `trunk` as its fingerprint; an existing one must carry the same fingerprint.
-    upgrade: a version-1 store opened with ``mode="a"`` becomes version 2, its videos incomplete (what
-    extract does, before it redoes them); without it such a store is refused, as for reading.
+    created with `trunk` as its fingerprint; an existing one must carry the same fingerprint, and a
+    version-2 store gets its index (format 3; no video is redone). upgrade: a version-1 store opened
+    with ``mode="a"`` becomes the current version, its videos incomplete (what extract does, before it
+    redoes them); without it such a store is refused, as for reading.
     """
 
     def __init__(self, location: str, mode: str = "r", trunk: dict | None = None, dataset: dict | None = None,
                  upgrade: bool = False):
         self.location = local_or_url(location)
+        self.writable = mode != "r"
         try:
-            self.root = zarr.open_group(self.location, mode="r" if mode == "r" else "a")
+            self.root = zarr.open_group(self.location, mode="a" if self.writable else "r", zarr_format=3)
         except Exception as error:
             raise StoreError(f"{self.location}: cannot open as a feature store ({error})") from None
         attrs = dict(self.root.attrs)
         if "format_version" not in attrs:
-            if mode == "r" or list(self.root.keys()):
+            if not self.writable or list(self.root.keys()):
                 raise StoreError(f"{self.location}: not a sal3d feature store (no format_version attribute)")
             if trunk is None:
                 raise StoreError(f"{self.location}: a new store needs a trunk fingerprint")
+            self.root.create_group("videos", attributes={INDEX_ATTRIBUTE: {}})
             self.root.attrs.update({"format_version": FORMAT_VERSION, "trunk": trunk, **(dataset or {})})
-            self.root.require_group("videos")
             attrs = dict(self.root.attrs)
         if trunk is not None:
             mismatch = fingerprint_mismatch(attrs["trunk"], trunk)
@@ -380,29 +439,39 @@ class FeatureStore:
                 raise StoreError(f"{self.location}: made with another trunk, refusing to mix features "
                                  f"(store vs now: {mismatch})")
         version = attrs["format_version"]
-        if version == 1 and mode != "r" and upgrade:
+        self.upgraded_from = None
+        if version == 1 and self.writable and upgrade:
             # Extract upgrades a version-1 store by redoing its videos: they have no integrity record,
             # so every check below counts them as incomplete.
-            self.root.attrs["format_version"] = FORMAT_VERSION
-            attrs["format_version"] = FORMAT_VERSION
             self.upgraded_from = 1
         elif version == 1:
             raise StoreError(f"{self.location}: store format version 1 (no chunk checksums: a damaged chunk "
                              f"could crash the reader); upgrade it with `sal3d extract DATASET_DIR "
                              f"{self.location}` (redoes its videos in format {FORMAT_VERSION}) or extract "
                              "into a new store")
-        elif version != FORMAT_VERSION:
+        elif version == 2 and self.writable:
+            self.upgraded_from = 2
+        elif version not in (2, FORMAT_VERSION):
             raise StoreError(f"{self.location}: store format version {version}, "
-                             f"this sal3d reads version {FORMAT_VERSION}")
-        else:
-            self.upgraded_from = None
-        self.videos_group = self.root.require_group("videos") if mode != "r" else self.root["videos"]
+                             f"this sal3d reads versions 2 and {FORMAT_VERSION}")
+        self.format_version = FORMAT_VERSION if self.upgraded_from else version
+        self.videos_group = self.root.require_group("videos") if self.writable else self.root["videos"]
         self.trunk_digest = trunk_digest(attrs["trunk"])
-        self.settle_seconds = SETTLE_SECONDS[
-            "local" if isinstance(self.root.store, zarr.storage.LocalStore) else "remote"]
+        self.is_local = isinstance(self.root.store, zarr.storage.LocalStore)
+        self.settle_seconds = SETTLE_SECONDS["local" if self.is_local else "remote"]
         self._checked: dict[str, VideoRecord] = {}
-        self._opened: dict[tuple[str, str], VideoArray] = {}  # arrays of checked videos, metadata read once
+        self._groups: dict[str, zarr.Group] = {}  # groups of checked videos, metadata read once
+        self._opened: dict[tuple[str, str], VideoArray] = {}  # arrays of checked videos
         self._unreadable: set[str] = set()  # groups whose unreadable metadata was said
+        self._said_no_index = False
+        self.index = _parse_index(self.videos_group.attrs.get(INDEX_ATTRIBUTE))
+        if self.writable and (self.upgraded_from or self.index is None):
+            self._rebuild_index()
+            if self.upgraded_from:
+                self.root.attrs["format_version"] = FORMAT_VERSION
+            if self.upgraded_from == 2:
+                say(f"{self.location}: store format 2 upgraded to {FORMAT_VERSION} (its index written: "
+                    f"{len(self.index)} complete videos; no video redone)")
 
     @property
     def fingerprint(self) -> dict:
@@ -417,46 +486,78 @@ class FeatureStore:
     def _group_path(self, video_id: str) -> str:
         return f"{self.videos_group.path}/{video_id}"
 
-    def video_ids(self, complete_only: bool = True) -> list[str]:
-        """Ids of the videos in the store, sorted; by default only complete ones. Found by listing the
-        store, so a group whose metadata cannot be read is listed (as incomplete), never fatal; with
-        `complete_only`, each such group is said once, by name."""
+    def listed_ids(self) -> list[str]:
+        """Ids of every video group in the store, complete or not, sorted: one listing of the store."""
         listing = _store_listing(self.root.store, self.videos_group.path) or {}
-        ids = sorted(name for name, size in listing.items()
-                     if size is None and name != "zarr.json" and not name.startswith("."))
-        if not complete_only:
-            return ids
-        complete = []
-        for video_id in ids:
-            try:
-                record = self.video_record(video_id)
-            except StoreError as error:
-                if video_id not in self._unreadable:
-                    self._unreadable.add(video_id)
-                    say(f"note: {error}; counted as incomplete (sal3d extract redoes it)")
-                continue
-            if record.finished:
-                complete.append(video_id)
-        return complete
+        return sorted(name for name, size in listing.items()
+                      if size is None and name != "zarr.json" and not name.startswith("."))
 
-    def _read_attrs(self, video_id: str) -> dict:
-        """A video group's attributes, read from the store now (never a cached copy)."""
+    def complete_videos(self) -> dict[str, VideoSummary]:
+        """{video id: `VideoSummary`} of the complete videos, sorted by id: the index, as read when the
+        store was opened, checked against one listing of the store. A listed video the index lacks (a
+        store without an index, a video completed since, an index update lost to a concurrent writer on
+        an object store) is read from its own record; a group whose metadata cannot be read is said
+        once, by name, and left out."""
+        if self.index is None and not self._said_no_index:
+            self._said_no_index = True
+            say(f"note: {self.location}: store format {self.format_version} without an index: listing it "
+                f"reads every video's record; `sal3d verify {self.location} --quick --repair` writes the index")
+        found = {}
+        for video_id in self.listed_ids():
+            summary = (self.index or {}).get(video_id)
+            if summary is None:
+                try:
+                    record = self.video_record(video_id)
+                except StoreError as error:
+                    if video_id not in self._unreadable:
+                        self._unreadable.add(video_id)
+                        say(f"note: {error}; counted as incomplete (sal3d extract redoes it)")
+                    continue
+                if not record.finished:
+                    continue
+                summary = VideoSummary.of(record)
+            found[video_id] = summary
+        return found
+
+    def video_ids(self, complete_only: bool = True) -> list[str]:
+        """Ids of the videos in the store, sorted; by default only complete ones (`complete_videos`)."""
+        return list(self.complete_videos()) if complete_only else self.listed_ids()
+
+    def summary(self, video_id: str) -> VideoSummary:
+        """The index entry of a complete video (read from its record where the index lacks it);
+        StoreError for an absent or incomplete one."""
+        if self.index and video_id in self.index:
+            return self.index[video_id]
+        record = self.video_record(video_id)
+        if not record.finished:
+            raise StoreError(f"{self.location}: video {video_id} is incomplete (an interrupted or failed "
+                             "extract? rerun sal3d extract)")
+        return VideoSummary.of(record)
+
+    def _open_group(self, video_id: str) -> zarr.Group:
+        """A video's group, its metadata read from the store now (never a cached copy)."""
         try:
-            group = zarr.open_group(self.root.store, path=self._group_path(video_id), mode="r")
-            return dict(group.attrs)
+            return zarr.open_group(self.root.store, path=self._group_path(video_id), mode="r", zarr_format=3)
         except FileNotFoundError:
             raise
         except Exception as error:
             raise StoreError(f"{self.location}: video {video_id}: metadata cannot be read "
                              f"({type(error).__name__}: {_first_line(error)})") from None
 
+    def _read_attrs(self, video_id: str) -> dict:
+        """A video group's attributes, read from the store now (never a cached copy)."""
+        return dict(self._open_group(video_id).attrs)
+
+    def _record_of(self, video_id: str, group: zarr.Group) -> VideoRecord:
+        return VideoRecord.from_attrs(dict(group.attrs), f"{self.location}: video {video_id}")
+
     def video_record(self, video_id: str) -> VideoRecord:
         """The video's `VideoRecord`; StoreError when the group is absent or its metadata unreadable."""
         try:
-            attrs = self._read_attrs(video_id)
+            group = self._open_group(video_id)
         except FileNotFoundError:
             raise StoreError(f"{self.location}: no video {video_id}") from None
-        return VideoRecord.from_attrs(attrs, f"{self.location}: video {video_id}")
+        return self._record_of(video_id, group)
 
     def video_attrs(self, video_id: str) -> dict:
         """The video's attributes as a plain dict (see `VideoRecord` for what they hold)."""
@@ -472,19 +573,31 @@ class FeatureStore:
 
     def check_video(self, video_id: str) -> VideoRecord:
         """The record of a complete video whose stored chunks match it; DamagedVideo (or StoreError
-        for an incomplete one) naming the video, the array and the chunk otherwise. One listing per
-        array; done once per video and store object."""
+        for an incomplete one, or one rewritten since the index was read) naming the video, the array
+        and the chunk otherwise. Its group's metadata, its arrays' and one listing per array; done
+        once per video and store object."""
         if video_id in self._checked:
             return self._checked[video_id]
-        record = self.video_record(video_id)
+        try:
+            group = self._open_group(video_id)
+            record = self._record_of(video_id, group)
+        except FileNotFoundError:
+            raise StoreError(f"{self.location}: no video {video_id}") from None
+        except StoreError as error:
+            raise StoreError(f"{error}; {redo_hint(self.location)}") from None
         if not record.complete:
             raise StoreError(f"{self.location}: video {video_id} is incomplete (an interrupted or failed "
                              "extract? rerun sal3d extract)")
-        self._check_arrays(video_id, record)
-        self._checked[video_id] = record
+        indexed = (self.index or {}).get(video_id)
+        if indexed is not None and (indexed.frame_count, indexed.has_maps) != (record.frame_count, record.has_maps):
+            raise StoreError(f"{self.location}: video {video_id} was rewritten after this store was opened (the "
+                             f"index said {indexed.frame_count} frames, its record says {record.frame_count}): "
+                             "start again")
+        self._check_arrays(video_id, record, group)
+        self._checked[video_id], self._groups[video_id] = record, group
         return record
 
-    def _check_arrays(self, video_id: str, record: VideoRecord) -> None:
+    def _check_arrays(self, video_id: str, record: VideoRecord, group: zarr.Group) -> None:
         def damaged(problem, array=None, chunk=None):
             return DamagedVideo(self.location, video_id, problem, array, chunk, record.frame_count)
 
@@ -493,7 +606,6 @@ class FeatureStore:
         if record.trunk != self.trunk_digest:
             raise damaged(f"made with trunk {record.trunk}, the store's is {self.trunk_digest} "
                           "(a group copied from another store?)")
-        group = self._group(video_id)
         for name in record.arrays:
             shape, dtype, _, _ = ARRAYS[name]
             try:
@@ -521,15 +633,12 @@ class FeatureStore:
             if extra:
                 raise damaged(f"chunk file {extra[0]} lies beyond the video's {record.frame_count} frames", name)
 
-    def _group(self, video_id: str) -> zarr.Group:
-        return zarr.open_group(self.root.store, path=self._group_path(video_id), mode="r")
-
     def _array(self, video_id: str, name: str) -> VideoArray | None:
         record = self.check_video(video_id)
         if name not in record.arrays:
             return None
         if (video_id, name) not in self._opened:
-            self._opened[video_id, name] = VideoArray(self.location, video_id, name, self._group(video_id)[name])
+            self._opened[video_id, name] = VideoArray(self.location, video_id, name, self._groups[video_id][name])
         return self._opened[video_id, name]
 
     def features(self, video_id: str) -> VideoArray:
@@ -541,15 +650,23 @@ class FeatureStore:
         return self._array(video_id, "maps")
 
     def check_videos(self, video_ids: list[str]) -> tuple[list[str], dict[str, str]]:
-        """(the videos that pass `check_video`, {video id: why not} for the others), in order."""
-        good, bad = [], {}
-        for video_id in video_ids:
+        """(the videos that pass `check_video`, {video id: why not} for the others), in order. On a
+        remote store the videos are checked CHECK_THREADS at a time: each check is a few requests whose
+        latency, not their work, is the cost."""
+        def check(video_id):
             try:
                 self.check_video(video_id)
-                good.append(video_id)
+                return None
             except StoreError as error:
-                bad[video_id] = str(error)
-        return good, bad
+                return str(error)
+
+        if self.is_local or len(video_ids) < 2:
+            problems = [check(v) for v in video_ids]
+        else:
+            with ThreadPoolExecutor(CHECK_THREADS) as pool:
+                problems = list(pool.map(check, video_ids))
+        good = [v for v, problem in zip(video_ids, problems) if problem is None]
+        return good, {v: problem for v, problem in zip(video_ids, problems) if problem is not None}
 
     # ------------------------------------------------------------------ state for extract and verify
 
@@ -557,15 +674,19 @@ class FeatureStore:
         """(state, record, why) of a video as a writer sees it. state: ``absent``; ``unreadable``
         (its metadata is missing or cannot be read); ``owned`` (incomplete, its writer alive);
         ``incomplete`` (abandoned: free to redo); ``damaged`` (complete, but the chunks do not match the
-        record); ``complete``. `why` says it in words."""
+        record); ``complete``. `why` says it in words. On a writable store the video's index entry is
+        made to agree with its record on the way (so a rerun of extract repairs a stale index)."""
         try:
             record = VideoRecord.from_attrs(self._read_attrs(video_id), f"{self.location}: video {video_id}")
         except FileNotFoundError:
+            self._sync_index(video_id, None)
             if not _store_listing(self.root.store, self._group_path(video_id)):
                 return "absent", None, ""
             return "unreadable", None, f"{self.location}: video {video_id}: metadata missing (no zarr.json)"
         except StoreError as error:
+            self._sync_index(video_id, None)
             return "unreadable", None, str(error)
+        self._sync_index(video_id, record)
         if not record.complete:
             owner = Owner.from_attrs(record.owner)
             if owner is not None and owner.alive():
@@ -583,12 +704,14 @@ class FeatureStore:
     def _forget(self, video_id: str) -> None:
         """Drop what this object knows of a video (its check, its open arrays): it is being changed."""
         self._checked.pop(video_id, None)
+        self._groups.pop(video_id, None)
         self._opened.pop((video_id, "features"), None)
         self._opened.pop((video_id, "maps"), None)
 
     def discard(self, video_id: str) -> None:
         """Remove whatever a video holds, readable or not."""
         self._forget(video_id)
+        self._update_index(video_id, None)
         from zarr.core.sync import sync  # noqa: PLC0415 (see _store_listing)
 
         sync(self.root.store.delete_dir(self._group_path(video_id)))
@@ -603,11 +726,58 @@ class FeatureStore:
             self.discard(video_id)
             return
         attrs.update(complete=False, owner=None, damage=why)
+        self._update_index(video_id, None)  # out of the index before its record says so: never the reverse
         self._write_attrs(video_id, attrs)
 
     def _write_attrs(self, video_id: str, attrs: dict) -> None:
-        group = zarr.open_group(self.root.store, path=self._group_path(video_id), mode="r+")
+        group = zarr.open_group(self.root.store, path=self._group_path(video_id), mode="r+", zarr_format=3)
         group.attrs.put(attrs)
+
+    # ------------------------------------------------------------------ the index
+
+    def _sync_index(self, video_id: str, record: VideoRecord | None) -> None:
+        """On a writable store, make the video's index entry agree with its record (None: no group)."""
+        if not self.writable:
+            return
+        wanted = VideoSummary.of(record) if record is not None and record.finished else None
+        if wanted != (self.index or {}).get(video_id):
+            self._update_index(video_id, wanted)
+
+    def _update_index(self, video_id: str, summary: VideoSummary | None) -> None:
+        """Set one video's index entry (None: remove it) by rewriting the `videos` group's attributes:
+        read now, changed, written back, under `_index_lock` (one writer at a time across processes
+        on a local store; see the module docstring for other stores)."""
+        if not self.writable:
+            raise StoreError(f"{self.location}: opened for reading, its index cannot change")
+        with _index_lock(self):
+            group = zarr.open_group(self.root.store, path=self.videos_group.path, mode="r+", zarr_format=3)
+            attrs = dict(group.attrs)
+            entries = dict(attrs.get(INDEX_ATTRIBUTE) or {})
+            if summary is None and video_id not in entries:
+                self.index = _parse_index(entries)
+                return
+            if summary is None:
+                entries.pop(video_id)
+            else:
+                entries[video_id] = summary.to_attrs()
+            entries = dict(sorted(entries.items()))
+            group.attrs.put({**attrs, INDEX_ATTRIBUTE: entries})
+            self.index = _parse_index(entries)
+
+    def _rebuild_index(self) -> None:
+        """Write the index anew from every video's own record (a store without one, or upgraded)."""
+        entries = {}
+        for video_id in self.listed_ids():
+            try:
+                record = self.video_record(video_id)
+            except StoreError:
+                continue
+            if record.finished and record.trunk == self.trunk_digest:
+                entries[video_id] = VideoSummary.of(record).to_attrs()
+        with _index_lock(self):
+            group = zarr.open_group(self.root.store, path=self.videos_group.path, mode="r+", zarr_format=3)
+            group.attrs.put({**dict(group.attrs), INDEX_ATTRIBUTE: entries})
+        self.index = _parse_index(entries)
 
     def begin_video(self, video_id: str, frame_count: int, with_maps: bool, attrs: dict | VideoRecord,
                     owner: Owner | None = None) -> VideoWriter:
@@ -624,6 +794,8 @@ class FeatureStore:
         if state == "complete" and record.origin is not None and old.origin == record.origin:
             raise VideoOwned(f"{self.location}: video {video_id}: completed by another run meanwhile")
         owner = owner or Owner.here()
+        if video_id in (self.index or {}):  # out of the index before its old content goes
+            self._update_index(video_id, None)
         claim = replace(record, owner=asdict(owner)).to_attrs()
         if state in ("absent", "unreadable"):
             if state == "unreadable":
@@ -835,6 +1007,47 @@ class VideoWriter:
                      owner=asdict(replace(self.owner, lease_until=0.0)))
         self.store._write_attrs(self.video_id, attrs)
         _HELD_TOKENS.discard(self.owner.token)
+        try:  # into the index only once its record says complete
+            self.store._update_index(self.video_id, VideoSummary.of(VideoRecord.from_attrs(attrs, self.where)))
+        except Exception as error:  # noqa: BLE001 (the video is complete; readers find it by its record)
+            say(f"note: {self.where}: complete, but the store index was not updated ({_first_line(error)}); "
+                f"readers read its record instead, and `sal3d verify {self.store.location} --quick --repair` "
+                "rewrites the index")
+
+
+def _parse_index(value) -> dict[str, VideoSummary] | None:
+    """The index attribute as {video id: VideoSummary}; None when there is none. A malformed entry is
+    left out: readers then read that video's own record."""
+    if not isinstance(value, dict):
+        return None
+    index = {}
+    for video_id, entry in value.items():
+        try:
+            index[video_id] = VideoSummary.from_attrs(entry)
+        except (StoreError, TypeError, ValueError):
+            continue
+    return index
+
+
+_INDEX_THREAD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _index_lock(store: FeatureStore) -> Iterator[None]:
+    """Held while the index is rewritten: by one thread of this process at a time and, on a local
+    store, by one process at a time (an exclusive flock on the `videos` folder). Object stores have no
+    such lock: there two writers finishing at the same moment can lose one update, which costs readers
+    one read of that video's record (`FeatureStore.complete_videos`), never a wrong answer."""
+    with _INDEX_THREAD_LOCK:
+        if not store.is_local or fcntl is None:
+            yield
+            return
+        descriptor = os.open(Path(store.root.store.root) / store.videos_group.path, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)  # closing releases the lock
 
 
 def _read_problem(error: Exception) -> str:

@@ -252,7 +252,8 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
 
 
 def _select_from_store(store: FeatureStore, config: PredictConfig) -> list[str]:
-    complete = store.video_ids()
+    videos = store.complete_videos()
+    complete = list(videos)
     if config.videos:
         everything = set(store.video_ids(complete_only=False))
         unknown = [v for v in config.videos if v not in everything]
@@ -267,7 +268,7 @@ def _select_from_store(store: FeatureStore, config: PredictConfig) -> list[str]:
     else:
         selected = complete
     if config.split != "all":
-        selected = [v for v in selected if store.video_attrs(v).get("split") == config.split]
+        selected = [v for v in selected if videos[v].split == config.split]
     if not selected:
         raise PredictError(f"{store.location}: no complete videos selected" +
                            (f" in split {config.split}" if config.split != "all" else ""))

@@ -302,13 +302,13 @@ class Training:
 def open_training_store(location: str) -> FeatureStore:
     """Open a store and check it can train: at least one complete video with maps."""
     store = FeatureStore(location, mode="r")
-    complete = store.video_ids()
+    complete = store.complete_videos()
     if not complete:
         partial = len(store.video_ids(complete_only=False))
         raise StoreError(f"{location}: no complete video in the store"
                          + (f" ({partial} incomplete: rerun sal3d extract to finish them)" if partial else
                             " (it is empty: run sal3d extract first)"))
-    if not any(store.video_record(v).has_maps for v in complete):
+    if not any(summary.has_maps for summary in complete.values()):
         raise StoreError(f"{location}: none of its {len(complete)} complete videos has ground-truth maps; "
                          "train-decoder needs maps (extract a dataset that has annotations)")
     return store
@@ -317,16 +317,15 @@ def open_training_store(location: str) -> FeatureStore:
 def split_videos(store: FeatureStore, seed: int) -> Split:
     """Train / validation videos of a store (see the module docstring)."""
     candidates, val, ignored = {}, {}, {}
-    for video in store.video_ids():
-        attrs = store.video_attrs(video)
-        count = int(attrs["frame_count"])
-        if not attrs["has_maps"]:
+    for video, summary in store.complete_videos().items():
+        count = summary.frame_count
+        if not summary.has_maps:
             ignored[video] = "no ground-truth maps"
         elif count < 1:
             ignored[video] = "no frames"
-        elif attrs.get("split") == "test":
+        elif summary.split == "test":
             ignored[video] = "split test"
-        elif attrs.get("split") == "val":
+        elif summary.split == "val":
             val[video] = count
         else:
             candidates[video] = count
@@ -628,7 +627,8 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
     if saved is not None:
         check_store_matches(saved, store, run_dir)
         split = Split(saved["videos"]["train"], saved["videos"]["val"], saved["videos"]["validation_rule"])
-        missing = [v for v in [*split.train, *split.val] if not store.is_complete(v)]
+        complete = store.complete_videos()
+        missing = [v for v in [*split.train, *split.val] if v not in complete]
         if missing:
             raise TrainError(f"--resume: {store.location} lacks videos the run trains on: {', '.join(missing[:5])}")
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 import zarr
 
 from pipeline.sample import SampleSpec, make_sample
-from pipeline.store import VideoRecord
+from pipeline.store import FeatureStore, VideoRecord
 from stages.extract import ExtractConfig, extract
 
 # Real DHF1K data (DHF1K layout, a few videos with maps): SAL3D_SAMPLE, else the developers' copy beside the repo.
@@ -61,6 +62,9 @@ def assert_stores_equal(a, b) -> None:
     assert ga.attrs["trunk"] == gb.attrs["trunk"]
     ids = sorted(ga["videos"].group_keys())
     assert ids == sorted(gb["videos"].group_keys())
+    index_a, index_b = (FeatureStore(str(s)).index for s in (a, b))  # the index, but when each completed
+    assert {v: replace(e, completed=None) for v, e in index_a.items()} == \
+        {v: replace(e, completed=None) for v, e in index_b.items()}
     for video_id in ids:
         va, vb = ga["videos"][video_id], gb["videos"][video_id]
         assert VideoRecord.from_attrs(va.attrs).stable() == VideoRecord.from_attrs(vb.attrs).stable(), video_id

@@ -128,6 +128,15 @@ def test_unreadable_group_metadata_is_named_and_counted_incomplete(small, capsys
     path, _ = small
     (path / "videos" / "b" / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
     store = FeatureStore(str(path))
+    # The index (written when b completed) lists b; opening it names the damage and how to redo it.
+    assert store.video_ids() == ["a", "b"] and store.video_ids(complete_only=False) == ["a", "b"]
+    good, bad = store.check_videos(["a", "b"])
+    assert good == ["a"] and "video b: metadata cannot be read (JSONDecodeError" in bad["b"]
+    assert "sal3d verify" in bad["b"]
+    # Without the index, listing reads every record: b is counted as incomplete, said once, by name.
+    videos = zarr.open_group(str(path / "videos"), mode="r+")
+    videos.attrs.put({})
+    store = FeatureStore(str(path))
     assert store.video_ids() == ["a"] and store.video_ids(complete_only=False) == ["a", "b"]
     assert capsys.readouterr().err.count("video b: metadata cannot be read") == 1  # said once, by name
     assert store.state("b")[0] == "unreadable"
@@ -150,7 +159,7 @@ def test_version_1_stores_are_refused_with_how_to_upgrade_and_extract_upgrades_t
         with pytest.raises(StoreError, match=r"format version 1 .*upgrade it with `sal3d extract DATASET_DIR"):
             FeatureStore(str(path), mode=mode)
     store = FeatureStore(str(path), mode="a", trunk=TRUNK, upgrade=True)  # what extract opens
-    assert store.upgraded_from == 1 and FeatureStore(str(path)).attrs["format_version"] == FORMAT_VERSION == 2
+    assert store.upgraded_from == 1 and FeatureStore(str(path)).attrs["format_version"] == FORMAT_VERSION == 3
     assert store.state("v")[0] == "damaged" and FeatureStore(str(path)).video_ids() == []
     write_video(store, "v", 8)  # redone in format 2, over the old nested chunks
     assert FeatureStore(str(path)).video_ids() == ["v"] and not (path / "videos" / "v" / "features" / "c").exists()

@@ -34,6 +34,7 @@ def example_run(sample_dir, tmp_path_factory) -> Path:
     done = subprocess.run([sys.executable, "-c", script], cwd=work, capture_output=True, text=True, timeout=600,
                           env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "{'train': {'videos': 2, 'frames': 12}, 'val': {'videos': 1, 'frames': 6}}" in done.stdout  # sal3d.info
     return work
 
 

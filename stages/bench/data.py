@@ -61,4 +61,4 @@ def prepare_data(dataset: Path | None, frames: int, work: Path) -> BenchData:
 def video_sizes(store: Path) -> list[tuple[int, int]]:
     """The (width, height) of the videos in a feature store, sorted, each once."""
     stored = FeatureStore(str(store))
-    return sorted({(stored.video_attrs(v)["width"], stored.video_attrs(v)["height"]) for v in stored.video_ids()})
+    return sorted({(summary.width, summary.height) for summary in stored.complete_videos().values()})

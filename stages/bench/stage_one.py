@@ -90,8 +90,9 @@ def measure_stage_one(ctx: Context, store: Path, work: Path) -> dict[str, dict]:
     fraction = median(extracted) / stages[which]
     of_decode_trunk = median(extracted) / min(median(decode), median(trunk))
     stored = FeatureStore(str(store))
-    ids = stored.video_ids()
-    frames = sum(stored.video_attrs(v)["frame_count"] for v in ids)
+    videos = stored.complete_videos()
+    ids = list(videos)
+    frames = sum(summary.frame_count for summary in videos.values())
     feature_bytes = sum(stored.features(v).nbytes_stored() for v in ids) / frames
     maps = [stored.maps(v) for v in ids]
     map_bytes = sum(m.nbytes_stored() for m in maps if m is not None) / frames if any(

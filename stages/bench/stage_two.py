@@ -38,7 +38,7 @@ def measure_stage_two(ctx: Context, store: Path, batch: int, steps: int, decode_
     least 1). `decode_rate` and `trunk_rate` (stage one's figures, frames/s) give the end-to-end ratio
     they imply, a cross-check."""
     features = FeatureStore(str(store))
-    counts = {v: features.video_attrs(v)["frame_count"] for v in features.video_ids() if features.maps(v) is not None}
+    counts = {v: summary.frame_count for v, summary in features.complete_videos().items() if summary.has_maps}
     if not counts:
         return skipped(KEYS, "the dataset has no ground-truth maps: nothing to train on")
     repeats, device, cuda = ctx.settings.repeats, ctx.settings.device, ctx.settings.cuda
