@@ -767,7 +767,13 @@ def run_epoch(run: Training) -> int:
     # Every rank recalibrated on the same windows and validates the same ones; taking rank 0's statistics and
     # scores everywhere means no float difference between devices can make the ranks decide differently.
     distributed.copy_buffers_from_main(decoder)
-    validation = distributed.from_main(validate(decoder, run.logits, run.val_loader, run.device, run.dtype))
+    # Every rank validates (the same windows); only rank 0 shows it, as it shows the training steps.
+    progress = Progress(f"validate epoch {run.state.epoch + 1}/{run.config.epochs}",
+                        total=run.val_loader.windows_per_epoch, unit="windows",
+                        stream=None if distributed.is_main() else _Discard())
+    validation = distributed.from_main(validate(decoder, run.logits, run.val_loader, run.device, run.dtype,
+                                                progress))
+    progress.close()
     finish_epoch(run, validation, lr, rate)
     return windows
 
