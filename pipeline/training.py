@@ -1,7 +1,7 @@
 """The decoder's training building blocks: the model as training starts it, the optimizer and its
 schedule, one step, BatchNorm recalibration, validation, and the generators' state for resuming.
 
-The training stage (stages/train.py) composes these into epochs and a resumable run; benchmarks time
+The training stage (stages/train/) composes these into epochs and a resumable run; benchmarks time
 the same step. The loss is the paper's pixel-wise binary cross-entropy against the continuous map
 scaled to [0, 1], computed from the logits in fp32 (`LogitsCapture`).
 """
