@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.atomic import is_temporary, temporary_name
+from pipeline.atomic import atomic_write, is_temporary, temporary_name, write_error
 from pipeline.datasets import image_files
 from pipeline.errors import Sal3dError
 
@@ -228,8 +227,10 @@ class OverlayVideoWriter:
     """Encodes RGB frames (uint8 (H, W, 3), all of the first frame's size) into the MP4 at `path`.
 
     Use as a context manager: on a clean exit the video is complete under its name; on an error
-    nothing is left under it (it is written under a temporary name, `pipeline.atomic`). Odd sizes
-    are padded by one edge row or column (yuv420p needs even ones)."""
+    nothing is left under it, nor under its temporary name (`pipeline.atomic.atomic_write`). An
+    OSError of the writing itself (ffmpeg gone, the rename) is a `WriteError` naming the video; an
+    error of the with-body passes through as it is. Odd sizes are padded by one edge row or column
+    (yuv420p needs even ones)."""
 
     def __init__(self, path: Path, fps: float):
         self.path, self.fps = Path(path), float(fps)
@@ -269,24 +270,34 @@ class OverlayVideoWriter:
             frame = np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
         if height % 2 or width % 2:
             frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
-        self._writer.send(np.ascontiguousarray(frame))
+        try:
+            self._writer.send(np.ascontiguousarray(frame))
+        except OSError as error:  # ffmpeg stopped taking frames (a full disk, a killed ffmpeg)
+            raise write_error(self.path, error) from None
         self.frames += 1
 
     def __exit__(self, kind, error, traceback) -> None:
         writer, self._writer = self._writer, None
-        try:
+        if error is not None:
+            # The with-body failed or was interrupted: its own error is the one reported (a source frame
+            # that cannot be read is not a write error of this file); the half-written video goes.
+            if writer is not None:
+                try:
+                    writer.close()
+                except Exception:  # ffmpeg complaining about the cut-off stream adds nothing to the error
+                    pass
+            self._temporary.unlink(missing_ok=True)
+            return
+        # ffmpeg has been writing to temporary_name(path), the name atomic_write renames from: the file
+        # takes its name only once ffmpeg has finished it, and any failure here removes it.
+        with atomic_write(self.path):
             if writer is not None:
                 try:
                     writer.close()  # waits for ffmpeg to finish the file
                 except Exception as closing:
-                    if error is None:
-                        raise OverlayError(f"{self.path}: ffmpeg failed: {closing}") from None
-            if error is None:
-                if not self.frames:
-                    raise OverlayError(f"{self.path}: no frames to write")
-                os.replace(self._temporary, self.path)
-        finally:
-            self._temporary.unlink(missing_ok=True)  # nothing left to remove after the rename
+                    raise OverlayError(f"{self.path}: ffmpeg failed: {closing}") from None
+            if not self.frames:
+                raise OverlayError(f"{self.path}: no frames to write")
 
 
 def write_overlay_video(path: Path, frames: OriginalFrames, maps, count: int, fps: float,

@@ -1,7 +1,7 @@
 """The decoder's training building blocks: the model as training starts it, the optimizer and its
 schedule, one step, BatchNorm recalibration, validation, and the generators' state for resuming.
 
-The training stage (stages/train.py) composes these into epochs and a resumable run; benchmarks time
+The training stage (stages/train/) composes these into epochs and a resumable run; benchmarks time
 the same step. The loss is the paper's pixel-wise binary cross-entropy against the continuous map
 scaled to [0, 1], computed from the logits in fp32 (`LogitsCapture`).
 """
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pipeline.decoder import SaliencyDecoder, initialize
 from pipeline.loader import WindowLoader
 from pipeline.metrics import cc, nss
+from pipeline.progress import Progress
 from pipeline.store import FeatureStore
 
 NSS_CORE = 0.5  # validation NSS: "fixated" = map >= NSS_CORE * the frame's maximum
@@ -134,12 +135,14 @@ def recalibrate_batchnorm(model, logits: LogitsCapture, batches, windows: int, d
 
 
 @torch.no_grad()
-def validate(model, logits: LogitsCapture, loader: WindowLoader, device, dtype) -> dict:
+def validate(model, logits: LogitsCapture, loader: WindowLoader, device, dtype,
+             progress: Progress | None = None) -> dict:
     """Mean BCE loss, CC and NSS over `loader`'s windows (its epoch 0), in eval mode.
 
     CC is against the 224x224 target map; NSS against the map's core (pixels >= NSS_CORE x the frame's
     maximum): a store holds no fixation maps, so this NSS is a training-time proxy, not a benchmark
-    number. Returns {"loss", "cc", "nss", "windows"}."""
+    number. progress: counts the windows as they are scored (the caller makes and closes it).
+    Returns {"loss", "cc", "nss", "windows"}."""
     model.eval()
     loss_sum, count, ccs, nsss = 0.0, 0, [], []
     try:
@@ -156,6 +159,8 @@ def validate(model, logits: LogitsCapture, loader: WindowLoader, device, dtype) 
                 ccs.append(cc(prediction, target))
                 if target.max() > 0:
                     nsss.append(nss(prediction, target >= NSS_CORE * target.max()))
+            if progress is not None:
+                progress.update(len(batch))
     finally:
         model.train()
     return {"loss": loss_sum / max(count, 1), "cc": float(np.nanmean(ccs)) if ccs else float("nan"),

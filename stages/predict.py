@@ -33,6 +33,14 @@ map PNGs and the source frames, under a temporary name too, when it is missing. 
 PNGs are trusted, an OUT_DIR holds the maps of one set of settings only: predict.json records them
 (checkpoint sha256, trunk, weighting, post-processing) and a rerun with different settings is
 refused; overlays are not settings of the maps (remove OUT_DIR/overlays to redraw them otherwise).
+
+Failures. A video that cannot be predicted fails alone, named with the reason in the summary and in
+predict.json's run record, and the others go on (the exit status says something failed): a video
+stage one could not extract, one whose stored chunks do not match its record (checked before any
+decoding), and one whose chunk fails its checksum as it is read (a chunk altered but not resized
+passes the check). For the last, the PNGs written before the damaged run of frames stay (they were
+decoded from good chunks); the frames of that run and every later one have none, so the video's
+folder is incomplete and a rerun tries them again.
 """
 
 from __future__ import annotations
@@ -62,7 +70,7 @@ from pipeline.overlay import (DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD
                               overlay, remove_temporaries, video_fps, write_overlay_video)
 from pipeline.postprocess import OVERLAY_DIR, PostProcess, postprocess, write_png
 from pipeline.progress import Progress, say
-from pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, FeatureStore
+from pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, DamagedVideo, FeatureStore
 from pipeline.trunk import compute_dtype, load_trunk, quiet_random_warning, resolve_device, weights_for
 from pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
 
@@ -111,7 +119,7 @@ class PredictConfig:
 class PredictSummary:
     predicted: list[str] = field(default_factory=list)  # videos with frames predicted by this run
     skipped: list[str] = field(default_factory=list)  # videos whose PNGs were all present
-    failed: dict[str, str] = field(default_factory=dict)  # video id -> why (stage one failures)
+    failed: dict[str, str] = field(default_factory=dict)  # video id -> why (stage one, store check, read)
     frames: int = 0  # frames decoded and written by this run
     seconds: float = 0.0  # the decoder phase: first feature read to last PNG written
     extract_frames: int = 0
@@ -507,7 +515,8 @@ def predict(config: PredictConfig) -> PredictSummary:
         model = load_decoder(checkpoint, checkpoint_path, device, dtype) if total else None
         del checkpoint
         DecoderRun(store, model, device, dtype, coefficients, options, batch, writers, summary, style)(work, total)
-    summary.predicted = [p.video_id for p in work]
+    summary.predicted = [p.video_id for p in work if p.video_id not in summary.failed]
+    videos_todo = [p for p in videos_todo if p.video_id not in summary.failed]  # their maps are incomplete
     if videos_todo:
         run["overlay_video_codecs"] = _overlay_videos(videos_todo, store, out_dir, style, summary)
     summary.total_seconds = time.perf_counter() - begin
@@ -577,6 +586,8 @@ class DecoderRun:
                                                              self.pool))
             ahead: deque = deque()
             for item in _runs(plans, run_frames):
+                if item[0].video_id in self.summary.failed:
+                    continue  # a chunk of this video failed its checksum in an earlier run
                 ahead.append((item, reader.submit(self.read, *item)))
                 if len(ahead) >= 2:
                     self.decode(*ahead.popleft())
@@ -590,11 +601,24 @@ class DecoderRun:
             self.progress.close()
         self.summary.seconds = time.perf_counter() - start_time
 
+    def fail(self, plan: VideoPlan, targets: np.ndarray, error: DamagedVideo) -> None:
+        """Give up `plan`'s video, whose run of frames `targets` could not be read: it is recorded as
+        failed (the other videos go on) and its frames from this run on leave the progress total."""
+        self.summary.failed[plan.video_id] = str(error)
+        self.progress.total -= int(np.count_nonzero(plan.todo >= targets[0]))
+        self.progress.update(0, note=f"{plan.video_id} failed")
+
     @torch.inference_mode()
     def decode(self, item: tuple[VideoPlan, np.ndarray], future: Future) -> None:
         """Decode one run's target frames (`item`: plan, frame indices) from its features (`future`)."""
         plan, targets = item
-        first, features = future.result()
+        if plan.video_id in self.summary.failed:
+            return  # read ahead before an earlier run of its video failed
+        try:
+            first, features = future.result()
+        except DamagedVideo as error:
+            self.fail(plan, targets, error)
+            return
         features = torch.from_numpy(np.ascontiguousarray(features))
         if self.device.type == "cuda":
             features = features.pin_memory().to(self.device, non_blocking=True)

@@ -110,3 +110,36 @@ def test_video_writer_writes_an_mp4_that_decord_reads(tmp_path):
         with OverlayVideoWriter(failed, fps=30):
             pass
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_video_writer_failures_leave_no_video_and_no_temporary_file(tmp_path):
+    """Every way out but a clean exit leaves the folder as it was: an interrupted write, an error of the
+    with-body (reported as it is, not as a write error), and a rename that fails (a WriteError naming
+    the video)."""
+    pytest.importorskip("imageio_ffmpeg")
+    from pipeline.atomic import WriteError
+
+    frame = np.full((16, 16, 3), 90, np.uint8)
+    path = tmp_path / "clip.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        with OverlayVideoWriter(path, fps=10) as video:
+            video.write(frame)
+            video.write(frame)
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+    missing = tmp_path / "frames" / "0001.png"
+    with pytest.raises(FileNotFoundError) as raised:
+        with OverlayVideoWriter(path, fps=10) as video:
+            video.write(frame)
+            open(missing, "rb")  # a source frame that cannot be read: its own error, its own file
+    assert not isinstance(raised.value, WriteError) and raised.value.filename == str(missing)
+    assert list(tmp_path.iterdir()) == []
+
+    # The video's name is taken by a folder with something in it: the finished file cannot be renamed.
+    path.mkdir()
+    (path / "keep").write_text("x")
+    with pytest.raises(WriteError, match=f"{path}: cannot write"):
+        with OverlayVideoWriter(path, fps=10) as video:
+            video.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"] and (path / "keep").read_text() == "x"

@@ -339,3 +339,38 @@ def test_resume_after_kill(tmp_path):
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
     record = json.loads((out / "predict.json").read_text())
     assert [r["complete"] for r in record["runs"]] == [False, True]
+
+
+@pytest.mark.slow
+def test_a_chunk_damaged_after_the_check_fails_its_video_alone(tmp_path, monkeypatch):
+    """A features chunk altered in place (same size: the store's up-front check passes) fails its
+    checksum as predict reads it: that video fails, named, after the runs of frames before it; the
+    next runs of it are not read; the other video is predicted whole and the exit status is 1."""
+    import stages.predict
+
+    monkeypatch.setattr(stages.predict, "RUN_FRAMES", 8)  # runs of one chunk: frames 0-7, 8-15, 16-23, 24-31
+    store = tmp_path / "features.zarr"
+    write_store(store, FAKE_TRUNK, {"a": random_features(32, seed=1), "b": random_features(6, seed=2)}, 24, 32)
+    make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
+    damaged = store / "videos" / "a" / "features" / "c.2.0.0.0"  # frames 16-23
+    raw = bytearray(damaged.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(raw))
+    assert FeatureStore(str(store)).check_videos(["a", "b"]) == (["a", "b"], {})  # the listing is as written
+
+    out = tmp_path / "out"
+    command = ["predict", str(store), str(tmp_path / "decoder.pt"), str(out), "--batch-size", "4", "--device", "cpu"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1, result.output
+    assert "predict: 1 videos predicted, 0 already complete, 1 failed; 22 frames" in result.output
+    assert ("predict: failed a: " in result.output and "video a is damaged: features chunk 2 (frames 16-23): its "
+            "CRC-32C checksum does not match" in result.output and "sal3d verify" in result.output)
+    assert_layout(out, "b", 6, (32, 24))
+    # a's frames before the damaged chunk were decoded from good chunks and stay; from it on, none
+    assert sorted(p.name for p in (out / "a").iterdir()) == [f"{i + 1:04d}.png" for i in range(16)]
+    run = json.loads((out / "predict.json").read_text())["runs"][-1]
+    assert run["complete"] and list(run["failed"]) == ["a"] and run["frames"] == 22
+    assert "features chunk 2" in run["failed"]["a"]
+
+    again = CliRunner().invoke(main, command)  # still damaged: the rerun tries a's missing frames only
+    assert again.exit_code == 1 and "0 videos predicted, 1 already complete, 1 failed; 0 frames" in again.output

@@ -311,6 +311,14 @@ def test_max_steps_is_the_total_across_epochs(small_store, tmp_path):
     # epoch 1 made its 2 steps, epoch 2 ended at the run's third step and was still validated and logged
     assert [(r["epoch"], r["step"]) for r in _log(run)] == [(1, 2), (2, 3)]
     assert "max_steps reached (3 steps)" in result.output
+    # Each validation shows its progress (its one window), between its epoch's steps and its epoch line.
+    lines = result.output.splitlines()
+    for epoch in (1, 2):
+        validating = [i for i, line in enumerate(lines)
+                      if line.startswith(f"validate epoch {epoch}/5: 100.0% 1/1 windows")]
+        training = [i for i, line in enumerate(lines) if line.startswith(f"train epoch {epoch}/5: 100.0%")]
+        logged = [i for i, line in enumerate(lines) if line.startswith(f"epoch {epoch}/5: ")]
+        assert validating and training[-1] < validating[0] and validating[-1] < logged[0], result.output
     last = torch.load(run / "last.pt", weights_only=True)
     assert last["step"] == 3 and last["state"]["finished_by"] == "max_steps"
 

@@ -83,6 +83,9 @@ def test_torchrun_only_rank_zero_writes_and_speaks(ddp_run):
     assert [(r["epoch"], r["step"]) for r in log] == [(1, STEPS)]
     assert log[0]["train_loss"] == pytest.approx(sum(s["loss"] for s in steps) / STEPS, rel=1e-6)
     assert result.stderr.count("epoch 1/1: train loss") == 1 and result.stderr.count("Best checkpoint:") == 1
+    # both ranks validate; rank 0 alone shows it (its final progress line, once)
+    assert [line.startswith("validate epoch 1/1: 100.0%") for line in result.stderr.splitlines()
+            if "in all" in line].count(True) == 1, result.stderr
     config = json.loads((run / "config.json").read_text())
     assert config["distributed"]["world_size"] == 2 and config["distributed"]["backend"] == "gloo"
     assert config["distributed"]["batch_per_rank"] == 1 and config["distributed"]["effective_batch"] == 2
