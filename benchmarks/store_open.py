@@ -22,8 +22,9 @@ File systems. ``local``: the store's path (Zarr's LocalStore). ``slow``: the sam
 ``slowfile://PATH``, an fsspec LocalFileSystem that sleeps --latency seconds before every request (a
 call from Zarr or `pipeline.store` into the file system: ls, info, exists, cat_file, pipe_file, rm...;
 the calls a request makes inside itself are its own work, not requests). It is synchronous, so Zarr
-wraps it in fsspec's AsyncFileSystemWrapper, which runs each request in a thread of Zarr's pool:
-concurrent requests overlap, as on an object store, up to that pool's size.
+wraps it in fsspec's AsyncFileSystemWrapper, which runs each request in a thread of the executor of
+Zarr's event loop: concurrent requests overlap, as on an object store, up to that executor's size
+(asyncio's default, min(32, CPUs + 4), unless Zarr's ``threading.max_workers`` is set).
 
 Figures, per N and file system: seconds (median of --repeats; each repeat opens a fresh FeatureStore,
 no Zarr object or cache carried over) and, on ``slow``, requests (median; the JSON has each repeat's
