@@ -391,14 +391,17 @@ def _store_listing(store, path: str) -> dict[str, int | None] | None:
     return {name: None for name in found} if found else None
 
 
-def chunk_sizes(array: zarr.Array) -> dict[int, int | None]:
-    """{chunk index along frames: stored bytes (None where the store cannot say)} of an array written
-    with CHUNK_KEYS; temporary files a killed write left are not chunks."""
-    listing = _store_listing(array.store_path.store, array.store_path.path) or {}
+def chunk_sizes(store, path: str, ndim: int) -> dict[int, int | None] | None:
+    """{chunk index along frames: stored bytes (None where the store cannot say)} of the `ndim`-D array
+    at `path` of a Zarr store, written with CHUNK_KEYS (one listing); None when there is no such
+    folder. Temporary files a killed write left are not chunks."""
+    listing = _store_listing(store, path)
+    if listing is None:
+        return None
     found = {}
     for name, size in listing.items():
         parts = name.split(".")
-        if len(parts) == array.ndim + 1 and parts[0] == "c" and all(p.isdigit() for p in parts[1:]):
+        if len(parts) == ndim + 1 and parts[0] == "c" and all(p.isdigit() for p in parts[1:]):
             if all(p == "0" for p in parts[2:]):
                 found[int(parts[1])] = size
     return found
@@ -575,8 +578,9 @@ class FeatureStore:
     def check_video(self, video_id: str) -> VideoRecord:
         """The record of a complete video whose stored chunks match it; DamagedVideo (or StoreError
         for an incomplete one, or one rewritten since the index was read) naming the video, the array
-        and the chunk otherwise. Its group's metadata, its arrays' and one listing per array; done
-        once per video and store object."""
+        and the chunk otherwise. Three requests: its group's metadata and one chunk listing per array
+        (each array's own metadata is checked when it is first read); done once per video and store
+        object."""
         if video_id in self._checked:
             return self._checked[video_id]
         try:
@@ -594,11 +598,11 @@ class FeatureStore:
             raise StoreError(f"{self.location}: video {video_id} was rewritten after this store was opened (the "
                              f"index said {indexed.frame_count} frames, its record says {record.frame_count}): "
                              "start again")
-        self._check_arrays(video_id, record, group)
+        self._check_chunks(video_id, record)
         self._checked[video_id], self._groups[video_id] = record, group
         return record
 
-    def _check_arrays(self, video_id: str, record: VideoRecord, group: zarr.Group) -> None:
+    def _check_chunks(self, video_id: str, record: VideoRecord) -> None:
         def damaged(problem, array=None, chunk=None):
             return DamagedVideo(self.location, video_id, problem, array, chunk, record.frame_count)
 
@@ -608,22 +612,16 @@ class FeatureStore:
             raise damaged(f"made with trunk {record.trunk}, the store's is {self.trunk_digest} "
                           "(a group copied from another store?)")
         for name in record.arrays:
-            shape, dtype, _, _ = ARRAYS[name]
-            try:
-                array = group[name]
-            except Exception:
-                raise damaged("array missing", name) from None
-            if array.shape != (record.frame_count, *shape) or array.dtype != np.dtype(dtype):
-                raise damaged(f"shape {array.shape} {array.dtype}, the record says "
-                              f"{(record.frame_count, *shape)} {dtype}", name)
-            if "crc32c" not in {codec.to_dict()["name"] for codec in array.metadata.codecs}:
-                raise damaged("its chunks carry no checksum (not written by this sal3d)", name)
             expected = record.integrity.get(name, {})
             sizes = expected.get("sizes", [])
             if len(sizes) != record.chunk_count or len(expected.get("crc32c", [])) != record.chunk_count:
                 raise damaged(f"the integrity record lists {len(sizes)} chunks, the array has "
                               f"{record.chunk_count}", name)
-            found = chunk_sizes(array)
+            # the chunk listing alone: the array's own metadata is checked when it is opened (`_array`),
+            # which keeps this check at 3 requests a video (train-decoder checks every video up front)
+            found = chunk_sizes(self.root.store, f"{self._group_path(video_id)}/{name}", 1 + len(ARRAYS[name][0]))
+            if found is None:
+                raise damaged("array missing", name)
             for chunk, size in enumerate(sizes):
                 if chunk not in found:
                     raise damaged("chunk file missing (deleted, or not copied)", name, chunk)
@@ -639,8 +637,26 @@ class FeatureStore:
         if name not in record.arrays:
             return None
         if (video_id, name) not in self._opened:
-            self._opened[video_id, name] = VideoArray(self.location, video_id, name, self._groups[video_id][name])
+            self._opened[video_id, name] = VideoArray(self.location, video_id, name,
+                                                      self._open_array(video_id, record, name))
         return self._opened[video_id, name]
+
+    def _open_array(self, video_id: str, record: VideoRecord, name: str) -> zarr.Array:
+        """One array of a checked video, its metadata checked against the record and the format."""
+        def damaged(problem):
+            return DamagedVideo(self.location, video_id, problem, name, None, record.frame_count)
+
+        shape, dtype, _, _ = ARRAYS[name]
+        try:
+            array = self._groups[video_id][name]
+        except Exception as error:
+            raise damaged(f"its metadata cannot be read ({_first_line(error)})") from None
+        if array.shape != (record.frame_count, *shape) or array.dtype != np.dtype(dtype):
+            raise damaged(f"shape {array.shape} {array.dtype}, the record says {(record.frame_count, *shape)} {dtype}")
+        if array.chunks[0] != CHUNK_FRAMES or "crc32c" not in {c.to_dict()["name"] for c in array.metadata.codecs}:
+            raise damaged("its chunks are not those this sal3d writes (chunks of "
+                          f"{CHUNK_FRAMES} frames, each with a CRC-32C)")
+        return array
 
     def features(self, video_id: str) -> VideoArray:
         """float16 (T, 512, 14, 14) of a complete video, checked against its record (`check_video`)."""
@@ -740,9 +756,13 @@ class FeatureStore:
         """On a writable store, make the video's index entry agree with its record (None: no group)."""
         if not self.writable:
             return
-        wanted = VideoSummary.of(record) if record is not None and record.finished else None
+        wanted = VideoSummary.of(record) if self._indexable(record) else None
         if wanted != (self.index or {}).get(video_id):
             self._update_index(video_id, wanted)
+
+    def _indexable(self, record: VideoRecord | None) -> bool:
+        """Whether a video with this record belongs in the index: complete, made by this store's trunk."""
+        return record is not None and record.finished and record.trunk == self.trunk_digest
 
     def _update_index(self, video_id: str, summary: VideoSummary | None) -> None:
         """Set one video's index entry (None: remove it) by rewriting the `videos` group's attributes:
@@ -773,7 +793,7 @@ class FeatureStore:
                 record = self.video_record(video_id)
             except StoreError:
                 continue
-            if record.finished and record.trunk == self.trunk_digest:
+            if self._indexable(record):
                 entries[video_id] = VideoSummary.of(record).to_attrs()
         with _index_lock(self):
             group = zarr.open_group(self.root.store, path=self.videos_group.path, mode="r+", zarr_format=3)
@@ -997,7 +1017,7 @@ class VideoWriter:
         self._ensure_claim()
         integrity = {}
         for name, array in self._arrays.items():
-            sizes = chunk_sizes(array)
+            sizes = chunk_sizes(array.store_path.store, array.store_path.path, array.ndim) or {}
             missing = [k for k in range(self.record.chunk_count) if k not in sizes]
             if missing:
                 raise StoreError(f"{self.where}: {name} chunk {missing[0]} is not in the store after it was "

@@ -101,6 +101,24 @@ def test_redoing_or_marking_a_video_takes_it_out_of_the_index_first(store_path):
     assert sorted(stored_index(store_path)) == ["a"]
 
 
+def test_an_arrays_metadata_is_checked_when_it_is_first_read(store_path):
+    """The up-front check (train-decoder's, before any step) reads chunk listings only; an array whose
+    own metadata disagrees with the record is refused when it is opened, naming the array."""
+    metadata = store_path / "videos" / "a" / "features" / "zarr.json"
+    document = json.loads(metadata.read_text())
+    document["shape"][0] = 8  # still 2 chunks: the listing matches the record
+    metadata.write_text(json.dumps(document))
+    (store_path / "videos" / "a" / "maps" / "zarr.json").write_text("{not json")
+    store = FeatureStore(str(store_path))
+    assert store.check_videos(["a", "b"]) == (["a", "b"], {})
+    with pytest.raises(StoreError, match=r"video a is damaged: features: shape \(8, 512, 14, 14\) float16, "
+                                         r"the record says \(9, 512, 14, 14\)"):
+        store.features("a")
+    with pytest.raises(StoreError, match="video a is damaged: maps: its metadata cannot be read"):
+        store.maps("a")
+    assert store.features("b").shape == (4, 512, 14, 14)
+
+
 def _complete_videos(path: str, names: list[str], start) -> None:
     store = FeatureStore(path, mode="a", trunk=TRUNK)
     store.settle_seconds = 0
