@@ -132,7 +132,7 @@ def _complete_videos(path: str, names: list[str], start) -> None:
 def test_writers_in_several_processes_lose_no_index_update(tmp_path):
     path = str(tmp_path / "s.zarr")
     FeatureStore(path, mode="a", trunk=TRUNK)
-    names = [[f"p{p}v{v}" for v in range(10)] for p in range(6)]
+    names = [[f"p{p}v{v}" for v in range(12)] for p in range(4)]
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(len(names))
     processes = [context.Process(target=_complete_videos, args=(path, batch, start)) for batch in names]
