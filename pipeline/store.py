@@ -111,9 +111,9 @@ RENEW_SECONDS = 60.0  # a writer renews its lease at least this often while it w
 # two runs that claimed the same video at the same moment exactly one goes on (the last claim written
 # wins; a claim is a single write, which lands within milliseconds locally, within ~1 s remotely).
 SETTLE_SECONDS = {"local": 0.05, "remote": 1.0}
-# Videos checked at once on a remote store (`FeatureStore.check_videos`): a check is 5 requests in
-# a row (the group's metadata, then each array's metadata and chunk listing), so 1,000 videos at 30 ms
-# a request take ~150 s one at a time, ~10 s in 16 threads, ~2.5 s in 64.
+# Videos checked at once on a remote store (`FeatureStore.check_videos`): a check is 3 requests in a
+# row (the group's metadata, then each array's chunk listing), so its latency, not its work, is the
+# cost; 1,000 videos at 30 ms a request took 2.0 s in 64 threads (benchmarks/store_open.py).
 CHECK_THREADS = 64
 
 
@@ -527,17 +527,6 @@ class FeatureStore:
         """Ids of the videos in the store, sorted; by default only complete ones (`complete_videos`)."""
         return list(self.complete_videos()) if complete_only else self.listed_ids()
 
-    def summary(self, video_id: str) -> VideoSummary:
-        """The index entry of a complete video (read from its record where the index lacks it);
-        StoreError for an absent or incomplete one."""
-        if self.index and video_id in self.index:
-            return self.index[video_id]
-        record = self.video_record(video_id)
-        if not record.finished:
-            raise StoreError(f"{self.location}: video {video_id} is incomplete (an interrupted or failed "
-                             "extract? rerun sal3d extract)")
-        return VideoSummary.of(record)
-
     def _open_group(self, video_id: str) -> zarr.Group:
         """A video's group, its metadata read from the store now (never a cached copy)."""
         try:
@@ -590,6 +579,10 @@ class FeatureStore:
             raise StoreError(f"{self.location}: no video {video_id}") from None
         except StoreError as error:
             raise StoreError(f"{error}; {redo_hint(self.location)}") from None
+        return self._check_read(video_id, group, record)
+
+    def _check_read(self, video_id: str, group: zarr.Group, record: VideoRecord) -> VideoRecord:
+        """`check_video` of a video whose group and record were just read."""
         if not record.complete:
             raise StoreError(f"{self.location}: video {video_id} is incomplete (an interrupted or failed "
                              "extract? rerun sal3d extract)")
@@ -694,7 +687,8 @@ class FeatureStore:
         record); ``complete``. `why` says it in words. On a writable store the video's index entry is
         made to agree with its record on the way (so a rerun of extract repairs a stale index)."""
         try:
-            record = VideoRecord.from_attrs(self._read_attrs(video_id), f"{self.location}: video {video_id}")
+            group = self._open_group(video_id)
+            record = self._record_of(video_id, group)
         except FileNotFoundError:
             self._sync_index(video_id, None)
             if not _store_listing(self.root.store, self._group_path(video_id)):
@@ -711,7 +705,7 @@ class FeatureStore:
             return "incomplete", record, record.damage or "incomplete (an interrupted or failed run)"
         try:
             self._forget(video_id)
-            self.check_video(video_id)
+            self._check_read(video_id, group, record)
         except StoreError as error:
             return "damaged", record, getattr(error, "brief", str(error))
         return "complete", record, ""
@@ -768,22 +762,12 @@ class FeatureStore:
         """Set one video's index entry (None: remove it) by rewriting the `videos` group's attributes:
         read now, changed, written back, under `_index_lock` (one writer at a time across processes
         on a local store; see the module docstring for other stores)."""
-        if not self.writable:
-            raise StoreError(f"{self.location}: opened for reading, its index cannot change")
-        with _index_lock(self):
-            group = zarr.open_group(self.root.store, path=self.videos_group.path, mode="r+", zarr_format=3)
-            attrs = dict(group.attrs)
-            entries = dict(attrs.get(INDEX_ATTRIBUTE) or {})
-            if summary is None and video_id not in entries:
-                self.index = _parse_index(entries)
-                return
+        def edit(entries: dict) -> dict | None:
             if summary is None:
-                entries.pop(video_id)
-            else:
-                entries[video_id] = summary.to_attrs()
-            entries = dict(sorted(entries.items()))
-            group.attrs.put({**attrs, INDEX_ATTRIBUTE: entries})
-            self.index = _parse_index(entries)
+                return None if video_id not in entries else {k: v for k, v in entries.items() if k != video_id}
+            return dict(sorted({**entries, video_id: summary.to_attrs()}.items()))
+
+        self._rewrite_index(edit)
 
     def _rebuild_index(self) -> None:
         """Write the index anew from every video's own record (a store without one, or upgraded)."""
@@ -795,10 +779,20 @@ class FeatureStore:
                 continue
             if self._indexable(record):
                 entries[video_id] = VideoSummary.of(record).to_attrs()
+        self._rewrite_index(lambda _: entries)
+
+    def _rewrite_index(self, edit) -> None:
+        """Under `_index_lock`, read the index as stored now, and write back ``edit(entries)`` (None:
+        leave it as it is); this object's `index` becomes what is stored."""
+        if not self.writable:
+            raise StoreError(f"{self.location}: opened for reading, its index cannot change")
         with _index_lock(self):
             group = zarr.open_group(self.root.store, path=self.videos_group.path, mode="r+", zarr_format=3)
-            group.attrs.put({**dict(group.attrs), INDEX_ATTRIBUTE: entries})
-        self.index = _parse_index(entries)
+            attrs = dict(group.attrs)
+            entries = edit(dict(attrs.get(INDEX_ATTRIBUTE) or {}))
+            if entries is not None:
+                group.attrs.put({**attrs, INDEX_ATTRIBUTE: entries})
+            self.index = _parse_index(entries if entries is not None else attrs.get(INDEX_ATTRIBUTE) or {})
 
     def begin_video(self, video_id: str, frame_count: int, with_maps: bool, attrs: dict | VideoRecord,
                     owner: Owner | None = None) -> VideoWriter:
