@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
-from pipeline.datasets import LAYOUTS, SPLITS
-from pipeline.errors import Sal3dError
-from pipeline.overlay import COLORMAPS
+from sal3d.pipeline.choices import INITIALIZATIONS, SELECTION, SIZES, WEIGHTINGS
+from sal3d.pipeline.datasets import LAYOUTS, SPLITS
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.overlay import COLORMAPS
 
 
 
@@ -31,7 +32,7 @@ DEVICES = DeviceType()
 
 
 class Default:
-    """An option's default, owned by a field of a stage's config dataclass (``"stages.extract:ExtractConfig"``,
+    """An option's default, owned by a field of a stage's config dataclass (``"sal3d.stages.extract:ExtractConfig"``,
     ``"batch_size"``). The stage is imported only when the default is needed, so ``sal3d --help`` does not
     load torch. A field whose default is None (chosen at run time) shows its ``metadata["auto"]`` text."""
 
@@ -76,23 +77,23 @@ def main():
 @main.command()
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("store")
-@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default("stages.extract:ExtractConfig", "layout"),
+@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default("sal3d.stages.extract:ExtractConfig", "layout"),
               help="Dataset layout; auto recognizes it.")
-@click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("stages.extract:ExtractConfig", "split"),
+@click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.extract:ExtractConfig", "split"),
               help="Official split to extract (from data_manifests/ or the dataset's folders).")
 @click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
-@click.option("--weights", default=Default("stages.extract:ExtractConfig", "weights"), metavar="imagenet|random|FILE",
+@click.option("--weights", default=Default("sal3d.stages.extract:ExtractConfig", "weights"), metavar="imagenet|random|FILE",
               help="Trunk weights: torchvision's ImageNet VGG-16, seeded random (tests), or a state_dict file.")
-@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.extract:ExtractConfig", "device"))
-@click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.extract:ExtractConfig", "batch_size"),
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("sal3d.stages.extract:ExtractConfig", "device"))
+@click.option("--batch-size", type=click.IntRange(min=1), default=Default("sal3d.stages.extract:ExtractConfig", "batch_size"),
               help="Frames per trunk batch (decoded, run through the trunk and written together).")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="Extract at most this many frames of each video (smoke tests).")
-@click.option("--workers", type=click.IntRange(min=0), default=Default("stages.extract:ExtractConfig", "workers"),
+@click.option("--workers", type=click.IntRange(min=0), default=Default("sal3d.stages.extract:ExtractConfig", "workers"),
               help="Decode processes; 0: decode in this process.")
-@click.option("--writers", type=click.IntRange(min=0), default=Default("stages.extract:ExtractConfig", "writers"),
+@click.option("--writers", type=click.IntRange(min=0), default=Default("sal3d.stages.extract:ExtractConfig", "writers"),
               help="Store writer processes (compression); 0: a writer thread in this process.")
-@click.option("--scheduler", metavar="ADDRESS|local:N", default=Default("stages.extract:ExtractConfig", "scheduler"),
+@click.option("--scheduler", metavar="ADDRESS|local:N", default=Default("sal3d.stages.extract:ExtractConfig", "scheduler"),
               help="Run one task per video on a dask.distributed cluster (tcp://HOST:8786), or on a local "
                    "cluster of N worker processes; workers need the dataset at the same path and write "
                    "straight into STORE.")
@@ -106,7 +107,7 @@ def extract(dataset_dir, store, videos, **options):
     Complete videos already in STORE are skipped and incomplete ones redone, so an interrupted run
     resumes where it stopped. Exits with status 1 when any video failed.
     """
-    from stages.extract import ExtractConfig, extract as run_extract
+    from sal3d.stages.extract import ExtractConfig, extract as run_extract
 
     summary = run_extract(ExtractConfig(dataset=dataset_dir, store=store, videos=list(videos) or None, **options))
     sys.exit(1 if summary.failed else 0)
@@ -114,13 +115,13 @@ def extract(dataset_dir, store, videos, **options):
 
 @main.command("make-sample")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--train", type=click.IntRange(min=0), default=Default("pipeline.sample:SampleSpec", "train"), help="Training videos (001..).")
-@click.option("--val", type=click.IntRange(min=0), default=Default("pipeline.sample:SampleSpec", "val"), help="Validation videos (601..).")
-@click.option("--frames", type=click.IntRange(min=1), default=Default("pipeline.sample:SampleSpec", "frames"), help="Frames per video.")
-@click.option("--seed", type=int, default=Default("pipeline.sample:SampleSpec", "seed"))
+@click.option("--train", type=click.IntRange(min=0), default=Default("sal3d.pipeline.sample:SampleSpec", "train"), help="Training videos (001..).")
+@click.option("--val", type=click.IntRange(min=0), default=Default("sal3d.pipeline.sample:SampleSpec", "val"), help="Validation videos (601..).")
+@click.option("--frames", type=click.IntRange(min=1), default=Default("sal3d.pipeline.sample:SampleSpec", "frames"), help="Frames per video.")
+@click.option("--seed", type=int, default=Default("sal3d.pipeline.sample:SampleSpec", "seed"))
 def make_sample(directory, train, val, frames, seed):
     """Generate a small synthetic DHF1K-layout dataset in DIRECTORY (a moving object draws the gaze)."""
-    from pipeline.sample import SampleSpec, make_sample as run_make_sample
+    from sal3d.pipeline.sample import SampleSpec, make_sample as run_make_sample
 
     ids = run_make_sample(directory, SampleSpec(train=train, val=val, frames=frames, seed=seed))
     click.echo(f"make-sample: {len(ids)} videos of {frames} frames in {directory} ({', '.join(ids)})")
@@ -129,27 +130,27 @@ def make_sample(directory, train, val, frames, seed):
 @main.command()
 @click.argument("pred_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default("stages.evaluate:EvaluateConfig", "layout"),
+@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default("sal3d.stages.evaluate:EvaluateConfig", "layout"),
               help="Dataset layout; auto recognizes it.")
-@click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("stages.evaluate:EvaluateConfig", "split"),
+@click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.evaluate:EvaluateConfig", "split"),
               help="Official split to score (DHF1K reports val: its test ground truth is not public).")
 @click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the scores, counts and settings to this JSON file.")
-@click.option("--protocol", default=Default("stages.evaluate:EvaluateConfig", "protocol"), metavar="NAME",
+@click.option("--protocol", default=Default("sal3d.stages.evaluate:EvaluateConfig", "protocol"), metavar="NAME",
               help="Scoring rules. dhf1k (the only one): those of the DHF1K benchmark's own code, which "
                    "produced the published DHF1K, UCF-Sports and Hollywood-2 scores: predictions resized to the "
                    "ground truth with MATLAB's bicubic imresize, AUC-J ties broken by a seeded jitter, s-AUC "
                    "negatives from 10 random frames of the whole evaluated set, NaN frames dropped per metric "
                    "(and counted). sal3d's earlier rules (bilinear resize, no jitter, negatives from other videos "
                    "only, chance values for constant maps) are gone: their numbers did not match published ones.")
-@click.option("--seed", type=int, default=Default("stages.evaluate:EvaluateConfig", "seed"),
+@click.option("--seed", type=int, default=Default("sal3d.stages.evaluate:EvaluateConfig", "seed"),
               help="Seeds the random parts of the protocol (s-AUC's frames and splits, AUC-J's jitter); "
                    "recorded in the JSON. Scores do not depend on --workers.")
 @click.option("--allow-missing", is_flag=True,
               help="Score a frame without a prediction as an all-zero map (as a black PNG: NaN, hence dropped "
                    "and counted, for NSS, CC and s-AUC) instead of failing.")
-@click.option("--workers", type=click.IntRange(min=0), default=Default("stages.evaluate:EvaluateConfig", "workers"),
+@click.option("--workers", type=click.IntRange(min=0), default=Default("sal3d.stages.evaluate:EvaluateConfig", "workers"),
               help="Scoring processes; 0: score in this process.")
 @click.option("--baseline", type=click.Choice(["center"]), default=None,
               help="First write a centred-Gaussian prediction set into PRED_DIR (a new or empty folder, "
@@ -162,7 +163,7 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
     the NaN frames dropped per metric. A missing prediction is an error unless --allow-missing;
     predictions of another size are resized to the ground truth's as the benchmark resizes them.
     """
-    from stages.evaluate import EvaluateConfig, evaluate as run_evaluate
+    from sal3d.stages.evaluate import EvaluateConfig, evaluate as run_evaluate
 
     result = run_evaluate(EvaluateConfig(predictions=pred_dir, dataset=dataset_dir, videos=list(videos) or None,
                                          **options))
@@ -174,34 +175,34 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
-@click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("stages.predict:PredictConfig", "split"),
+@click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.predict:PredictConfig", "split"),
               help="Only the videos of this official split.")
-@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default("stages.predict:PredictConfig", "layout"),
+@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default("sal3d.stages.predict:PredictConfig", "layout"),
               help="Layout of a dataset SOURCE; auto recognizes it.")
-@click.option("--size", type=click.Choice(["original", "224"]), default=Default("stages.predict:PredictConfig", "size"),
+@click.option("--size", type=click.Choice(SIZES), default=Default("sal3d.stages.predict:PredictConfig", "size"),
               help="Write maps at each frame's original size (bilinear resize) or at 224x224.")
-@click.option("--blur", type=click.FloatRange(min=0), default=Default("stages.predict:PredictConfig", "blur"), metavar="SIGMA",
+@click.option("--blur", type=click.FloatRange(min=0), default=Default("sal3d.stages.predict:PredictConfig", "blur"), metavar="SIGMA",
               help="Gaussian blur of the written map, sigma in its pixels; 0 = off.")
-@click.option("--rescale/--no-rescale", default=Default("stages.predict:PredictConfig", "rescale"),
+@click.option("--rescale/--no-rescale", default=Default("sal3d.stages.predict:PredictConfig", "rescale"),
               help="Min-max each map to 0..255 (else write round(255 * map)).")
 @click.option("--overlay", is_flag=True, help="Also write each map drawn over its frame, "
               "OUT_DIR/overlays/<video>/<frame>.png (needs the source video or frames).")
 @click.option("--overlay-video", is_flag=True, help="Also write each video's maps over its frames as a video, "
               "OUT_DIR/overlays/<video>.mp4 (H.264; needs the source video or frames).")
-@click.option("--overlay-alpha", type=click.FloatRange(0, 1), default=Default("stages.predict:PredictConfig", "overlay_alpha"),
+@click.option("--overlay-alpha", type=click.FloatRange(0, 1), default=Default("sal3d.stages.predict:PredictConfig", "overlay_alpha"),
               help="Opacity of the colour where the map peaks.")
 @click.option("--overlay-threshold", type=click.FloatRange(0, 1, max_open=True),
-              default=Default("stages.predict:PredictConfig", "overlay_threshold"),
+              default=Default("sal3d.stages.predict:PredictConfig", "overlay_threshold"),
               help="The frame shows unchanged where the map is at most this fraction of the way from its "
               "background level (its median) to its peak.")
 @click.option("--overlay-colormap", type=click.Choice(COLORMAPS),
-              default=Default("stages.predict:PredictConfig", "overlay_colormap"), help="Colour map of the overlays.")
-@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.predict:PredictConfig", "device"))
-@click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.predict:PredictConfig", "batch_size"),
+              default=Default("sal3d.stages.predict:PredictConfig", "overlay_colormap"), help="Colour map of the overlays.")
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("sal3d.stages.predict:PredictConfig", "device"))
+@click.option("--batch-size", type=click.IntRange(min=1), default=Default("sal3d.stages.predict:PredictConfig", "batch_size"),
               help="Windows per decoder batch (frames predicted together).")
-@click.option("--weights", default=Default("stages.predict:PredictConfig", "weights"), metavar="imagenet|random|FILE",
+@click.option("--weights", default=Default("sal3d.stages.predict:PredictConfig", "weights"), metavar="imagenet|random|FILE",
               help="Trunk weights for a dataset/video SOURCE.")
-@click.option("--cache", default=Default("stages.predict:PredictConfig", "cache"), metavar="STORE",
+@click.option("--cache", default=Default("sal3d.stages.predict:PredictConfig", "cache"), metavar="STORE",
               help="Feature store for a dataset/video SOURCE.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="For a dataset/video SOURCE: extract (and so predict) at most this many frames of each video.")
@@ -215,7 +216,7 @@ def predict(source, checkpoint, out_dir, videos, **options):
     predicts only the frames that lack a PNG. Exits with status 1 when a video failed (in stage one, or
     a damaged chunk found while reading its features).
     """
-    from stages.predict import PredictConfig, predict as run_predict
+    from sal3d.stages.predict import PredictConfig, predict as run_predict
 
     summary = run_predict(PredictConfig(source=source, checkpoint=checkpoint, out_dir=out_dir,
                                         videos=list(videos) or None, **options))
@@ -225,47 +226,47 @@ def predict(source, checkpoint, out_dir, videos, **options):
 @main.command("train-decoder")
 @click.argument("store")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--weighting", type=click.Choice(["tanh", "linear", "none"]), default=Default("stages.train:TrainConfig", "weighting"),
+@click.option("--weighting", type=click.Choice(tuple(WEIGHTINGS)), default=Default("sal3d.stages.train:TrainConfig", "weighting"),
               help="How the six feature maps of a window are scaled (tanh: the paper's 3DSAL-weighted).")
-@click.option("--epochs", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "epochs"), help="At most this many epochs.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=Default("stages.train:TrainConfig", "lr"),
+@click.option("--epochs", type=click.IntRange(min=1), default=Default("sal3d.stages.train:TrainConfig", "epochs"), help="At most this many epochs.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=Default("sal3d.stages.train:TrainConfig", "lr"),
               help="Adam learning rate.")
-@click.option("--lr-step", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "lr_step"),
+@click.option("--lr-step", type=click.IntRange(min=1), default=Default("sal3d.stages.train:TrainConfig", "lr_step"),
               help="Divide the learning rate by 10 every this many epochs.")
-@click.option("--patience", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "patience"),
+@click.option("--patience", type=click.IntRange(min=1), default=Default("sal3d.stages.train:TrainConfig", "patience"),
               help="Stop after this many epochs without a lower validation loss.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "batch_size"), help="Windows per optimizer step (and loader batch).")
-@click.option("--max-steps", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "max_steps"),
+@click.option("--batch-size", type=click.IntRange(min=1), default=Default("sal3d.stages.train:TrainConfig", "batch_size"), help="Windows per optimizer step (and loader batch).")
+@click.option("--max-steps", type=click.IntRange(min=1), default=Default("sal3d.stages.train:TrainConfig", "max_steps"),
               help="End the run after N optimizer steps in all, across epochs (the epoch in progress is "
               "validated).")
-@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "steps_per_epoch"),
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=Default("sal3d.stages.train:TrainConfig", "steps_per_epoch"),
               help="End each epoch after its first N steps.")
-@click.option("--select-by", type=click.Choice(["loss", "cc", "nss"]), default=Default("stages.train:TrainConfig", "select_by"),
+@click.option("--select-by", type=click.Choice(tuple(SELECTION)), default=Default("sal3d.stages.train:TrainConfig", "select_by"),
               help="Validation score that chooses best.pt and drives early stopping (loss: the paper's rule).")
-@click.option("--init", type=click.Choice(["glorot_uniform", "pytorch"]), default=Default("stages.train:TrainConfig", "init"),
+@click.option("--init", type=click.Choice(INITIALIZATIONS), default=Default("sal3d.stages.train:TrainConfig", "init"),
               help="Decoder weight initialization (glorot_uniform with zero biases: the authors' Keras model).")
-@click.option("--bn-momentum", type=click.FloatRange(min=0, max=1, min_open=True), default=Default("stages.train:TrainConfig", "bn_momentum"),
+@click.option("--bn-momentum", type=click.FloatRange(min=0, max=1, min_open=True), default=Default("sal3d.stages.train:TrainConfig", "bn_momentum"),
               help="BatchNorm momentum, PyTorch's sense (the authors' Keras model: 0.01, Keras's 0.99).")
-@click.option("--bn-eps", type=click.FloatRange(min=0, min_open=True), default=Default("stages.train:TrainConfig", "bn_eps"),
+@click.option("--bn-eps", type=click.FloatRange(min=0, min_open=True), default=Default("sal3d.stages.train:TrainConfig", "bn_eps"),
               help="BatchNorm epsilon (the authors' Keras model: 1e-3).")
-@click.option("--val-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "val_windows"),
+@click.option("--val-windows", type=click.IntRange(min=0), default=Default("sal3d.stages.train:TrainConfig", "val_windows"),
               help="Validate on a fixed subset of this many windows (0: all).")
-@click.option("--bn-windows", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "bn_windows"),
+@click.option("--bn-windows", type=click.IntRange(min=0), default=Default("sal3d.stages.train:TrainConfig", "bn_windows"),
               help="Before validating, recompute BatchNorm statistics on this many of the epoch's windows "
               "(0: keep PyTorch's running average).")
-@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.train:TrainConfig", "device"))
-@click.option("--workers", type=click.IntRange(min=0), default=Default("stages.train:TrainConfig", "workers"),
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("sal3d.stages.train:TrainConfig", "device"))
+@click.option("--workers", type=click.IntRange(min=0), default=Default("sal3d.stages.train:TrainConfig", "workers"),
               help="Loader processes; 0: read in this process (a background thread).")
-@click.option("--checkpoint-steps", type=click.IntRange(min=1), default=Default("stages.train:TrainConfig", "checkpoint_steps"),
+@click.option("--checkpoint-steps", type=click.IntRange(min=1), default=Default("sal3d.stages.train:TrainConfig", "checkpoint_steps"),
               help="Also write last.pt every N steps within an epoch.")
 @click.option("--checkpoint-minutes", type=click.FloatRange(min=0, min_open=True),
-              default=Default("stages.train:TrainConfig", "checkpoint_seconds", scale=1 / 60),
+              default=Default("sal3d.stages.train:TrainConfig", "checkpoint_seconds", scale=1 / 60),
               help="Also write last.pt when this long has passed within an epoch.")
 @click.option("--compile", is_flag=True, help="Compile the training step with torch.compile (the same losses "
               "within bf16 rounding; worth it on a GPU, not on CPUs).")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last.pt (settings not given "
               "are the run's; given ones must match, but a larger --epochs extends the run).")
-@click.option("--seed", type=int, default=Default("stages.train:TrainConfig", "seed"),
+@click.option("--seed", type=int, default=Default("sal3d.stages.train:TrainConfig", "seed"),
               help="Seeds the decoder's weights, the shuffling and a held-out validation set.")
 @click.option("--tensorboard", is_flag=True, help="Also log the curves for TensorBoard in RUN_DIR/tensorboard/ "
               "(needs the tensorboard package).")
@@ -277,11 +278,11 @@ def train_decoder(ctx, store, run_dir, val_windows, checkpoint_minutes, **option
     Validation videos are the store's split 'val' ones, else a seeded 15% held out of the training
     videos. Progress goes to stderr; the run ends saying where the best checkpoint is and what it scored.
 
-    Under torchrun (torchrun --nproc-per-node N -m cli train-decoder ...) the N processes train data-parallel:
+    Under torchrun (torchrun --nproc-per-node N -m sal3d train-decoder ...) the N processes train data-parallel:
     --batch-size, --max-steps and --steps-per-epoch are per process, the learning rate is used as given, and only rank 0
     writes RUN_DIR.
     """
-    from stages.train import TrainConfig, train
+    from sal3d.stages.train import TrainConfig, train
 
     config = TrainConfig(store=store, run_dir=run_dir, val_windows=val_windows or None,
                          checkpoint_seconds=60.0 * checkpoint_minutes, **options)
@@ -292,24 +293,24 @@ def train_decoder(ctx, store, run_dir, val_windows, checkpoint_minutes, **option
 
 @main.command()
 @click.argument("dataset_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("stages.bench:BenchConfig", "device"))
-@click.option("--frames", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "frames"),
+@click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("sal3d.stages.bench:BenchConfig", "device"))
+@click.option("--frames", type=click.IntRange(min=1), default=Default("sal3d.stages.bench:BenchConfig", "frames"),
               help="Frames in all, from at most 8 videos.")
-@click.option("--repeats", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "repeats"),
+@click.option("--repeats", type=click.IntRange(min=1), default=Default("sal3d.stages.bench:BenchConfig", "repeats"),
               help="Timed repetitions per figure (after one warm-up); the median is reported.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the machine, settings, every figure, the targets and the table to this JSON file.")
-@click.option("--weights", default=Default("stages.bench:BenchConfig", "weights"), metavar="auto|imagenet|random|FILE",
+@click.option("--weights", default=Default("sal3d.stages.bench:BenchConfig", "weights"), metavar="auto|imagenet|random|FILE",
               help="Trunk weights; auto: imagenet when cached in TORCH_HOME, else random (speed is the same; "
               "store size is not).")
 @click.option("--batch-size", "train_batch", type=click.IntRange(min=1),
-              default=Default("stages.bench:BenchConfig", "train_batch"),
+              default=Default("sal3d.stages.bench:BenchConfig", "train_batch"),
               help="Windows per training step and loader batch (as train-decoder's --batch-size).")
-@click.option("--train-steps", "steps", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "steps"),
+@click.option("--train-steps", "steps", type=click.IntRange(min=1), default=Default("sal3d.stages.bench:BenchConfig", "steps"),
               help="Timed training steps per repetition, cached; end to end a fifth of them, at least 1.")
-@click.option("--predict-frames", type=click.IntRange(min=1), default=Default("stages.bench:BenchConfig", "predict_frames"),
+@click.option("--predict-frames", type=click.IntRange(min=1), default=Default("sal3d.stages.bench:BenchConfig", "predict_frames"),
               help="Frames per prediction repetition.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Default("stages.bench:BenchConfig", "work_dir"),
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=Default("sal3d.stages.bench:BenchConfig", "work_dir"),
               help="Keep the clips, stores and predictions here.")
 @click.option("--verbose", is_flag=True, help="Show the stages' own progress lines.")
 def bench(dataset_dir, **options):
@@ -321,7 +322,7 @@ def bench(dataset_dir, **options):
     in the store), loader, train (cached), train (end to end), predict from a store and from a video
     file, and the projected hours of the paper's training protocol.
     """
-    from stages.bench import BenchConfig, BenchError, bench as run_bench
+    from sal3d.stages.bench import BenchConfig, BenchError, bench as run_bench
 
     config = BenchConfig(dataset=dataset_dir, command=" ".join(["sal3d", *sys.argv[1:]]), **options)
     try:
@@ -340,18 +341,18 @@ def bench(dataset_dir, **options):
 @click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               metavar="DIR", help="A sal3d predict OUT_DIR: show a few of its frames.")
 @click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=Default("stages.report:ReportConfig", "dataset"),
+              default=Default("sal3d.stages.report:ReportConfig", "dataset"),
               help="Where the predicted videos' frames and ground truth are.")
-@click.option("--frames", type=click.IntRange(min=0), default=Default("stages.report:ReportConfig", "frames"),
+@click.option("--frames", type=click.IntRange(min=0), default=Default("sal3d.stages.report:ReportConfig", "frames"),
               help="Rows of frames shown (spread over the predicted videos).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              default=Default("stages.report:ReportConfig", "out"), help="The HTML file to write.")
+              default=Default("sal3d.stages.report:ReportConfig", "out"), help="The HTML file to write.")
 def report(run_dir, scores, **options):
     """Write one self-contained HTML page about the training run RUN_DIR: its settings, its curves (loss,
     validation CC and NSS, learning rate), the --scores tables, and frames of --predictions shown as
     frame | ground truth | prediction | overlay. Images are embedded: the page is a single file.
     """
-    from stages.report import ReportConfig, report as run_report
+    from sal3d.stages.report import ReportConfig, report as run_report
 
     run_report(ReportConfig(run_dir=run_dir, scores=list(scores), **options))
 
@@ -368,7 +369,7 @@ def info(store, as_json, check):
     being written, damaged, unreadable), frames, splits and size. The complete videos come from the
     store's index (one read); only the others are read one by one, to say why.
     """
-    from stages.info import InfoConfig, info as run_info
+    from sal3d.stages.info import InfoConfig, info as run_info
 
     found = run_info(InfoConfig(store=store, check=check))
     click.echo(found.to_json() if as_json else "\n".join(found.lines()))
@@ -389,7 +390,7 @@ def verify(store, repair, quick, videos):
 
     Exits 1 when a damaged video (or a group whose metadata cannot be read) is left unrepaired.
     """
-    from stages.verify import VerifyConfig, verify as run_verify
+    from sal3d.stages.verify import VerifyConfig, verify as run_verify
 
     summary = run_verify(VerifyConfig(store=store, repair=repair, quick=quick, videos=list(videos) or None))
     sys.exit(1 if summary.unrepaired else 0)

@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.cluster import dask_client
-from pipeline.progress import quiet
-from pipeline.sample import SampleSpec, make_sample
-from pipeline.trunk import quiet_random_warning
-from stages.extract import ExtractConfig, extract
+from sal3d.pipeline.cluster import dask_client
+from sal3d.pipeline.progress import quiet
+from sal3d.pipeline.sample import SampleSpec, make_sample
+from sal3d.pipeline.trunk import quiet_random_warning
+from sal3d.stages.extract import ExtractConfig, extract
 
 
 def main() -> None:

@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from pipeline.decoder import decoder_macs
-from pipeline.loader import Batch
-from pipeline.trunk import compute_dtype, resolve_device
-from pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
-from stages.train import TrainConfig
+from sal3d.pipeline.decoder import decoder_macs
+from sal3d.pipeline.loader import Batch
+from sal3d.pipeline.device import compute_dtype, resolve_device
+from sal3d.pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
+from sal3d.stages.train import TrainConfig
 
 
 def sync(device: torch.device) -> None:

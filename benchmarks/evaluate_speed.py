@@ -21,7 +21,6 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from stages.evaluate import EvaluateConfig, evaluate  # noqa: E402
+from sal3d.stages.evaluate import EvaluateConfig, evaluate  # noqa: E402
 
 REAL = Path(os.environ.get("SAL3D_SAMPLE", "/nonexistent")) / "annotation"
 H, W = 360, 640

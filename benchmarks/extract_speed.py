@@ -19,11 +19,12 @@ import numpy as np
 import torch
 import zarr
 
-from pipeline.datasets import discover
-from pipeline.frames import FrameReader
-from pipeline.store import FeatureStore
-from pipeline.trunk import TrunkRunner, load_trunk, resolve_device
-from stages.extract import ExtractConfig, extract
+from sal3d.pipeline.datasets import discover
+from sal3d.pipeline.frames import FrameReader
+from sal3d.pipeline.store import FeatureStore
+from sal3d.pipeline.trunk import TrunkRunner, load_trunk
+from sal3d.pipeline.device import resolve_device
+from sal3d.stages.extract import ExtractConfig, extract
 
 CODECS = [
     {"cname": "lz4", "clevel": 5, "shuffle": "shuffle"},

@@ -15,11 +15,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from pipeline.decode import default_workers, default_writers
-from pipeline.progress import quiet
-from pipeline.sample import make_clips
-from pipeline.trunk import quiet_random_warning, resolve_device
-from stages.extract import ExtractConfig, extract
+from sal3d.pipeline.decode import default_workers, default_writers
+from sal3d.pipeline.progress import quiet
+from sal3d.pipeline.sample import make_clips
+from sal3d.pipeline.trunk import quiet_random_warning
+from sal3d.pipeline.device import resolve_device
+from sal3d.stages.extract import ExtractConfig, extract
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from pipeline.store import FeatureStore
+from sal3d.pipeline.store import FeatureStore
 
 BATCH = 32
 

@@ -12,7 +12,7 @@
 # ffmpeg that writes the 640x360 benchmark clips) are installed from wheel files in the ignored
 # folder `.whl/` of the checkout (`pip download` them on a machine with network access, for the GPU
 # machine's Python), so that a machine without network access can run it; with everything already
-# installed, set SKIP_INSTALL=1.
+# installed (sal3d itself included: `pip install -e .`), set SKIP_INSTALL=1.
 # Writes under $OUT: bench.txt (the table), bench.json (machine, settings, every figure, targets),
 # bench.log (progress), machine.txt (nvidia-smi, CPU), extract_sweep.{json,txt}, writer_feed.{json,txt},
 # decoder_step.{json,txt}.
@@ -38,9 +38,10 @@ if [ "${SKIP_INSTALL:-0}" != 1 ]; then
         exit 2
     fi
     "$PYTHON" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || exit 2
-    export PYTHONPATH=/tmp/site:$PWD
-else
-    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+    # The checkout is the package `sal3d` (pyproject's package-dir): a link named sal3d makes it
+    # importable as that without a build step, which a machine without network may lack the tools for.
+    mkdir -p /tmp/sal3d-import && ln -sfn "$PWD" /tmp/sal3d-import/sal3d
+    export PYTHONPATH=/tmp/site:/tmp/sal3d-import
 fi
 
 {
@@ -55,7 +56,7 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no cuda')"
 
 status=0
 # shellcheck disable=SC2086
-timeout "$BENCH_TIMEOUT" "$PYTHON" -m cli bench $BENCH_ARGS --json "$OUT/bench.json" \
+timeout "$BENCH_TIMEOUT" "$PYTHON" -m sal3d bench $BENCH_ARGS --json "$OUT/bench.json" \
     > "$OUT/bench.txt" 2> "$OUT/bench.log" || status=$?
 
 sweep() {  # name timeout args...

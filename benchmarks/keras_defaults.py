@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sal3d  # noqa: E402
-from pipeline.progress import say  # noqa: E402
-from pipeline.sample import SampleSpec, make_sample  # noqa: E402
+from sal3d.pipeline.progress import say  # noqa: E402
+from sal3d.pipeline.sample import SampleSpec, make_sample  # noqa: E402
 
 VARIANTS = {"keras": dict(init="glorot_uniform", bn_momentum=0.01, bn_eps=1e-3),
             "pytorch": dict(init="pytorch", bn_momentum=0.1, bn_eps=1e-5)}

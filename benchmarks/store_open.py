@@ -1,10 +1,10 @@
 """How long opening a feature store and choosing its training videos takes, locally and at 30 ms a request.
 
-    cd CHECKOUT && PYTHONPATH=$PWD python .../store_open.py [--videos 50 400 1000] [--frames 16]
+    cd CHECKOUT && .venv/bin/python benchmarks/store_open.py [--videos 50 400 1000] [--frames 16]
         [--latency 0.030] [--repeats 3] [--phases open,split,check] [--max-seconds 60]
         [--threads 64] [--work DIR] [--regenerate] [--json OUT]
 
-Runs the code on PYTHONPATH (the `pipeline.store` it imports is printed), so the same script times two
+Runs the sal3d installed in the Python that runs it (the `sal3d.pipeline.store` it imports is printed), so the same script times two
 checkouts side by side: run it under each with the same --work and compare the medians. It uses only
 `FeatureStore` (``video_ids``, ``check_videos``, ``begin_video`` / ``append`` / ``finish``) and
 `stages.train.open_training_store` / `split_videos`.
@@ -15,7 +15,7 @@ extract writes them (settle_seconds 0): features float16 (T, 512, 14, 14) and ma
 constant per video (tiny chunks), every tenth video of split ``val`` and the others ``train``, with the
 attributes extract records (sizes, fps, source, frame_names, origin). They are kept in --work
 (default: a temporary folder, removed at the end) and reused by later runs; a store written by another
-`pipeline/store.py` than the one on PYTHONPATH is reused with a note (--regenerate rewrites it). The
+`pipeline/store.py` than the one imported is reused with a note (--regenerate rewrites it). The
 seconds each took to write are printed ("generation"), not part of the figures.
 
 File systems. ``local``: the store's path (Zarr's LocalStore). ``slow``: the same folder as
@@ -65,10 +65,10 @@ import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-import pipeline.store
-from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
-from pipeline.store import FeatureStore
-from stages.train import open_training_store, split_videos
+from sal3d.pipeline import store as store_module
+from sal3d.pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
+from sal3d.pipeline.store import FeatureStore
+from sal3d.stages.train import open_training_store, split_videos
 
 PHASES = ("open", "split", "check")
 FILESYSTEMS = ("local", "slow")
@@ -169,8 +169,8 @@ def location(filesystem: str, path: Path) -> str:
 
 
 def store_code_digest() -> str:
-    """sha256 (16 hex) of the `pipeline/store.py` on PYTHONPATH: which code wrote a cached store."""
-    return hashlib.sha256(Path(pipeline.store.__file__).read_bytes()).hexdigest()[:16]
+    """sha256 (16 hex) of the `pipeline/store.py` imported: which code wrote a cached store."""
+    return hashlib.sha256(Path(store_module.__file__).read_bytes()).hexdigest()[:16]
 
 
 def video_attrs(index: int, frames: int) -> dict:
@@ -342,11 +342,11 @@ def main() -> None:
 
     zarr.config.set({"threading.max_workers": args.threads})
 
-    print(f"pipeline.store: {pipeline.store.__file__} (sha256 {store_code_digest()}); zarr {zarr.__version__}, "
+    print(f"pipeline.store: {store_module.__file__} (sha256 {store_code_digest()}); zarr {zarr.__version__}, "
           f"fsspec {fsspec.__version__}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     results = {"arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "python": sys.version.split()[0], "zarr": zarr.__version__, "fsspec": fsspec.__version__,
-               "store_py": pipeline.store.__file__, "store_py_sha256": store_code_digest(),
+               "store_py": store_module.__file__, "store_py_sha256": store_code_digest(),
                "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="store-open-") as temporary:
         work = (args.work or Path(temporary)).resolve()

@@ -1,11 +1,11 @@
 """What the feature store's integrity checks cost: extract, store writes, reads and the training loader.
 
-    cd CHECKOUT && PYTHONPATH=$PWD python .../store_speed.py DATASET_DIR [--frames 48] [--repeats 3]
+    cd CHECKOUT && .venv/bin/python benchmarks/store_speed.py DATASET_DIR [--frames 48] [--repeats 3]
         [--parts extract,writes,reads,loader] [--data FILE.npz] [--json OUT]
 
-Runs the code on PYTHONPATH, so the same script times two checkouts (e.g. before and after a store
-change): run it alternately under each and compare the medians. Run it from the checkout's folder:
-extract's store writer processes (``python -m``) import the package of their working directory.
+Runs the sal3d installed in the Python that runs it (a checkout's `.venv`, an editable install), so the
+same script times two checkouts (e.g. before and after a store change): run it alternately under
+each one's Python and compare the medians.
 Figures (median of --repeats, after a warm-up where noted):
 
 - extract: `stages.extract.extract()` end to end (random trunk weights, CPU unless --device), the first
@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.loader import WindowLoader, plan_runs
-from pipeline.store import FeatureStore
-from stages.extract import ExtractConfig, extract
+from sal3d.pipeline.loader import WindowLoader, plan_runs
+from sal3d.pipeline.store import FeatureStore
+from sal3d.stages.extract import ExtractConfig, extract
 
 
 def timed(fn) -> float:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -35,15 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.datasets import discover  # noqa: E402
-from pipeline.decoder import SaliencyDecoder  # noqa: E402
-from pipeline.frames import FrameReader  # noqa: E402
-from pipeline.loader import WindowLoader, plan_runs  # noqa: E402
-from pipeline.store import FeatureStore  # noqa: E402
-from pipeline.trunk import TrunkRunner, load_trunk, quiet_random_warning, resolve_device  # noqa: E402
-from pipeline.windows import apply_weighting, frames_needed, gather_windows  # noqa: E402
+from sal3d.pipeline.datasets import discover  # noqa: E402
+from sal3d.pipeline.decoder import SaliencyDecoder  # noqa: E402
+from sal3d.pipeline.frames import FrameReader  # noqa: E402
+from sal3d.pipeline.loader import WindowLoader, plan_runs  # noqa: E402
+from sal3d.pipeline.store import FeatureStore  # noqa: E402
+from sal3d.pipeline.trunk import TrunkRunner, load_trunk, quiet_random_warning  # noqa: E402
+from sal3d.pipeline.device import resolve_device  # noqa: E402
+from sal3d.pipeline.windows import apply_weighting, frames_needed, gather_windows  # noqa: E402
 
 
 def interleaved(cases: dict, repeats: int) -> dict:
@@ -127,12 +126,12 @@ def main() -> None:
     device = resolve_device(args.device)
     tmp = tempfile.TemporaryDirectory()
     if args.dataset is None:
-        from pipeline.sample import SampleSpec, make_sample
+        from sal3d.pipeline.sample import SampleSpec, make_sample
 
         args.dataset = Path(tmp.name) / "sample"
         make_sample(args.dataset, SampleSpec(frames=12))
     if args.store is None:
-        from stages.extract import ExtractConfig, extract
+        from sal3d.stages.extract import ExtractConfig, extract
 
         args.store = str(Path(tmp.name) / "store.zarr")
         with warnings.catch_warnings():

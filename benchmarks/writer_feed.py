@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.store import FeatureStore
-from pipeline.store_writers import StoreWriters
+from sal3d.pipeline.store import FeatureStore
+from sal3d.pipeline.store_writers import StoreWriters
 
 BATCH = 32
 FINGERPRINT = {"bench": "gil contention"}

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.errors import Sal3dError
+from sal3d.pipeline.errors import Sal3dError
 
 TEMPORARY_SUFFIX = ".tmp"
 

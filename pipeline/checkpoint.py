@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.atomic import WriteError, atomic_write, write_error
-from pipeline.decoder import SaliencyDecoder
-from pipeline.errors import Sal3dError
+from sal3d.pipeline.atomic import WriteError, atomic_write, write_error
+from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.device import decoder_memory_format
 
 REQUIRED_CONFIG = ("weighting", "coefficients", "trunk", "store_format_version")
 #: What train-decoder's last.pt holds beyond a decoder checkpoint: what --resume continues from.
@@ -141,8 +142,7 @@ def load_decoder(checkpoint: dict, path: Path, device: torch.device, dtype: torc
     model.load_state_dict(check_decoder_weights(path, checkpoint["model"]), strict=True)
     if isinstance(model.block6[-1], nn.Sigmoid):
         model.block6[-1] = FloatSigmoid()
-    model = model.eval().requires_grad_(False).to(device=device, dtype=dtype)
+    model = model.eval().requires_grad_(False).to(device=device, dtype=dtype, memory_format=decoder_memory_format(device))
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
         torch.backends.cudnn.benchmark = True
     return model

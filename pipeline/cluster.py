@@ -8,11 +8,11 @@ workstation or a test. dask.distributed is an optional dependency (``pip install
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator
 
-from pipeline.errors import Sal3dError
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.device import usable_cpus
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 30
@@ -52,7 +52,7 @@ def dask_client(address: str) -> Iterator[object]:
         # must not cross a fork. One task at a time per worker, whose trunk gets the worker's share of
         # the cores: distributed would otherwise start every worker with OpenMP and MKL at 1 thread
         # (torch takes its thread count from MKL's).
-        cores = str(max(1, (os.cpu_count() or 1) // workers))
+        cores = str(max(1, usable_cpus() // workers))
         threads = {"OMP_NUM_THREADS": cores, "MKL_NUM_THREADS": cores}  # set before the task imports torch
         with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                       dashboard_address=":0", env=threads) as cluster, \

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from pipeline.errors import Sal3dError
+from sal3d.pipeline.errors import Sal3dError
 
 LAYOUTS = ("dhf1k", "ucf-sports", "hollywood2", "davis", "videos", "frames")
 SPLITS = ("train", "val", "test")
@@ -135,7 +135,7 @@ def official_manifest(layout: str) -> dict[str, str]:
     name = MANIFEST_FILES.get(layout)
     if name is None:
         return {}
-    with resources.as_file(resources.files("data_manifests") / name) as path:
+    with resources.as_file(resources.files("sal3d.data_manifests") / name) as path:
         return load_manifest(path)
 
 

@@ -4,16 +4,16 @@ of stage one's decode and store-write sides."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.datasets import VideoEntry
-from pipeline.frames import FrameReader, FrameReadError, VideoInfo, read_maps
-from pipeline.store import VideoRecord
+from sal3d.pipeline.datasets import VideoEntry
+from sal3d.pipeline.frames import FrameReader, FrameReadError, VideoInfo, read_maps
+from sal3d.pipeline.store import VideoRecord
+from sal3d.pipeline.device import usable_cpus
 
 
 @dataclass
@@ -118,12 +118,12 @@ DEFAULT_WRITERS_TEXT = f"1 on CPU, up to {GPU_WRITERS} with a GPU (CPUs / 4)"
 
 def default_workers(device: torch.device) -> int:
     """Decode processes: 1 on the CPU (the trunk needs the cores), up to GPU_DECODE_WORKERS with a GPU."""
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     return max(1, min(GPU_DECODE_WORKERS, cpus - 1)) if device.type == "cuda" else 1
 
 
 def default_writers(device: torch.device) -> int:
     """Store writer processes: 1 on the CPU (one writes far faster than the CPU trunk computes), up to
     GPU_WRITERS with a GPU, where a fast trunk needs several cores of compression (benchmarks/README.md)."""
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     return max(1, min(GPU_WRITERS, cpus // 4)) if device.type == "cuda" else 1

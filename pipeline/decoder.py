@@ -47,10 +47,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sal3d.pipeline.choices import INITIALIZATIONS, TORCH_BATCHNORM
+
 __all__ = [
     "SaliencyDecoder",
-    "KERAS_BATCHNORM",
-    "INITIALIZATIONS",
     "initialize",
     "keras_parameter_count",
     "decoder_macs",
@@ -67,17 +67,9 @@ OUTPUT_SHAPE = (1, 224, 224)
 #: The paper's (and the authors' Keras model's) total parameter count.
 KERAS_PARAMETER_COUNT = 31_447_841
 
-#: The authors' Keras layers use Keras's BatchNormalization defaults: momentum 0.99 (PyTorch counts
-#: the other way: 0.01) and epsilon 1e-3. PyTorch's own defaults are momentum 0.1, epsilon 1e-5.
-KERAS_BATCHNORM = {"bn_momentum": 0.01, "bn_eps": 1e-3}
-#: Weight initializations: Keras's glorot_uniform kernels with zero biases (the authors'), or PyTorch's
-#: layer defaults (kaiming_uniform with a = sqrt(5), uniform biases).
-INITIALIZATIONS = ("glorot_uniform", "pytorch")
 
 _K3 = (3, 3, 3)
 _K133 = (1, 3, 3)
-_PAD3 = (1, 1, 1)
-_PAD133 = (0, 1, 1)
 _UP = (1, 2, 2)  # transposed-conv stride: double H, W; keep T
 _OUTPAD = (0, 1, 1)  # with the paddings above: H -> 2H exactly, T unchanged
 
@@ -120,9 +112,10 @@ class SaliencyDecoder(nn.Module):
     #: names of the stages, in forward order (each is an ``nn.Sequential`` attribute).
     STAGES = ("block1", "pool1", "block2", "block3", "pool3", "block4", "block5", "block6")
 
-    def __init__(self, bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> None:
-        """bn_momentum, bn_eps: every BatchNorm's (PyTorch's defaults here, so that a checkpoint without
-        them loads as it was trained; training passes KERAS_BATCHNORM, as the authors' model had)."""
+    def __init__(self, bn_momentum: float = TORCH_BATCHNORM["bn_momentum"],
+                 bn_eps: float = TORCH_BATCHNORM["bn_eps"]) -> None:
+        """bn_momentum, bn_eps: every BatchNorm's (PyTorch's defaults, `TORCH_BATCHNORM`, so that a
+        checkpoint without them loads as it was trained; `KERAS_BATCHNORM` is the authors' model's)."""
         super().__init__()
         self.block1 = nn.Sequential(
             _conv(512, 512, _K3), nn.ReLU(inplace=True),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import Sal3dError
+from sal3d.pipeline.errors import Sal3dError
 
 #: MPEG-4 part 2 at a fixed quantiser, a keyframe every 12 frames (ffmpeg's default for the codec).
 QUALITY = 2

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.containers import declared_seconds
-from pipeline.datasets import VideoEntry
-from pipeline.errors import Sal3dError
-from pipeline.preprocessing import INPUT_SIZE, resize_image
+from sal3d.pipeline.containers import declared_seconds
+from sal3d.pipeline.datasets import VideoEntry
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.preprocessing import INPUT_SIZE, resize_image
 
 
 class FrameReadError(Sal3dError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pipeline.datasets import VideoEntry
+from sal3d.pipeline.datasets import VideoEntry
 
 SAMPLE_BYTES = 64 * 1024
 

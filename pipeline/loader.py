@@ -45,8 +45,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.store import CHUNK_FRAMES, FeatureStore, StoreError
-from pipeline.windows import apply_weighting, frames_needed, gather_windows
+from sal3d.pipeline.store import CHUNK_FRAMES, FeatureStore, StoreError
+from sal3d.pipeline.windows import apply_weighting, frames_needed, gather_windows
+from sal3d.pipeline.device import usable_cpus
 
 __all__ = [
     "Run",
@@ -387,4 +388,4 @@ def default_loader_workers(device: torch.device) -> int:
     """Loader processes: 0 (a background reader thread) on CPU, where the decoder is orders of magnitude
     slower than the loader; with CUDA up to GPU_LOADER_WORKERS, half the CPUs (one process serves about
     half of what a GPU trains on: benchmarks/README.md)."""
-    return max(1, min(GPU_LOADER_WORKERS, (os.cpu_count() or 1) // 2)) if device.type == "cuda" else 0
+    return max(1, min(GPU_LOADER_WORKERS, usable_cpus() // 2)) if device.type == "cuda" else 0

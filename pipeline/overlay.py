@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.atomic import atomic_write, is_temporary, temporary_name, write_error
-from pipeline.datasets import image_files
-from pipeline.errors import Sal3dError
+from sal3d.pipeline.atomic import atomic_write, is_temporary, temporary_name, write_error
+from sal3d.pipeline.datasets import image_files
+from sal3d.pipeline.errors import Sal3dError
 
 # 33 evenly spaced entries (round(k * 255 / 32): 0, 8, 16, ..., 255) of matplotlib's 256-entry tables, interpolated linearly
 # between them (at most 3 / 255 from matplotlib's colours): no matplotlib needed.

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline.contract import INPUT_SIZE
+from sal3d.pipeline.contract import INPUT_SIZE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

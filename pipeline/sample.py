@@ -20,7 +20,6 @@ the clips are 001.. (train).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.ffmpeg import FFmpegError, VideoEncoder, ffmpeg_exe, require_ffmpeg
+from sal3d.pipeline.ffmpeg import FFmpegError, VideoEncoder, ffmpeg_exe, require_ffmpeg
+from sal3d.pipeline.device import usable_cpus
 
 #: The clips' frame size (DHF1K's) and how far their background pans, in pixels.
 CLIP_WIDTH, CLIP_HEIGHT = 640, 360
@@ -92,7 +92,7 @@ def make_clips(directory: Path | str, videos: int, frames: int, width: int = CLI
                 Image.fromarray(saliency).save(maps / f"{t + 1:04d}.png", compress_level=1)
         return video_id
 
-    with ThreadPoolExecutor(max_workers=max(1, min(videos, os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(videos, usable_cpus()))) as pool:
         return list(pool.map(one, range(videos)))
 
 

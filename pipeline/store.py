@@ -71,9 +71,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE, fingerprint_mismatch
-from pipeline.errors import Sal3dError
-from pipeline.progress import say
+from sal3d.pipeline.contract import FEATURE_SHAPE, INPUT_SIZE, fingerprint_mismatch
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.progress import say
 
 try:
     import fcntl

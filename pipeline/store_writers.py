@@ -10,7 +10,7 @@ The main process copies a batch of features (and maps) into a free slot of the s
 batch's lane a small message; the lane copies the batch out, frees the slot, and writes with a
 `VideoWriter`. All of a video's messages go to one lane (video index modulo lanes), so its writes
 happen in order; different videos compress and write in parallel. A lane runs in a process of its
-own (``python -m pipeline.store_writers``, which imports no torch: see `pipeline.contract`), or, for
+own (``python -m sal3d.pipeline.store_writers``, which imports no torch: see `pipeline.contract`), or, for
 ``memory://`` stores that only this process can see, in a thread.
 
 If the main process dies, its lanes see their pipe close and exit; what they had not finished stays
@@ -21,7 +21,6 @@ holds; it renews its claims while it waits for data and releases those it could 
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -32,12 +31,11 @@ from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from multiprocessing.shared_memory import SharedMemory
-from pathlib import Path
 
 import numpy as np
 
-from pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
-from pipeline.store import RENEW_SECONDS, FeatureStore, StoreError, VideoOwned, VideoWriter
+from sal3d.pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
+from sal3d.pipeline.store import RENEW_SECONDS, FeatureStore, StoreError, VideoOwned, VideoWriter
 
 SLOTS_PER_LANE = 3  # batches in flight per lane: one being written, two waiting
 
@@ -190,10 +188,8 @@ def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory
                                 args=(Connection(theirs.detach()), location, fingerprint, memory.buf, slots))
         host.start()
         return Lane(name, conn, host)
-    package_root = str(Path(__file__).resolve().parents[1])  # this very copy of the code
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    host = subprocess.Popen([sys.executable, "-m", "pipeline.store_writers", str(theirs.fileno())],
-                            pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+    host = subprocess.Popen([sys.executable, "-m", "sal3d.pipeline.store_writers", str(theirs.fileno())],
+                            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
     theirs.close()  # so that the lane's death closes the pipe for us
     conn.send((location, fingerprint, memory.name, slots.count, slots.frames))
     return Lane(name, conn, host)

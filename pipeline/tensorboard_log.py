@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import Sal3dError
+from sal3d.pipeline.errors import Sal3dError
 
 TENSORBOARD_DIR = "tensorboard"
 EPOCH_SCALARS = {"train_loss": "epoch/train_loss", "val_loss": "epoch/val_loss", "val_cc": "epoch/val_cc",

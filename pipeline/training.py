@@ -16,11 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.decoder import SaliencyDecoder, initialize
-from pipeline.loader import WindowLoader
-from pipeline.metrics import cc, nss
-from pipeline.progress import Progress
-from pipeline.store import FeatureStore
+from sal3d.pipeline.choices import DEFAULT_INITIALIZATION, TORCH_BATCHNORM
+from sal3d.pipeline.decoder import SaliencyDecoder, initialize
+from sal3d.pipeline.loader import WindowLoader
+from sal3d.pipeline.metrics import cc, nss
+from sal3d.pipeline.progress import Progress
+from sal3d.pipeline.store import FeatureStore
+from sal3d.pipeline.device import decoder_memory_format
 
 NSS_CORE = 0.5  # validation NSS: "fixated" = map >= NSS_CORE * the frame's maximum
 PRIOR_SAMPLES = 64  # training maps averaged for the output-bias initialization
@@ -41,13 +43,13 @@ def output_bias(prior: float) -> float:
     return math.log(p / (1 - p))
 
 
-def build_model(device: torch.device, seed: int, prior: float | None = None, init: str = "pytorch",
-                bn_momentum: float = 0.1, bn_eps: float = 1e-5) -> tuple[SaliencyDecoder, torch.memory_format]:
+def build_model(device: torch.device, seed: int, prior: float | None = None, init: str = DEFAULT_INITIALIZATION,
+                bn_momentum: float = TORCH_BATCHNORM["bn_momentum"], bn_eps: float = TORCH_BATCHNORM["bn_eps"]) -> tuple[SaliencyDecoder, torch.memory_format]:
     """The decoder as training starts it, seeded; channels_last_3d on CUDA (slower on CPUs:
     benchmarks/README.md).
 
     init: `pipeline.decoder.initialize`'s scheme; bn_momentum, bn_eps: every BatchNorm's (PyTorch's
-    defaults; `pipeline.decoder.KERAS_BATCHNORM` holds the authors' Keras ones). prior: the mean target value; the last conv's bias starts at
+    defaults; `pipeline.choices.KERAS_BATCHNORM` holds the authors' Keras ones). prior: the mean target value; the last conv's bias starts at
     its logit, so the untrained decoder predicts the average map intensity instead of 0.5 everywhere
     (the architecture is unchanged; its first steps are not spent pulling every pixel down).
     Returns (model on `device`, its memory format).
@@ -57,7 +59,7 @@ def build_model(device: torch.device, seed: int, prior: float | None = None, ini
     if prior is not None:
         with torch.no_grad():
             model.block6[-2].bias.fill_(output_bias(prior))
-    memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+    memory_format = decoder_memory_format(device)
     return model.to(device=device, memory_format=memory_format), memory_format
 
 

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torchvision
 
-from pipeline import preprocessing
-from pipeline.contract import FEATURE_SHAPE
-from pipeline.errors import Sal3dError
-from pipeline.progress import say
+from sal3d.pipeline import preprocessing
+from sal3d.pipeline.contract import FEATURE_SHAPE
+from sal3d.pipeline.device import compute_dtype
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.progress import say
 
 RELU5_3 = 30  # vgg16().features[:30] ends with relu5_3
 ARCH = "torchvision.models.vgg16().features[:30] (relu5_3)"
@@ -131,50 +132,6 @@ def _state_sha256(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-class DeviceError(Sal3dError):
-    """A device that is not there; the message says which devices torch sees."""
-
-
-#: The devices a command accepts, in words (for help texts and errors).
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu. ``cuda``, ``cuda:N`` and ``mps`` are refused with a
-    `DeviceError` when torch does not see that device; ``cuda:N`` becomes the current CUDA device, so
-    that streams and pinned copies go to it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise DeviceError(f"--device {device}: not a device ({DEVICE_CHOICES})") from None
-    if resolved.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise DeviceError(f"--device {device} was asked for but torch sees no CUDA device")
-        if resolved.index is not None:
-            if resolved.index >= count:
-                raise DeviceError(f"--device {device}: torch sees {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
-            torch.cuda.set_device(resolved)
-    elif resolved.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise DeviceError(f"--device {device} was asked for but torch reports no MPS device")
-    elif resolved.type != "cpu":
-        raise DeviceError(f"--device {device}: not supported ({DEVICE_CHOICES})")
-    return resolved
-
-
-def compute_dtype(device: torch.device) -> torch.dtype:
-    """bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere, where bf16 is
-    emulated and several times slower than fp32 (benchmarks/README.md)."""
-    if device.type == "cuda":
-        return torch.bfloat16
-    if device.type == "mps":
-        return torch.float32  # bf16 on MPS depends on the macOS version: correctness first
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 
 class TrunkRunner:

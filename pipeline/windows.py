@@ -35,6 +35,8 @@ from typing import Union
 import numpy as np
 import torch
 
+from sal3d.pipeline.choices import DEFAULT_WEIGHTING, WEIGHTINGS  # names and coefficients, torch-free
+
 __all__ = [
     "WINDOW",
     "WEIGHTINGS",
@@ -49,16 +51,6 @@ __all__ = [
 
 #: Frames per window (the current frame and the five before it).
 WINDOW = 6
-
-#: Weighting name -> six coefficients, oldest frame first.
-WEIGHTINGS: dict[str, tuple[float, ...]] = {
-    "tanh": tuple(math.tanh(c) for c in (0.4, 0.5, 0.6, 0.7, 0.8, 0.98)),
-    "linear": (0.4, 0.5, 0.6, 0.7, 0.8, 1.0),
-    "none": (1.0,) * WINDOW,
-}
-
-#: The paper's weighting ("3DSAL-weighted").
-DEFAULT_WEIGHTING = "tanh"
 
 FrameIndices = Union[np.ndarray, range, Sequence[int], int]
 Coefficients = Union[str, Sequence[float], np.ndarray, torch.Tensor]

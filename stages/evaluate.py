@@ -72,13 +72,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.datasets import VideoEntry, discover
-from pipeline.atomic import write_text_atomic
-from pipeline.errors import Sal3dError
-from pipeline.imresize import FLAVOURS as BUILTINS, imresize
-from pipeline.metrics import METRIC_NAMES, score_frame
-from pipeline.postprocess import OVERLAY_DIR
-from pipeline.progress import Progress, say
+from sal3d.pipeline.datasets import VideoEntry, discover
+from sal3d.pipeline.atomic import write_text_atomic
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.imresize import FLAVOURS as BUILTINS, imresize
+from sal3d.pipeline.metrics import METRIC_NAMES, score_frame
+from sal3d.pipeline.postprocess import OVERLAY_DIR
+from sal3d.pipeline.progress import Progress, say
+from sal3d.pipeline.device import usable_cpus
 
 #: Column titles, in the paper's order (METRIC_NAMES order).
 METRIC_TITLES = {"auc_j": "AUC-J", "sim": "SIM", "s_auc": "s-AUC", "cc": "CC", "nss": "NSS", "kld": "KLD"}
@@ -521,8 +522,7 @@ def _prepare_baseline(config: EvaluateConfig) -> None:
 def default_workers(frames: int) -> int:
     if frames < POOL_MIN_FRAMES:
         return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_WORKERS, cpus))
+    return max(1, min(MAX_WORKERS, usable_cpus()))
 
 
 def _run(fn, tasks: list, workers: int, shared: FixationPool, on_result) -> None:

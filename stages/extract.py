@@ -24,16 +24,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.cluster import cluster_workers, dask_client, gpu_resources
-from pipeline.datasets import VideoEntry, discover
-from pipeline.decode import (DEFAULT_WORKERS_TEXT, DEFAULT_WRITERS_TEXT, DecodeStream, as_is, default_workers,
+from sal3d.pipeline.cluster import cluster_workers, dask_client, gpu_resources
+from sal3d.pipeline.datasets import VideoEntry, discover
+from sal3d.pipeline.decode import (DEFAULT_WORKERS_TEXT, DEFAULT_WRITERS_TEXT, DecodeStream, as_is, default_workers,
                              default_writers, video_arguments)
-from pipeline.errors import Sal3dError
-from pipeline.identity import origin_change, origin_of
-from pipeline.progress import Progress, say
-from pipeline.store import FeatureStore, StoreError, VideoOwned
-from pipeline.store_writers import StoreWriters
-from pipeline.trunk import Trunk, TrunkRunner, load_trunk, resolve_device
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.identity import origin_change, origin_of
+from sal3d.pipeline.progress import Progress, say
+from sal3d.pipeline.store import FeatureStore, StoreError, VideoOwned
+from sal3d.pipeline.store_writers import StoreWriters
+from sal3d.pipeline.trunk import Trunk, TrunkRunner, load_trunk
+
+
+from sal3d.pipeline.device import resolve_device
 
 
 @dataclass

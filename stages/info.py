@@ -16,8 +16,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.progress import Progress, say
-from pipeline.store import FeatureStore
+from sal3d.pipeline.progress import Progress, say
+from sal3d.pipeline.store import FeatureStore
 
 STATES = ("complete", "incomplete", "owned", "damaged", "unreadable")
 STATE_WORDS = {"owned": "being written"}

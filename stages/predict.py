@@ -61,18 +61,20 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pipeline.atomic import is_temporary, write_text_atomic
-from pipeline.checkpoint import check_decoder_weights, load_checkpoint, load_decoder
-from pipeline.contract import fingerprint_mismatch
-from pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
-from pipeline.errors import Sal3dError
-from pipeline.overlay import (DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OriginalFrames, OverlayStyle,
+from sal3d.pipeline.atomic import is_temporary, write_text_atomic
+from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint, load_decoder
+from sal3d.pipeline.contract import fingerprint_mismatch
+from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.overlay import (DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OriginalFrames, OverlayStyle,
                               overlay, remove_temporaries, video_fps, write_overlay_video)
-from pipeline.postprocess import OVERLAY_DIR, PostProcess, postprocess, write_png
-from pipeline.progress import Progress, say
-from pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, DamagedVideo, FeatureStore
-from pipeline.trunk import compute_dtype, load_trunk, quiet_random_warning, resolve_device, weights_for
-from pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
+from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, postprocess, write_png
+from sal3d.pipeline.progress import Progress, say
+from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, DamagedVideo, FeatureStore
+from sal3d.pipeline.trunk import load_trunk, quiet_random_warning, weights_for
+from sal3d.pipeline.device import compute_dtype, resolve_device
+from sal3d.pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
+from sal3d.pipeline.device import decoder_memory_format, usable_cpus
 
 PREDICT_JSON = "predict.json"
 FORMAT = "sal3d-predictions/1"
@@ -219,7 +221,7 @@ def _json_safe(value):
 
 def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, summary: PredictSummary):
     """Extract what the cache store lacks; returns (store, {video id: entry}, selected ids)."""
-    from stages.extract import ExtractConfig, extract  # noqa: PLC0415 (only dataset/video sources need it)
+    from sal3d.stages.extract import ExtractConfig, extract  # noqa: PLC0415 (only dataset/video sources need it)
 
     path = Path(config.source)
     if kind == "video":
@@ -490,7 +492,7 @@ def predict(config: PredictConfig) -> PredictSummary:
     total = int(sum(len(p.todo) for p in work))
     dtype = compute_dtype(device)
     batch = config.batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
-    writers = config.writers or min(8, os.cpu_count() or 1)
+    writers = config.writers or min(8, usable_cpus())
 
     run = {
         "started": started, "source": str(config.source), "source_kind": kind,
@@ -555,7 +557,7 @@ class DecoderRun:
                  style: OverlayStyle = OverlayStyle()):
         self.store, self.model, self.device, self.dtype = store, model, device, dtype
         self.options, self.batch, self.summary = options, batch, summary
-        self.memory_format = torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format
+        self.memory_format = decoder_memory_format(device)
         self.coefficients = torch.tensor(coefficients, dtype=dtype, device=device)
         self.pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="png-writer")
         self.overlays = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")

@@ -30,14 +30,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.atomic import write_text_atomic
-from pipeline.datasets import discover, image_files
-from pipeline.errors import Sal3dError
-from pipeline.metrics import METRIC_NAMES
-from pipeline.overlay import OriginalFrames, OverlayStyle, overlay
-from pipeline.plots import Series, line_chart
-from pipeline.progress import say
-from stages.evaluate import METRIC_TITLES
+from sal3d.pipeline.atomic import write_text_atomic
+from sal3d.pipeline.datasets import discover, image_files
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.metrics import METRIC_NAMES
+from sal3d.pipeline.overlay import OriginalFrames, OverlayStyle, overlay
+from sal3d.pipeline.plots import Series, line_chart
+from sal3d.pipeline.progress import say
+from sal3d.stages.evaluate import METRIC_TITLES
 
 REPORT_NAME = "report.html"
 #: Width in pixels of the strip's images at most (shown about 290 px wide: sharp on dense screens too).
@@ -295,7 +295,7 @@ class _Sources:
         location = record.get("store", {}).get("location")
         if location:
             try:
-                from pipeline.store import FeatureStore  # noqa: PLC0415 (zarr: only with --predictions)
+                from sal3d.pipeline.store import FeatureStore  # noqa: PLC0415 (zarr: only with --predictions)
 
                 store = FeatureStore(location, mode="r")
                 for video in record.get("videos", {}):

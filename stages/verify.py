@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from pipeline.progress import Progress, say
-from pipeline.store import CHUNK_FRAMES, DamagedVideo, FeatureStore, StoreError, data_crc
+from sal3d.pipeline.progress import Progress, say
+from sal3d.pipeline.store import CHUNK_FRAMES, DamagedVideo, FeatureStore, StoreError, data_crc
 
 
 @dataclass

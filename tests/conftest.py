@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.sample import SampleSpec, make_sample
-from pipeline.store import FeatureStore, VideoRecord
-from stages.extract import ExtractConfig, extract
+from sal3d.pipeline.sample import SampleSpec, make_sample
+from sal3d.pipeline.store import FeatureStore, VideoRecord
+from sal3d.stages.extract import ExtractConfig, extract
 
 # Real DHF1K data (DHF1K layout, a few videos with maps): SAL3D_SAMPLE, else the developers' copy beside the repo.
 REAL_SAMPLE = Path(os.environ.get("SAL3D_SAMPLE") or

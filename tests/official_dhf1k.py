@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.metrics import METRIC_NAMES
-from stages.evaluate import EvaluateConfig, EvaluateResult, evaluate
+from sal3d.pipeline.metrics import METRIC_NAMES
+from sal3d.stages.evaluate import EvaluateConfig, EvaluateResult, evaluate
 
 KINDS = ("quarter", "shrink", "degenerate", "square")
 FRAMES = 6

@@ -8,13 +8,13 @@ import math
 
 import pytest
 
-from pipeline.datasets import discover
-from pipeline.ffmpeg import trim_video
-from pipeline.frames import FrameReader
-from pipeline.sample import make_clips
-from pipeline.trunk import trunk_macs
-from stages.bench.machine import peak_tflops
-from stages.bench.report import ROWS, SCHEMA, evaluate_targets, render_table
+from sal3d.pipeline.datasets import discover
+from sal3d.pipeline.ffmpeg import trim_video
+from sal3d.pipeline.frames import FrameReader
+from sal3d.pipeline.sample import make_clips
+from sal3d.pipeline.trunk import trunk_macs
+from sal3d.stages.bench.machine import peak_tflops
+from sal3d.stages.bench.report import ROWS, SCHEMA, evaluate_targets, render_table
 
 FIGURE_KEYS = [key for key, _, _ in ROWS]
 MACHINE_KEYS = ("cpu_model", "cpu_count", "gpu", "torch", "python", "loadavg_start", "loadavg_end")
@@ -24,7 +24,7 @@ TARGETS = 7
 def _invoke(*args):
     from click.testing import CliRunner
 
-    from cli import main
+    from sal3d.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
 

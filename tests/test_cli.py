@@ -10,7 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from sal3d.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -65,7 +65,7 @@ def test_version_and_device_choices():
 def test_cuda_index_is_accepted_where_cuda_exists_and_refused_clearly_where_not(sample_dir, tmp_path):
     import torch
 
-    from pipeline.trunk import DeviceError, resolve_device
+    from sal3d.pipeline.device import DeviceError, resolve_device
 
     if torch.cuda.is_available():
         assert resolve_device("cuda:0") == torch.device("cuda:0")

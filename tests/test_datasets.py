@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import DatasetError, detect_layout, discover, load_manifest, numeric_key, official_manifest
-from pipeline.sample import SampleSpec, make_sample
+from sal3d.pipeline.datasets import DatasetError, detect_layout, discover, load_manifest, numeric_key, official_manifest
+from sal3d.pipeline.sample import SampleSpec, make_sample
 
 
 def touch(path: Path) -> Path:

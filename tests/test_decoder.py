@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.decoder import (
+from sal3d.pipeline.decoder import (
     KERAS_PARAMETER_COUNT,
     SaliencyDecoder,
     decoder_macs,
@@ -181,9 +181,9 @@ def test_decoder_macs(model):
 
 
 def test_the_authors_keras_initialization_is_one_option_away():
-    from pipeline.checkpoint import load_decoder
-    from pipeline.decoder import KERAS_BATCHNORM
-    from pipeline.training import build_model
+    from sal3d.pipeline.checkpoint import load_decoder
+    from sal3d.pipeline.choices import KERAS_BATCHNORM
+    from sal3d.pipeline.training import build_model
 
     model, _ = build_model(torch.device("cpu"), seed=0, prior=0.1, init="glorot_uniform", **KERAS_BATCHNORM)
     convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]

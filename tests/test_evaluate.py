@@ -16,10 +16,10 @@ from PIL import Image
 
 pytest.importorskip("imageio_ffmpeg")
 
-from cli import main  # noqa: E402
-from pipeline.metrics import METRIC_NAMES  # noqa: E402
-from pipeline.sample import SampleSpec, make_sample  # noqa: E402
-from stages.evaluate import (EvaluateConfig, EvaluateError, shuffled_negatives, FixationPool, center_bias_map,  # noqa: E402
+from sal3d.cli import main  # noqa: E402
+from sal3d.pipeline.metrics import METRIC_NAMES  # noqa: E402
+from sal3d.pipeline.sample import SampleSpec, make_sample  # noqa: E402
+from sal3d.stages.evaluate import (EvaluateConfig, EvaluateError, shuffled_negatives, FixationPool, center_bias_map,  # noqa: E402
                              evaluate)
 
 VAL = ("0601", "0602")

@@ -20,12 +20,12 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import main as cli_main
+from sal3d.cli import main as cli_main
 from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal, copy_tree
-from pipeline.frames import read_maps
-from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
-from pipeline.trunk import TrunkWeightsError, load_trunk
-from stages.extract import ExtractConfig, extract
+from sal3d.pipeline.frames import read_maps
+from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
+from sal3d.pipeline.trunk import TrunkWeightsError, load_trunk
+from sal3d.stages.extract import ExtractConfig, extract
 
 SAMPLE_IDS = ["0001", "0002", "0601"]
 
@@ -75,7 +75,7 @@ def test_rerun_skips_complete_videos_and_the_same_input_gives_identical_features
 
 def test_sigkill_then_rerun_gives_the_uninterrupted_store(sample_dir, sample_store, tmp_path):
     store = tmp_path / "killed.zarr"
-    command = [sys.executable, "-m", "cli", "extract", str(sample_dir), str(store), "--weights", "random",
+    command = [sys.executable, "-m", "sal3d", "extract", str(sample_dir), str(store), "--weights", "random",
                "--device", "cpu", "--batch-size", str(BATCH)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                cwd=Path(__file__).resolve().parents[1], start_new_session=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.imresize import contributions, imresize, output_size
+from sal3d.pipeline.imresize import contributions, imresize, output_size
 
 # An 8x10 test image and MATLAB's bicubic imresize of it (uint8 in, uint8 out), as quoted by the
 # GNU Octave image package's imresize tests ("reference results from matlab"). MATLAB rounds its

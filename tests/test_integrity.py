@@ -21,19 +21,19 @@ import zarr
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import main as cli_main
+from sal3d.cli import main as cli_main
 from conftest import BATCH, assert_stores_equal, copy_tree
-from pipeline.atomic import WriteError, append_text, write_text_atomic
-from pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint, save_checkpoint
-from pipeline.datasets import VideoEntry
-from pipeline.decode import DecodeStream
-from pipeline.decoder import SaliencyDecoder
-from pipeline.frames import FrameReader, read_grey_8bit, read_maps
-from pipeline.sample import SampleSpec, make_sample
-from pipeline.store import FORMAT_VERSION, DamagedVideo, FeatureStore, Owner, StoreError, VideoOwned
-from pipeline.windows import weighting_coefficients
-from stages.extract import ExtractConfig, extract
-from stages.verify import VerifyConfig, verify
+from sal3d.pipeline.atomic import WriteError, append_text, write_text_atomic
+from sal3d.pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint, save_checkpoint
+from sal3d.pipeline.datasets import VideoEntry
+from sal3d.pipeline.decode import DecodeStream
+from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.frames import FrameReader, read_grey_8bit, read_maps
+from sal3d.pipeline.sample import SampleSpec, make_sample
+from sal3d.pipeline.store import FORMAT_VERSION, DamagedVideo, FeatureStore, Owner, StoreError, VideoOwned
+from sal3d.pipeline.windows import weighting_coefficients
+from sal3d.stages.extract import ExtractConfig, extract
+from sal3d.stages.verify import VerifyConfig, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUNK = {"test": "integrity"}
@@ -381,7 +381,7 @@ def test_damaged_videos_are_refused_by_predict_and_train_and_redone_by_extract(s
     chunk(store, "0001", "features", 0).unlink()  # a failed copy
     truncate(chunk(store, "0601", "maps", 0))  # a cut one
     checkpoint = decoder_checkpoint(tmp_path / "decoder.pt", FeatureStore(str(store)).fingerprint)
-    predicted = subprocess.run([sys.executable, "-m", "cli", "predict", str(store), str(checkpoint),
+    predicted = subprocess.run([sys.executable, "-m", "sal3d", "predict", str(store), str(checkpoint),
                                 str(tmp_path / "pred"), "--videos", "0001", "--videos", "0601", "--device", "cpu"],
                                cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert predicted.returncode == 1, predicted.stderr[-2000:]  # failed videos, not a signal
@@ -423,7 +423,7 @@ def test_another_dataset_or_another_max_frames_is_redone(sample_dir, sample_stor
 
 
 def test_origin_changes_are_said():
-    from pipeline.identity import origin_change
+    from sal3d.pipeline.identity import origin_change
 
     origin = {"source": "video/001.AVI", "content": {"size": 10, "sample": "ab"}, "maps": None, "max_frames": 8}
     everything = {**origin, "max_frames": None}
@@ -444,7 +444,7 @@ def test_two_extracts_at_once_one_killed_then_a_rerun_completes_the_store(sample
     (its owner is dead), and every complete video is the uninterrupted extraction's."""
     store = tmp_path / "shared.zarr"
     ids = ["0001", "0002"]
-    command = [sys.executable, "-m", "cli", "extract", str(sample_dir), str(store), "--weights", "random",
+    command = [sys.executable, "-m", "sal3d", "extract", str(sample_dir), str(store), "--weights", "random",
                "--device", "cpu", "--batch-size", str(BATCH), *[a for v in ids for a in ("--videos", v)]]
     first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)

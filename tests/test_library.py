@@ -3,7 +3,6 @@ that `sal3d predict` writes; `predict_frames` applies the window rule over the f
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -30,9 +29,7 @@ def example_run(sample_dir, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("example")
     (work / "data").symlink_to(sample_dir, target_is_directory=True)
     script = readme_example() + "\nimport numpy\nnumpy.save('maps.npy', numpy.stack(maps))\n"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=work, capture_output=True, text=True, timeout=600,
-                          env=env)
+    done = subprocess.run([sys.executable, "-c", script], cwd=work, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "{'train': {'videos': 2, 'frames': 12}, 'val': {'videos': 1, 'frames': 6}}" in done.stdout  # sal3d.info
     return work

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline import metrics as M
+from sal3d.pipeline import metrics as M
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.overlay import (COLORMAPS, DEFAULT_FPS, OverlayError, OverlayStyle, OverlayVideoWriter,
+from sal3d.pipeline.overlay import (COLORMAPS, DEFAULT_FPS, OverlayError, OverlayStyle, OverlayVideoWriter,
                               background_level, colorize, colormap_table, overlay, video_fps)
 
 
@@ -117,7 +117,7 @@ def test_video_writer_failures_leave_no_video_and_no_temporary_file(tmp_path):
     with-body (reported as it is, not as a write error), and a rename that fails (a WriteError naming
     the video)."""
     pytest.importorskip("imageio_ffmpeg")
-    from pipeline.atomic import WriteError
+    from sal3d.pipeline.atomic import WriteError
 
     frame = np.full((16, 16, 3), 90, np.uint8)
     path = tmp_path / "clip.mp4"

@@ -17,15 +17,15 @@ from click.testing import CliRunner
 from PIL import Image
 from torch import nn
 
-from cli import main
+from sal3d.cli import main
 from conftest import REAL_SAMPLE
-from pipeline.checkpoint import save_checkpoint
-from pipeline.decoder import SaliencyDecoder
-from pipeline.postprocess import PostProcess, gaussian_blur, postprocess, quantize, resize_maps
-from pipeline.store import FORMAT_VERSION, FeatureStore
-from pipeline.windows import apply_weighting, weighting_coefficients, window_indices
-from pipeline.trunk import TrunkWeightsError, weights_for
-from stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind
+from sal3d.pipeline.checkpoint import save_checkpoint
+from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.postprocess import PostProcess, gaussian_blur, postprocess, quantize, resize_maps
+from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore
+from sal3d.pipeline.windows import apply_weighting, weighting_coefficients, window_indices
+from sal3d.pipeline.trunk import TrunkWeightsError, weights_for
+from sal3d.stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TRUNK = {"arch": "test", "weights": "test:features", "weights_sha256": "a" * 64}
@@ -90,7 +90,7 @@ def assert_layout(out: Path, video_id: str, count: int, size: tuple[int, int], m
 
 @pytest.fixture(scope="module")
 def random_trunk() -> dict:
-    from pipeline.trunk import load_trunk, quiet_random_warning
+    from sal3d.pipeline.trunk import load_trunk, quiet_random_warning
 
     with quiet_random_warning():
         return load_trunk("random").fingerprint
@@ -99,7 +99,7 @@ def random_trunk() -> dict:
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
     pytest.importorskip("imageio_ffmpeg")
-    from pipeline.sample import SampleSpec, make_sample
+    from sal3d.pipeline.sample import SampleSpec, make_sample
 
     directory = tmp_path_factory.mktemp("sample")
     make_sample(directory, SampleSpec(train=1, val=1, frames=4))
@@ -295,7 +295,7 @@ def test_single_video_file_source(tmp_path, sample, random_checkpoint):
 @pytest.mark.slow
 @pytest.mark.skipif(not (REAL_SAMPLE / "video").is_dir(), reason="the real DHF1K sample is absent")
 def test_real_dhf1k_sample_from_a_store(tmp_path, random_trunk, random_checkpoint):
-    from stages.extract import ExtractConfig, extract
+    from sal3d.stages.extract import ExtractConfig, extract
 
     store = tmp_path / "features.zarr"
     extracted = extract(ExtractConfig(REAL_SAMPLE, str(store), weights="random", device="cpu", max_frames=4))
@@ -313,7 +313,7 @@ def test_resume_after_kill(tmp_path):
     write_store(tmp_path / "features.zarr", FAKE_TRUNK, {"clip": random_features(6, seed=7)}, 48, 64)
     make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "cli", "predict", str(tmp_path / "features.zarr"), str(tmp_path / "decoder.pt"),
+    command = [sys.executable, "-m", "sal3d", "predict", str(tmp_path / "features.zarr"), str(tmp_path / "decoder.pt"),
                str(out), "--batch-size", "1", "--device", "cpu"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -346,9 +346,9 @@ def test_a_chunk_damaged_after_the_check_fails_its_video_alone(tmp_path, monkeyp
     """A features chunk altered in place (same size: the store's up-front check passes) fails its
     checksum as predict reads it: that video fails, named, after the runs of frames before it; the
     next runs of it are not read; the other video is predicted whole and the exit status is 1."""
-    import stages.predict
+    from sal3d.stages import predict as predict_stage
 
-    monkeypatch.setattr(stages.predict, "RUN_FRAMES", 8)  # runs of one chunk: frames 0-7, 8-15, 16-23, 24-31
+    monkeypatch.setattr(predict_stage, "RUN_FRAMES", 8)  # runs of one chunk: frames 0-7, 8-15, 16-23, 24-31
     store = tmp_path / "features.zarr"
     write_store(store, FAKE_TRUNK, {"a": random_features(32, seed=1), "b": random_features(6, seed=2)}, 24, 32)
     make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)

@@ -9,8 +9,8 @@ import warnings
 import pytest
 import torch
 
-from pipeline import progress as progress_module
-from pipeline.progress import Progress, clock
+from sal3d.pipeline import progress as progress_module
+from sal3d.pipeline.progress import Progress, clock
 
 
 class Clock:
@@ -113,8 +113,8 @@ def test_on_a_terminal_the_line_is_redrawn_and_ended_once(fake_clock):
 
 
 def test_random_trunk_warning_is_one_plain_line(capsys, monkeypatch):
-    from pipeline import trunk
-    from pipeline.trunk import RANDOM_WARNING, load_trunk, quiet_random_warning
+    from sal3d.pipeline import trunk
+    from sal3d.pipeline.trunk import RANDOM_WARNING, load_trunk, quiet_random_warning
 
     # A stand-in VGG-16 (building the real one takes seconds and is not what is tested here).
     monkeypatch.setattr(trunk.torchvision.models, "vgg16",

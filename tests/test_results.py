@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import main
-from pipeline.overlay import OverlayStyle, overlay
-from pipeline.store import FeatureStore
-from stages.predict import PredictConfig, predict
+from sal3d.cli import main
+from sal3d.pipeline.overlay import OverlayStyle, overlay
+from sal3d.pipeline.store import FeatureStore
+from sal3d.stages.predict import PredictConfig, predict
 from test_predict import make_checkpoint
 
 VIDEO = "0601"  # the sample's validation video: 6 frames of 160x96
@@ -50,7 +50,7 @@ def predictions(tmp_path_factory, sample_store) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, sample_store) -> Path:
     """Two epochs of one step each (TensorBoard events too when the package is installed)."""
-    from stages.train import TrainConfig, train
+    from sal3d.stages.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("run") / "run"
     train(TrainConfig(str(sample_store), run, epochs=2, steps_per_epoch=1, batch_size=1, val_windows=1, bn_windows=0,
@@ -204,7 +204,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_charts_axes_and_gaps():
-    from pipeline.plots import Series, line_chart, log_range, nice_ticks
+    from sal3d.pipeline.plots import Series, line_chart, log_range, nice_ticks
 
     assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0.19, 0.23) == [0.19, 0.2, 0.21, 0.22, 0.23]

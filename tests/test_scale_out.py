@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal
-from pipeline.cluster import ClusterError, local_workers
-from pipeline.store import FeatureStore
-from stages.extract import ExtractConfig, extract
-from stages.predict import PredictConfig, predict
-from stages.train import TrainConfig, train
+from sal3d.pipeline.cluster import ClusterError, local_workers
+from sal3d.pipeline.store import FeatureStore
+from sal3d.stages.extract import ExtractConfig, extract
+from sal3d.stages.predict import PredictConfig, predict
+from sal3d.stages.train import TrainConfig, train
 
 pytest.importorskip("distributed")
 
@@ -46,7 +46,7 @@ def test_local_cluster_store_equals_the_in_process_store(sample_dir, sample_stor
 
 def test_cluster_run_killed_mid_run_then_rerun_completes_the_store(sample_dir, sample_store, tmp_path):
     store = tmp_path / "killed.zarr"
-    command = [sys.executable, "-m", "cli", "extract", str(sample_dir), str(store), "--weights", "random",
+    command = [sys.executable, "-m", "sal3d", "extract", str(sample_dir), str(store), "--weights", "random",
                "--device", "cpu", "--batch-size", str(BATCH), "--scheduler", "local:2"]
     # its own session: the kill takes the client, the scheduler and both worker processes at once
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,

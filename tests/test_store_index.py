@@ -14,9 +14,9 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from cli import main as cli_main
-from pipeline.store import INDEX_ATTRIBUTE, FeatureStore, StoreError, VideoSummary
-from stages.train import split_videos
+from sal3d.cli import main as cli_main
+from sal3d.pipeline.store import INDEX_ATTRIBUTE, FeatureStore, StoreError, VideoSummary
+from sal3d.stages.train import split_videos
 
 TRUNK = {"test": "index"}
 

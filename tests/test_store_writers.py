@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.store import FeatureStore
-from pipeline.store_writers import StoreWriters
+from sal3d.pipeline.store import FeatureStore
+from sal3d.pipeline.store_writers import StoreWriters
 
 ROOT = Path(__file__).resolve().parents[1]
 FINGERPRINT = {"test": "store writers"}
@@ -130,8 +130,8 @@ def test_writer_processes_end_with_the_process_that_feeds_them(tmp_path):
     """A main process killed outright (no chance to stop its lanes) leaves no writer behind."""
     script = textwrap.dedent(f"""
         import sys, time
-        from pipeline.store import FeatureStore
-        from pipeline.store_writers import StoreWriters
+        from sal3d.pipeline.store import FeatureStore
+        from sal3d.pipeline.store_writers import StoreWriters
         FeatureStore({str(tmp_path / 's.zarr')!r}, mode="a", trunk={FINGERPRINT!r})
         writes = StoreWriters({str(tmp_path / 's.zarr')!r}, {FINGERPRINT!r}, lanes=2, batch_frames=4)
         writes.begin(0, "v", 8, False, {{}})

@@ -9,7 +9,7 @@ pytest.importorskip("tensorboard", reason="the tensorboard package is not instal
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from pipeline.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog  # noqa: E402
+from sal3d.pipeline.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog  # noqa: E402
 
 STEPS_PER_EPOCH = 5
 

@@ -21,14 +21,14 @@ import pytest
 import torch
 import zarr
 
-from pipeline.checkpoint import REQUIRED_CONFIG
-from pipeline.loader import Run, WindowLoader, epoch_groups, plan_runs, validation_runs
-from pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
-from pipeline.windows import WEIGHTINGS, apply_weighting, window_indices
-from stages.train import TrainConfig, TrainError, split_videos, train
+from sal3d.pipeline.checkpoint import REQUIRED_CONFIG
+from sal3d.pipeline.loader import Run, WindowLoader, epoch_groups, plan_runs, validation_runs
+from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
+from sal3d.pipeline.windows import WEIGHTINGS, apply_weighting, window_indices
+from sal3d.stages.train import TrainConfig, TrainError, split_videos, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SAL3D = [sys.executable, "-m", "cli"]
+SAL3D = [sys.executable, "-m", "sal3d"]
 
 FAKE_TRUNK = {"arch": "fake (tests)", "weights": "fake:test", "weights_sha256": "0" * 64,
               "preprocessing": "none", "feature_shape": [512, 14, 14]}
@@ -59,7 +59,7 @@ def invoke(*args):
     """`sal3d ARGS` in this process (no interpreter start-up): exit_code and output (stdout + stderr)."""
     from click.testing import CliRunner
 
-    from cli import main
+    from sal3d.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -268,7 +268,7 @@ def test_checkpoints_have_the_contract(killed_and_resumed):
     assert {"optimizer", "scheduler", "rng", "state"} <= set(last)
     assert isinstance(last["rng"]["torch"], torch.Tensor) and isinstance(last["rng"]["numpy"]["keys"], torch.Tensor)
     assert last["scheduler"]["last_epoch"] == 2
-    from pipeline.decoder import SaliencyDecoder
+    from sal3d.pipeline.decoder import SaliencyDecoder
     SaliencyDecoder().load_state_dict(best["model"])
     config = json.loads((run / "config.json").read_text())
     assert config["settings"]["lr"] == 1e-3 and config["settings"]["steps_per_epoch"] == 6
@@ -359,7 +359,7 @@ def test_select_by_chooses_best_pt_and_every_criterion_is_reported(small_store, 
 
 
 def test_criteria_that_disagree_widely_are_warned_about():
-    from stages.train import RunState, selection_report
+    from sal3d.stages.train import RunState, selection_report
 
     state = RunState(best_epoch=1, best_validation={"loss": 0.2, "cc": 0.014, "nss": 0.1},
                      best_by={"loss": [1, 0.2], "cc": [3, 0.168], "nss": [1, 0.1]})
@@ -390,12 +390,12 @@ def test_a_short_cpu_run_beats_centre_bias_on_held_out_videos(tmp_path_factory, 
     """
     from PIL import Image
 
-    from pipeline.checkpoint import load_checkpoint
-    from pipeline.decoder import SaliencyDecoder
-    from pipeline.metrics import cc, nss, resize_to
-    from pipeline.sample import SampleSpec, make_sample
-    from pipeline.windows import gather_windows
-    from stages.extract import ExtractConfig, extract
+    from sal3d.pipeline.checkpoint import load_checkpoint
+    from sal3d.pipeline.decoder import SaliencyDecoder
+    from sal3d.pipeline.metrics import cc, nss, resize_to
+    from sal3d.pipeline.sample import SampleSpec, make_sample
+    from sal3d.pipeline.windows import gather_windows
+    from sal3d.stages.extract import ExtractConfig, extract
 
     pytest.importorskip("imageio_ffmpeg")
     base = tmp_path_factory.mktemp("learn")

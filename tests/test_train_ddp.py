@@ -17,10 +17,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from pipeline import distributed
-from pipeline.decoder import SaliencyDecoder
-from pipeline.store import FeatureStore
-from stages.train import TrainConfig, TrainError, train
+from sal3d.pipeline import distributed
+from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.store import FeatureStore
+from sal3d.stages.train import TrainConfig, TrainError, train
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_TRUNK = {"arch": "fake (tests)", "weights": "fake:test", "weights_sha256": "0" * 64,
@@ -38,19 +38,18 @@ def _free_port() -> int:
 
 
 def torchrun_command(*args, processes: int = 2) -> tuple[list[str], dict]:
-    """The command line and environment of `torchrun --nproc-per-node PROCESSES -m cli ARGS`, run from the
-    repository root with one thread per process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    """The command line and environment of `torchrun --nproc-per-node PROCESSES -m sal3d ARGS` (the installed
+    sal3d), run from the repository root with one thread per process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "cli", *map(str, args)]
+               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "sal3d", *map(str, args)]
     return command, env
 
 
 def torchrun(*args, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run `torchrun --nproc-per-node 2 -m cli ARGS` to its end (see torchrun_command)."""
+    """Run `torchrun --nproc-per-node 2 -m sal3d ARGS` to its end (see torchrun_command)."""
     command, env = torchrun_command(*args)
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.training import LogitsCapture, build_optimizer, train_step
+from sal3d.pipeline.training import LogitsCapture, build_optimizer, train_step
 
 
 class StandIn(nn.Module):

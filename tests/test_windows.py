@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.windows import (
+from sal3d.pipeline.windows import (
     WEIGHTINGS,
     WINDOW,
     apply_weighting,

@@ -44,15 +44,15 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline.trunk import load_trunk, quiet_random_warning
-from stages.bench.config import BenchConfig, BenchError, resolve_settings
-from stages.bench.context import Context
-from stages.bench.data import prepare_data
-from stages.bench.machine import TRAIN_STEP_FACTOR, Compute, load_average, machine_info
-from stages.bench.prediction import measure_predict_store, measure_predict_video, write_untrained_decoder
-from stages.bench.report import SCHEMA, Record, evaluate_targets, note, render_table
-from stages.bench.stage_one import measure_stage_one
-from stages.bench.stage_two import PAPER_HOURS, PROTOCOL_EPOCHS, PROTOCOL_WINDOWS, measure_stage_two
+from sal3d.pipeline.trunk import load_trunk, quiet_random_warning
+from sal3d.stages.bench.config import BenchConfig, BenchError, resolve_settings
+from sal3d.stages.bench.context import Context
+from sal3d.stages.bench.data import prepare_data
+from sal3d.stages.bench.machine import TRAIN_STEP_FACTOR, Compute, load_average, machine_info
+from sal3d.stages.bench.prediction import measure_predict_store, measure_predict_video, write_untrained_decoder
+from sal3d.stages.bench.report import SCHEMA, Record, evaluate_targets, note, render_table
+from sal3d.stages.bench.stage_one import measure_stage_one
+from sal3d.stages.bench.stage_two import PAPER_HOURS, PROTOCOL_EPOCHS, PROTOCOL_WINDOWS, measure_stage_two
 
 __all__ = ["BenchConfig", "BenchError", "bench"]
 

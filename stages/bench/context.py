@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from pipeline.progress import quiet
-from pipeline.trunk import Trunk, quiet_random_warning
-from stages.bench.config import Settings
-from stages.bench.data import BenchData
-from stages.bench.machine import Compute
-from stages.extract import ExtractConfig
+from sal3d.pipeline.progress import quiet
+from sal3d.pipeline.trunk import Trunk, quiet_random_warning
+from sal3d.stages.bench.config import Settings
+from sal3d.stages.bench.data import BenchData
+from sal3d.stages.bench.machine import Compute
+from sal3d.stages.extract import ExtractConfig
 
 #: Frames per trunk batch: extract's default, so that the trunk figure runs extract's batches.
 EXTRACT_BATCH = ExtractConfig.batch_size

@@ -7,13 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.datasets import VideoEntry, discover
-from pipeline.ffmpeg import ffmpeg_exe
-from pipeline.frames import FrameReader
-from pipeline.sample import CLIP_HEIGHT, CLIP_WIDTH, make_clips
-from pipeline.store import FeatureStore
-from stages.bench.config import MAX_VIDEOS, BenchError
-from stages.bench.report import note
+from sal3d.pipeline.datasets import VideoEntry, discover
+from sal3d.pipeline.ffmpeg import ffmpeg_exe
+from sal3d.pipeline.frames import FrameReader
+from sal3d.pipeline.sample import CLIP_HEIGHT, CLIP_WIDTH, make_clips
+from sal3d.pipeline.store import FeatureStore
+from sal3d.stages.bench.config import MAX_VIDEOS, BenchError
+from sal3d.stages.bench.report import note
 
 #: Frames per generated clip: the clips hold `frames` in as few videos as this allows (at most MAX_VIDEOS).
 CLIP_FRAMES_PER_VIDEO = 512

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.decoder import decoder_macs
-from pipeline.trunk import trunk_macs
+from sal3d.pipeline.decoder import decoder_macs
+from sal3d.pipeline.trunk import trunk_macs
+from sal3d.pipeline.device import machine_cpus, usable_cpus
 
 #: Dense (no sparsity) bf16 tensor-core peaks from the vendors' spec sheets, TFLOP/s; first match wins.
 PEAK_BF16_TFLOPS = (
@@ -37,8 +38,8 @@ def machine_info(device: torch.device) -> dict:
         pass
     info = {
         "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_count": machine_cpus(),
+        "cpus_usable": usable_cpus(),
         "torch_threads": torch.get_num_threads(),
         "native_cpu_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         "gpu": None,

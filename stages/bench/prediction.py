@@ -4,24 +4,24 @@ into a fresh cache, then the decoder: all of it)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.checkpoint import save_checkpoint
-from pipeline.decoder import SaliencyDecoder
-from pipeline.ffmpeg import trim_video
-from pipeline.frames import FrameReader
-from pipeline.store import FORMAT_VERSION, FeatureStore
-from pipeline.windows import DEFAULT_WEIGHTING, weighting_coefficients
-from stages.bench.config import BenchError
-from stages.bench.context import Context
-from stages.bench.data import video_sizes
-from stages.bench.report import figure, median, number, skipped
-from stages.predict import CPU_BATCH, GPU_BATCH, PredictConfig, predict
+from sal3d.pipeline.checkpoint import save_checkpoint
+from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.ffmpeg import trim_video
+from sal3d.pipeline.frames import FrameReader
+from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore
+from sal3d.pipeline.windows import DEFAULT_WEIGHTING, weighting_coefficients
+from sal3d.stages.bench.config import BenchError
+from sal3d.stages.bench.context import Context
+from sal3d.stages.bench.data import video_sizes
+from sal3d.stages.bench.report import figure, median, number, skipped
+from sal3d.stages.predict import CPU_BATCH, GPU_BATCH, PredictConfig, predict
+from sal3d.pipeline.device import usable_cpus
 
 
 def write_untrained_decoder(store: Path, path: Path) -> Path:
@@ -59,7 +59,7 @@ def measure_predict_store(ctx: Context, store: Path, checkpoint: Path, frames: i
     sizes = ", ".join(f"{w}x{h}" for w, h in video_sizes(store))
     return figure("predict_store", rates,
                   f"{compute.of_peak(flops)} ({compute.decoder_gmac:.1f} GMAC/frame); PNGs written at {sizes} by "
-                  f"{min(8, os.cpu_count() or 1)} threads",
+                  f"{min(8, usable_cpus())} threads",
                   frames=summaries[0].frames, batch=GPU_BATCH if ctx.settings.cuda else CPU_BATCH, tflops=flops,
                   fraction_of_peak=compute.fraction(flops))
 

@@ -8,9 +8,9 @@ import math
 import statistics
 from pathlib import Path
 
-from pipeline.atomic import write_text_atomic
-from pipeline.progress import say
-from pipeline.sample import CLIP_HEIGHT, CLIP_WIDTH
+from sal3d.pipeline.atomic import write_text_atomic
+from sal3d.pipeline.progress import say
+from sal3d.pipeline.sample import CLIP_HEIGHT, CLIP_WIDTH
 
 SCHEMA = "sal3d-bench/1"
 

@@ -13,18 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.contract import FEATURE_SHAPE
-from pipeline.decode import DecodeStream, as_is, default_workers, default_writers
-from pipeline.preprocessing import normalize
-from pipeline.store import FeatureStore
-from pipeline.store_writers import StoreWriters
-from pipeline.trunk import TrunkRunner
-from stages.bench.config import BenchError
-from stages.bench.context import Context
-from stages.bench.data import video_sizes
-from stages.bench.machine import sync
-from stages.bench.report import KB, figure, median, note, number
-from stages.extract import ExtractConfig, extract
+from sal3d.pipeline.contract import FEATURE_SHAPE
+from sal3d.pipeline.decode import DecodeStream, as_is, default_workers, default_writers
+from sal3d.pipeline.preprocessing import normalize
+from sal3d.pipeline.store import FeatureStore
+from sal3d.pipeline.store_writers import StoreWriters
+from sal3d.pipeline.trunk import TrunkRunner
+from sal3d.stages.bench.config import BenchError
+from sal3d.stages.bench.context import Context
+from sal3d.stages.bench.data import video_sizes
+from sal3d.stages.bench.machine import sync
+from sal3d.stages.bench.report import KB, figure, median, note, number
+from sal3d.stages.extract import ExtractConfig, extract
 
 #: Bytes per frame of the trunk's features as float16, uncompressed.
 RAW_BYTES_PER_FRAME = int(np.prod(FEATURE_SHAPE)) * 2

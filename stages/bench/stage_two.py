@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.frames import FrameReader, read_maps
-from pipeline.loader import Batch, WindowLoader, default_loader_workers, plan_runs
-from pipeline.store import FeatureStore
-from pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
-from pipeline.trunk import TrunkRunner
-from pipeline.windows import DEFAULT_WEIGHTING, apply_weighting, frames_needed, gather_windows, weighting_coefficients
-from stages.bench.context import Context
-from stages.bench.machine import TRAIN_STEP_FACTOR, sync
-from stages.bench.report import figure, median, number, skipped
-from stages.train import TrainConfig
+from sal3d.pipeline.frames import FrameReader, read_maps
+from sal3d.pipeline.loader import Batch, WindowLoader, default_loader_workers, plan_runs
+from sal3d.pipeline.store import FeatureStore
+from sal3d.pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
+from sal3d.pipeline.trunk import TrunkRunner
+from sal3d.pipeline.windows import DEFAULT_WEIGHTING, apply_weighting, frames_needed, gather_windows, weighting_coefficients
+from sal3d.stages.bench.context import Context
+from sal3d.stages.bench.machine import TRAIN_STEP_FACTOR, sync
+from sal3d.stages.bench.report import figure, median, number, skipped
+from sal3d.stages.train import TrainConfig
 
 #: The paper's protocol: DHF1K train + UCF-Sports train windows per epoch, epochs, and its training time
 #: (7 days on one GTX 1080, as the issue rounds it).

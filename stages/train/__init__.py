@@ -63,7 +63,7 @@ Validation videos
     CC against the map, NSS against the map's core (pixels >= half the frame's maximum) -- the store
     holds no fixation maps, so this NSS is a training-time proxy, not a benchmark number.
 
-Data parallel (``torchrun --nproc-per-node N -m cli train-decoder ...``; :mod:`pipeline.distributed`)
+Data parallel (``torchrun --nproc-per-node N -m sal3d train-decoder ...``; :mod:`pipeline.distributed`)
     With ``WORLD_SIZE`` > 1 each process trains a replica in DistributedDataParallel (nccl between
     GPUs, one per ``LOCAL_RANK``; gloo between CPU processes); with it unset or 1 nothing changes.
     - Sharding: every rank computes the epoch's order from ``(seed, epoch)``; with S steps per rank
@@ -92,9 +92,9 @@ Modules
     ``loop``      the run: set-up, epochs, steps, validation.
 """
 
-from stages.train.config import (
+from sal3d.pipeline.choices import SELECTION
+from sal3d.stages.train.config import (
     LR_RULE,
-    SELECTION,
     TRAINING_SETTINGS,
     VALIDATION_SUBSET_SEED,
     TrainConfig,
@@ -103,8 +103,8 @@ from stages.train.config import (
     check_world_size,
     resolve_config,
 )
-from stages.train.loop import Training, TrainSummary, finish_epoch, run_epoch, train, train_steps
-from stages.train.run_dir import (
+from sal3d.stages.train.loop import Training, TrainSummary, finish_epoch, run_epoch, train, train_steps
+from sal3d.stages.train.run_dir import (
     STEP_LOG_SECONDS,
     checkpoint_config,
     distributed_record,
@@ -112,8 +112,8 @@ from stages.train.run_dir import (
     save_last,
     write_run_config,
 )
-from stages.train.split import HOLDOUT_FRACTION, Split, open_training_store, split_videos
-from stages.train.state import WIDE_GAP, RunState, loss_display, selection_report
+from sal3d.stages.train.split import HOLDOUT_FRACTION, Split, open_training_store, split_videos
+from sal3d.stages.train.state import WIDE_GAP, RunState, loss_display, selection_report
 
 __all__ = [
     "HOLDOUT_FRACTION", "LR_RULE", "SELECTION", "STEP_LOG_SECONDS", "TRAINING_SETTINGS", "VALIDATION_SUBSET_SEED",

@@ -12,14 +12,14 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from pipeline import distributed
-from pipeline.contract import fingerprint_mismatch
-from pipeline.decoder import INITIALIZATIONS
-from pipeline.errors import Sal3dError
-from pipeline.loader import DEFAULT_LOADER_WORKERS_TEXT, DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH
-from pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FeatureStore, local_or_url
-from pipeline.tensorboard_log import require_tensorboard
-from pipeline.windows import weighting_coefficients
+from sal3d.pipeline import distributed
+from sal3d.pipeline.contract import fingerprint_mismatch
+from sal3d.pipeline.choices import DEFAULT_INITIALIZATION, INITIALIZATIONS, SELECTION, TORCH_BATCHNORM
+from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.loader import DEFAULT_LOADER_WORKERS_TEXT, DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH
+from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FeatureStore, local_or_url
+from sal3d.pipeline.tensorboard_log import require_tensorboard
+from sal3d.pipeline.windows import weighting_coefficients
 
 VALIDATION_SUBSET_SEED = 0
 LR_RULE = "unchanged: --lr is Adam's learning rate whatever the world size (no linear scaling)"
@@ -50,9 +50,9 @@ class TrainConfig:
     # glorot_uniform kernels with zero biases and BatchNorm momentum 0.01 / eps 1e-3 (KERAS_BATCHNORM):
     # on the generated sample they gave a lower held-out CC (benchmarks/keras_defaults.py), so they are
     # options (--init glorot_uniform --bn-momentum 0.01 --bn-eps 1e-3), not the defaults.
-    init: str = "pytorch"
-    bn_momentum: float = 0.1
-    bn_eps: float = 1e-5
+    init: str = DEFAULT_INITIALIZATION
+    bn_momentum: float = TORCH_BATCHNORM["bn_momentum"]
+    bn_eps: float = TORCH_BATCHNORM["bn_eps"]
     val_windows: int | None = 1024  # None or 0: every validation window
     bn_windows: int = 256  # BatchNorm statistics recomputed on this many training windows per epoch (0: off)
     seed: int = 0
@@ -74,8 +74,6 @@ TRAINING_SETTINGS = ("store", "weighting", "epochs", "lr", "lr_step", "patience"
                      "seed", "run_length", "mix_runs")
 
 
-#: Validation scores that can choose best.pt, and whether a higher value is better.
-SELECTION = {"loss": False, "cc": True, "nss": True}
 
 
 def run_settings(config: TrainConfig) -> dict:
@@ -135,7 +133,7 @@ def _upgrade_saved(saved: dict) -> dict:
         settings["steps_per_epoch"], settings["max_steps"] = settings.get("max_steps"), None
         settings.setdefault("select_by", "loss")
     if "init" not in settings:  # made before these settings existed: PyTorch's layers as they come
-        settings.update(init="pytorch", bn_momentum=0.1, bn_eps=1e-5)
+        settings.update(init="pytorch", **TORCH_BATCHNORM)
     return saved
 
 

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed
-from pipeline.atomic import is_temporary, write_text_atomic
-from pipeline.checkpoint import save_checkpoint
-from pipeline.loader import WindowLoader, default_loader_workers, plan_runs, validation_runs
-from pipeline.progress import Progress
-from pipeline.progress import say as say_always
-from pipeline.store import FeatureStore, StoreError
-from pipeline.tensorboard_log import TensorBoardLog
-from pipeline.training import LogitsCapture, build_model, build_optimizer, recalibrate_batchnorm, train_step, validate
-from pipeline.trunk import compute_dtype, resolve_device
-from stages.train.config import (
+from sal3d.pipeline import distributed
+from sal3d.pipeline.atomic import is_temporary, write_text_atomic
+from sal3d.pipeline.checkpoint import save_checkpoint
+from sal3d.pipeline.loader import WindowLoader, default_loader_workers, plan_runs, validation_runs
+from sal3d.pipeline.progress import Progress
+from sal3d.pipeline.progress import say as say_always
+from sal3d.pipeline.store import FeatureStore, StoreError
+from sal3d.pipeline.tensorboard_log import TensorBoardLog
+from sal3d.pipeline.training import LogitsCapture, build_model, build_optimizer, recalibrate_batchnorm, train_step, validate
+from sal3d.pipeline.device import compute_dtype, resolve_device
+from sal3d.stages.train.config import (
     LR_RULE,
     VALIDATION_SUBSET_SEED,
     TrainConfig,
@@ -33,7 +33,7 @@ from stages.train.config import (
     resolve_config,
     validate_settings,
 )
-from stages.train.run_dir import (
+from sal3d.stages.train.run_dir import (
     STEP_LOG_SECONDS,
     StepLog,
     append_jsonl,
@@ -43,8 +43,8 @@ from stages.train.run_dir import (
     truncate_jsonl,
     write_run_config,
 )
-from stages.train.split import Split, open_training_store, split_videos
-from stages.train.state import RunState, loss_display, selection_report, track_best
+from sal3d.stages.train.split import Split, open_training_store, split_videos
+from sal3d.stages.train.state import RunState, loss_display, selection_report, track_best
 
 
 def say(message: str) -> None:

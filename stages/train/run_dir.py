@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pipeline import distributed
-from pipeline.atomic import append_text, write_text_atomic
-from pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint, save_checkpoint
-from pipeline.decoder import KERAS_BATCHNORM
-from pipeline.store import FORMAT_VERSION, FeatureStore
-from pipeline.tensorboard_log import TensorBoardLog
-from pipeline.training import NSS_CORE, PRIOR_SAMPLES, map_mean, output_bias, rng_state, set_rng_state
-from pipeline.windows import weighting_coefficients
-from stages.train.config import LR_RULE, SELECTION, VALIDATION_SUBSET_SEED, TrainConfig, TrainError, run_settings
-from stages.train.split import Split
-from stages.train.state import RunState
+from sal3d.pipeline import distributed
+from sal3d.pipeline.atomic import append_text, write_text_atomic
+from sal3d.pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint, save_checkpoint
+from sal3d.pipeline.choices import KERAS_BATCHNORM, SELECTION
+from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore
+from sal3d.pipeline.tensorboard_log import TensorBoardLog
+from sal3d.pipeline.training import NSS_CORE, PRIOR_SAMPLES, map_mean, output_bias, rng_state, set_rng_state
+from sal3d.pipeline.windows import weighting_coefficients
+from sal3d.stages.train.config import LR_RULE, VALIDATION_SUBSET_SEED, TrainConfig, TrainError, run_settings
+from sal3d.stages.train.split import Split
+from sal3d.stages.train.state import RunState
 
 if TYPE_CHECKING:  # annotations only: the loop imports this module
-    from stages.train.loop import Training
+    from sal3d.stages.train.loop import Training
 
 
 STEP_LOG_SECONDS = 2.0  # on a GPU, step losses are fetched from the device (a sync) at most this often

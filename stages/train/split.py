@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.store import FeatureStore, StoreError
+from sal3d.pipeline.store import FeatureStore, StoreError
 
 HOLDOUT_FRACTION = 0.15
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 
-from stages.train.config import SELECTION
+from sal3d.pipeline.choices import SELECTION
 
 #: "Disagree widely": the chosen epoch's CC / NSS falls this far below the best epoch's.
 WIDE_GAP = {"cc": 0.05, "nss": 0.25}

@@ -1,39 +1,16 @@
-"""sal3d as a Python library: saliency maps in memory, and each stage of the command line as a function.
-
-    import sal3d
-
-    predictor = sal3d.load("run/best.pt")                    # trunk weights named by the checkpoint
-    for saliency in predictor.predict_video("clip.mp4"):     # float32 (H, W) in [0, 1], frame by frame
-        ...
-
-    sal3d.extract("DHF1K", "dhf1k.zarr")                      # = sal3d extract DHF1K dhf1k.zarr
-    sal3d.train_decoder("dhf1k.zarr", "run", max_steps=100)   # = sal3d train-decoder ... --max-steps 100
-    sal3d.predict("dhf1k.zarr", "run/best.pt", "maps", split="val")
-    scores = sal3d.evaluate("maps", "DHF1K", split="val")     # the dict `--json` writes
-
-The stage functions take the command's options as keyword arguments, named like the options
-(``--max-steps`` -> ``max_steps``), and return what the command reports. Expected failures raise
-`Sal3dError` (its subclasses name the file and the reason).
-"""
+"""The library's front: `load` gives a `Predictor` (maps in memory), and each command of the command line
+is a function (`extract`, `train_decoder`, `predict`, `evaluate`, `info`). `import sal3d` re-exports
+them all; see the package's docstring for an example."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import Sal3dError
-
-try:
-    __version__ = version("sal3d")
-except PackageNotFoundError:  # run from a checkout that was not installed
-    __version__ = "0+unknown"
-
-__all__ = ["Predictor", "Sal3dError", "__version__", "evaluate", "extract", "info", "load", "predict",
-           "train_decoder"]
+__all__ = ["Predictor", "evaluate", "extract", "info", "load", "predict", "train_decoder"]
 
 
 class Predictor:
@@ -49,12 +26,13 @@ class Predictor:
                  batch_size: int | None = None, size: str = "original", blur: float = 0.0, rescale: bool = True):
         import torch
 
-        from pipeline.checkpoint import CheckpointError, load_checkpoint, load_decoder
-        from pipeline.contract import fingerprint_mismatch
-        from pipeline.postprocess import PostProcess
-        from pipeline.trunk import TrunkRunner, compute_dtype, load_trunk, resolve_device, weights_for
-        from stages.extract import ExtractConfig
-        from stages.predict import CPU_BATCH, GPU_BATCH
+        from sal3d.pipeline.checkpoint import CheckpointError, load_checkpoint, load_decoder
+        from sal3d.pipeline.contract import fingerprint_mismatch
+        from sal3d.pipeline.postprocess import PostProcess
+        from sal3d.pipeline.trunk import TrunkRunner, load_trunk, weights_for
+        from sal3d.pipeline.device import compute_dtype, resolve_device
+        from sal3d.stages.extract import ExtractConfig
+        from sal3d.stages.predict import CPU_BATCH, GPU_BATCH
 
         path = Path(checkpoint)
         saved = load_checkpoint(path)
@@ -77,8 +55,8 @@ class Predictor:
     def predict_video(self, path: str | Path) -> Iterator[np.ndarray]:
         """Maps of a video file (or a folder of frame images), one per frame, in order: float32 (H, W)
         in [0, 1] at the frame's size (224x224 with ``size="224"``)."""
-        from pipeline.datasets import VideoEntry, image_files
-        from pipeline.frames import FrameReader
+        from sal3d.pipeline.datasets import VideoEntry, image_files
+        from sal3d.pipeline.frames import FrameReader
 
         path = Path(path)
         entry = VideoEntry(path.stem, path, frames=tuple(image_files(path)) if path.is_dir() else ())
@@ -94,7 +72,7 @@ class Predictor:
         ``size="224"``); the window rule applies over the given sequence (its first frame starts it)."""
         from PIL import Image
 
-        from pipeline.preprocessing import resize_image
+        from sal3d.pipeline.preprocessing import resize_image
 
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -110,11 +88,12 @@ class Predictor:
         frame's window from the features kept (the batch's and the five frames before it)."""
         import torch
 
-        from pipeline.contract import FEATURE_SHAPE
-        from pipeline.postprocess import postprocess_float
-        from pipeline.windows import WINDOW, apply_weighting, gather_windows
+        from sal3d.pipeline.contract import FEATURE_SHAPE
+        from sal3d.pipeline.device import decoder_memory_format
+        from sal3d.pipeline.postprocess import postprocess_float
+        from sal3d.pipeline.windows import WINDOW, apply_weighting, gather_windows
 
-        memory_format = torch.channels_last_3d if self.device.type == "cuda" else torch.contiguous_format
+        memory_format = decoder_memory_format(self.device)
         kept = np.zeros((0, *FEATURE_SHAPE), np.float16)
         first = 0  # the video frame index of kept[0]
         start = 0
@@ -150,7 +129,7 @@ def extract(dataset: str | Path, store: str, **options):
     """``sal3d extract DATASET STORE``; options as its flags (layout, split, videos, weights, device,
     batch_size, max_frames, workers, writers, scheduler). Returns the `ExtractSummary` (done, skipped,
     failed: video id -> reason, frames, seconds)."""
-    from stages.extract import ExtractConfig, extract as run
+    from sal3d.stages.extract import ExtractConfig, extract as run
 
     return run(ExtractConfig(dataset=Path(dataset), store=str(store), **options))
 
@@ -160,7 +139,7 @@ def train_decoder(store: str, run_dir: str | Path, **options):
     steps_per_epoch, select_by, resume, device, ...; ``checkpoint_minutes`` as the flag, ``val_windows=0``
     for all). With ``resume=True`` the options given must match the run's, as on the command line.
     Returns the `TrainSummary` (best_path, best_epoch, best_validation, steps, ...)."""
-    from stages.train import TrainConfig, train
+    from sal3d.stages.train import TrainConfig, train
 
     if "checkpoint_minutes" in options:
         options["checkpoint_seconds"] = 60.0 * options.pop("checkpoint_minutes")
@@ -174,7 +153,7 @@ def predict(source: str | Path, checkpoint: str | Path, out_dir: str | Path, **o
     """``sal3d predict SOURCE CHECKPOINT OUT_DIR``: PNG maps on disk; options as its flags (videos,
     split, layout, size, blur, rescale, overlay, device, batch_size, weights, cache, max_frames).
     Returns the `PredictSummary`."""
-    from stages.predict import PredictConfig, predict as run
+    from sal3d.stages.predict import PredictConfig, predict as run
 
     return run(PredictConfig(source=str(source), checkpoint=Path(checkpoint), out_dir=Path(out_dir), **options))
 
@@ -183,7 +162,7 @@ def evaluate(predictions: str | Path, dataset: str | Path, **options) -> dict:
     """``sal3d evaluate PRED_DIR DATASET_DIR``; options as its flags (layout, split, videos, seed,
     allow_missing, workers, baseline, ``json`` for the file to write). Returns the scores dict that
     ``--json`` writes (frame means per metric, ``video_mean``, ``per_video``, counts and settings)."""
-    from stages.evaluate import EvaluateConfig, evaluate as run
+    from sal3d.stages.evaluate import EvaluateConfig, evaluate as run
 
     if "json" in options:
         options["json_path"] = options.pop("json")
@@ -193,6 +172,6 @@ def evaluate(predictions: str | Path, dataset: str | Path, **options) -> dict:
 def info(store: str, *, check: bool = False) -> dict:
     """``sal3d info STORE --json`` as a dict: format version, trunk, videos by state (and why for each
     that is not complete), frames, splits, stored and on-disk bytes. See `stages.info.StoreInfo`."""
-    from stages.info import InfoConfig, info as run
+    from sal3d.stages.info import InfoConfig, info as run
 
     return asdict(run(InfoConfig(store=store, check=check)))
