@@ -12,7 +12,7 @@ substitutions, all of them:
   same random weights), so recipe 2's extract checks every video and skips it.
 - ``sal3d train-decoder`` gets ``--max-steps 2 --batch-size 2 --val-windows 2 --bn-windows 2``: a
   run of seconds, not of days.
-- Recipe 1's ``my_video.mp4`` is an 8-frame 160x96 MPEG-4 video written here; its checkpoint,
+- Recipe 1's ``my_video.mp4`` is a 7-frame 160x96 MPEG-4 video written here; its checkpoint,
   ``runs/dhf1k/best.pt``, is the one recipe 2 trained, in the same folder.
 - Recipe 3's ``my_predictions/`` holds the validation video's ground-truth maps as its predictions
   (a perfect model), so its scores must beat the centre-bias baseline's.
@@ -47,7 +47,7 @@ ADDED_OPTIONS = {  # the substitutions of the module docstring, per command
     "train-decoder": ["--max-steps", "2", "--batch-size", "2", "--val-windows", "2", "--bn-windows", "2"],
 }
 METRICS = ("auc_j", "sim", "s_auc", "cc", "nss", "kld")
-VIDEO_FRAMES, WIDTH, HEIGHT = 8, 160, 96  # my_video.mp4; the sample's frames have the same size
+VIDEO_FRAMES, WIDTH, HEIGHT = 7, 160, 96  # my_video.mp4; the sample's frames have the same size
 
 
 def recipe_blocks(heading: str, language: str) -> list[str]:
