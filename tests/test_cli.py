@@ -1,9 +1,12 @@
-"""The command line as documented: every option of every command appears in the README's synopsis
-of that command (and the synopses name no option that does not exist), --version, --device."""
+"""The command line as documented: every command's --help, and `sal3d --help` without torch; every option
+of every command appears in the README's synopsis of that command (and the synopses name no option that
+does not exist), --version, --device."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -44,6 +47,33 @@ def click_options(command: click.Command) -> set[str]:
             else:
                 names.update(long)
     return names
+
+
+@pytest.mark.parametrize("name", sorted(main.commands))
+def test_every_command_has_help(name):
+    command = main.commands[name]
+    result = CliRunner().invoke(main, [name, "--help"], prog_name="sal3d")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    usage = result.output.splitlines()[0]
+    assert usage.startswith(f"Usage: sal3d {name} [OPTIONS]"), usage
+    for param in command.params:
+        if isinstance(param, click.Argument):
+            assert param.make_metavar(click.Context(command)) in usage, (name, param.name, usage)
+    for option in click_options(command):
+        for flag in option.split("/"):  # --rescale/--no-rescale shows as "--rescale / --no-rescale"
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", result.output), (name, flag)
+
+
+def test_group_help_lists_every_command_without_importing_torch():
+    script = ("import sys\nfrom sal3d.cli import main\n"
+              "try:\n    main(['--help'], prog_name='sal3d')\nexcept SystemExit as end:\n    code = end.code\n"
+              "print('torch imported:', 'torch' in sys.modules, 'exit:', code)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: sal3d [OPTIONS] COMMAND")
+    for name in main.commands:
+        assert f"  {name} " in done.stdout, name
+    assert done.stdout.rstrip().endswith("torch imported: False exit: 0")
 
 
 @pytest.mark.parametrize("name", sorted(main.commands))

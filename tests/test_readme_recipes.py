@@ -1,0 +1,163 @@
+"""The README's three recipes ("Three recipes"), run as written on the generated sample.
+
+Each recipe's ``sh`` block is read from README.md and run line by line in this process through the
+command group (`sal3d.cli.main`): one ``sal3d`` command a line, split as the shell splits it (quotes,
+``#`` comments), ``$DHF1K`` expanded. Recipe 1's ``python`` block runs as written too. The
+substitutions, all of them:
+
+- ``DHF1K`` is the generated sample (the session's `sample_dir`: DHF1K layout, training videos 0001
+  and 0002, validation video 0601, 6 frames of 160x96 each).
+- ``sal3d extract`` gets ``--weights random`` (tests are offline: the ImageNet weights are not there),
+  and ``dhf1k.zarr`` starts as a copy of the session's store of the same sample (`sample_store`, the
+  same random weights), so recipe 2's extract checks every video and skips it.
+- ``sal3d train-decoder`` gets ``--max-steps 2 --batch-size 2 --val-windows 2 --bn-windows 2``: a
+  run of seconds, not of days.
+- Recipe 1's ``my_video.mp4`` is a 7-frame 160x96 MPEG-4 video written here; its checkpoint,
+  ``runs/dhf1k/best.pt``, is the one recipe 2 trained, in the same folder.
+- Recipe 3's ``my_predictions/`` holds the validation video's ground-truth maps as its predictions
+  (a perfect model), so its scores must beat the centre-bias baseline's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import sal3d
+from sal3d.cli import main
+from sal3d.pipeline.ffmpeg import VideoEncoder
+from sal3d.pipeline.sample import render_video
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+OWN_VIDEO = "1. Saliency maps for your own video"
+PAPER = "2. Reproducing the paper on DHF1K"
+OWN_SCORES = "3. Scoring your own model on DHF1K"
+ADDED_OPTIONS = {  # the substitutions of the module docstring, per command
+    "extract": ["--weights", "random"],
+    "train-decoder": ["--max-steps", "2", "--batch-size", "2", "--val-windows", "2", "--bn-windows", "2"],
+}
+METRICS = ("auc_j", "sim", "s_auc", "cc", "nss", "kld")
+VIDEO_FRAMES, WIDTH, HEIGHT = 7, 160, 96  # my_video.mp4; the sample's frames have the same size
+
+
+def recipe_blocks(heading: str, language: str) -> list[str]:
+    """The fenced ``language`` blocks under the README heading ``### heading``, up to the next heading
+    of level 2 or 3."""
+    text = README.read_text()
+    title = f"\n### {heading}\n"
+    body = text[text.index(title) + len(title):]
+    following = re.search(r"^#{2,3} ", body, re.M)
+    section = body[:following.start()] if following else body
+    return re.findall(rf"^```{language}\n(.*?)^```", section, re.S | re.M)
+
+
+def recipe_commands(heading: str, env: dict[str, str]) -> list[list[str]]:
+    """The arguments of each ``sal3d`` command of the recipe's one ``sh`` block, ``$NAME`` and ``${NAME}``
+    taken from `env`, with the module docstring's options added."""
+    blocks = recipe_blocks(heading, "sh")
+    assert len(blocks) == 1, f"README: recipe {heading!r} should have one sh block, has {len(blocks)}"
+    commands = []
+    for line in blocks[0].splitlines():
+        expanded = re.sub(r"\$\{?([A-Za-z_]\w*)\}?", lambda m: env[m.group(1)], line)
+        words = shlex.split(expanded, comments=True)
+        if words:
+            assert words[0] == "sal3d", f"README: recipe {heading!r} runs something other than sal3d: {line}"
+            commands.append(words[1:] + ADDED_OPTIONS.get(words[1], []))
+    assert commands, f"README: recipe {heading!r} has no command"
+    return commands
+
+
+def run_recipe(heading: str, folder: Path, env: dict[str, str]) -> list[list[str]]:
+    """Run the recipe's commands in `folder`, in order; each must exit 0. Returns the commands run."""
+    commands = recipe_commands(heading, env)
+    with contextlib.chdir(folder):
+        for args in commands:
+            result = CliRunner().invoke(main, args)
+            assert result.exit_code == 0, f"sal3d {shlex.join(args)}:\n{result.output}\n{result.exception!r}"
+    return commands
+
+
+def png_maps(folder: Path) -> list[np.ndarray]:
+    """The PNGs of `folder`, in name order, as arrays."""
+    return [np.asarray(Image.open(path)) for path in sorted(folder.glob("*.png"))]
+
+
+def read_scores(path: Path) -> dict:
+    scores = json.loads(path.read_text())
+    for metric in METRICS:
+        assert math.isfinite(scores[metric]), (path, metric, scores[metric])
+    return scores
+
+
+@pytest.fixture(scope="module")
+def paper_folder(sample_dir, sample_store, tmp_path_factory) -> Path:
+    """The folder where recipe 2 ran on the sample: dhf1k.zarr, runs/dhf1k/, predictions/, scores.json."""
+    folder = tmp_path_factory.mktemp("recipes")
+    shutil.copytree(sample_store, folder / "dhf1k.zarr")
+    commands = run_recipe(PAPER, folder, {"DHF1K": str(sample_dir)})
+    assert [args[0] for args in commands] == ["extract", "extract", "train-decoder", "predict", "evaluate"]
+    return folder
+
+
+@pytest.mark.slow
+def test_recipe_reproducing_the_paper(paper_folder):
+    assert sal3d.info(str(paper_folder / "dhf1k.zarr"))["splits"] == \
+        {"train": {"videos": 2, "frames": 12}, "val": {"videos": 1, "frames": 6}}
+    run = paper_folder / "runs" / "dhf1k"
+    settings = json.loads((run / "config.json").read_text())["settings"]
+    assert (run / "best.pt").is_file() and (settings["weighting"], settings["epochs"]) == ("tanh", 33)  # the paper's
+    maps = png_maps(paper_folder / "predictions" / "0601")  # the val split only
+    assert [p.name for p in (paper_folder / "predictions").iterdir() if p.is_dir()] == ["0601"]
+    assert len(maps) == 6 and all(m.shape == (HEIGHT, WIDTH) and m.dtype == np.uint8 for m in maps)
+    assert all(m.std() > 0 for m in maps)  # maps, not constant frames
+    scores = read_scores(paper_folder / "scores.json")
+    assert scores["counts"]["frames"] == 6 and scores["settings"]["split"] == "val"
+
+
+@pytest.mark.slow
+def test_recipe_maps_for_your_own_video(paper_folder):
+    rng = np.random.default_rng(1)
+    with VideoEncoder(paper_folder / "my_video.mp4", WIDTH, HEIGHT) as video:
+        for frame, _, _ in render_video(rng, WIDTH, HEIGHT, VIDEO_FRAMES):
+            video.write(frame)
+    run_recipe(OWN_VIDEO, paper_folder, {})
+    names = [f"{t:04d}.png" for t in range(1, VIDEO_FRAMES + 1)]
+    assert sorted(p.name for p in (paper_folder / "maps" / "my_video").glob("*.png")) == names
+    written = png_maps(paper_folder / "maps" / "my_video")
+    assert all(m.shape == (HEIGHT, WIDTH) and m.std() > 0 for m in written)
+    overlays = png_maps(paper_folder / "maps" / "overlays" / "my_video")
+    assert len(overlays) == VIDEO_FRAMES and all(o.shape == (HEIGHT, WIDTH, 3) for o in overlays)
+
+    (example,) = recipe_blocks(OWN_VIDEO, "python")
+    namespace: dict = {}
+    with contextlib.chdir(paper_folder):
+        exec(compile(example, "README.md (recipe 1)", "exec"), namespace)
+    maps = namespace["maps"]
+    assert len(maps) == VIDEO_FRAMES
+    for saliency, png in zip(maps, written):
+        assert saliency.dtype == np.float32 and saliency.shape == (HEIGHT, WIDTH)
+        assert 0.0 <= saliency.min() and saliency.max() <= 1.0
+        assert np.abs(saliency * 255.0 - png).max() <= 1.0  # the maps predict wrote, within a grey level
+
+
+def test_recipe_scoring_your_own_model(sample_dir, tmp_path):
+    truth = sample_dir / "annotation" / "0601" / "maps"
+    shutil.copytree(truth, tmp_path / "my_predictions" / "0601")  # a perfect model: the ground truth itself
+    run_recipe(OWN_SCORES, tmp_path, {"DHF1K": str(sample_dir)})
+    own = read_scores(tmp_path / "my_scores.json")
+    center = read_scores(tmp_path / "center_bias.json")
+    assert own["counts"]["frames"] == center["counts"]["frames"] == 6
+    assert own["cc"] > 0.999 and own["sim"] > 0.999  # the ground truth against itself
+    assert own["nss"] > center["nss"] and own["auc_j"] > center["auc_j"]
+    baseline = png_maps(tmp_path / "center_bias" / "0601")
+    assert len(baseline) == 6 and all(m.shape == (HEIGHT, WIDTH) for m in baseline)
