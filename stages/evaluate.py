@@ -76,7 +76,7 @@ from sal3d.pipeline.datasets import VideoEntry, discover
 from sal3d.pipeline.atomic import write_text_atomic
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.imresize import FLAVOURS as BUILTINS, imresize
-from sal3d.pipeline.metrics import METRIC_NAMES, score_frame
+from sal3d.pipeline.metrics import METRIC_NAMES, ScoringSettings, score_frame
 from sal3d.pipeline.postprocess import OVERLAY_DIR
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.device import usable_cpus
@@ -369,6 +369,7 @@ def _score_chunk(chunk: _Chunk) -> _ChunkResult:
     scores = np.full((len(chunk.preds), len(METRIC_NAMES)), np.nan)
     resized, pred_size, gt_size, constant = 0, None, None, 0
     points = shared.points[chunk.video]
+    settings = ScoringSettings(shared.n_splits, shared.step, jitter=True, rules="dhf1k", colon=shared.builtins)
     for i, (pred_path, map_path) in enumerate(zip(chunk.preds, chunk.maps)):
         frame = chunk.start + i
         gt_map = read_grey(map_path) if map_path is not None else None
@@ -397,8 +398,7 @@ def _score_chunk(chunk: _Chunk) -> _ChunkResult:
         constant += bool(pred.min() == pred.max())
         rng = _frame_rng(shared.seed, chunk.video, frame)
         other = shuffled_negatives(shared, shape, rng) if fixations is not None else None
-        values = score_frame(pred, gt_map, fixations, other, n_splits=shared.n_splits, step=shared.step,
-                             seed=rng, jitter=True, rules="dhf1k", colon=shared.builtins)
+        values = score_frame(pred, gt_map, fixations, other, settings, seed=rng)
         scores[i] = [values[m] for m in METRIC_NAMES]
     return _ChunkResult(chunk.video, chunk.start, scores, resized, pred_size, gt_size, constant)
 
