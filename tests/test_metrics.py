@@ -1,6 +1,5 @@
 """Tests of pipeline.metrics (and the MATLAB built-ins of pipeline.matlab): hand-computed values,
-degenerate inputs, a literal
-port of the MIT MATLAB code, and a cross-check against pysaliency."""
+degenerate inputs, a literal port of the MIT MATLAB code, and a cross-check against pysaliency."""
 
 from __future__ import annotations
 
