@@ -64,17 +64,25 @@ Other choices, all documented at the function
   that sit exactly on one).  Randomness comes from a seeded
   ``numpy.random.Generator``; the bits differ from MATLAB's ``rand`` state, so
   s-AUC agrees with MATLAB statistically, not bit for bit.
+
+The MATLAB built-ins these scores depend on (``eps``, colon, ``trapz``, the
+jitter) are in :mod:`pipeline.matlab`; input maps are read and checked by
+:mod:`pipeline.metric_inputs`.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
+from sal3d.pipeline.matlab import COLON_OPERATORS, COLONS, MATLAB_EPS, SeedLike, add_jitter, trapz
+from sal3d.pipeline.metric_inputs import check_shape, fixation_index, flat_map, other_index, resize_to, scratch
+
 __all__ = [
     "METRIC_NAMES",
+    "METRIC_TITLES",
     "MATLAB_EPS",
     "auc_judd",
     "auc_shuffled",
@@ -82,6 +90,7 @@ __all__ = [
     "cc",
     "sim",
     "kld",
+    "ScoringSettings",
     "score_frame",
     "resize_to",
     "RULES",
@@ -90,98 +99,17 @@ __all__ = [
 #: Keys of :func:`score_frame`'s dict, in DHF1K's table order.
 METRIC_NAMES = ("auc_j", "sim", "s_auc", "cc", "nss", "kld")
 
-#: MATLAB's ``eps``, which ``KLdiv.m`` calls: 2**-52 (MATLAB prints it as 2.2204e-16; the rounded
-#: literal would move a KLD with unpredicted fixations by ~1e-6, relatively).
-MATLAB_EPS = float(np.finfo(np.float64).eps)
-
-#: Jitter amplitude of MIT's ``AUC_Judd.m``: ``rand(size(map))/10000000``.
-JITTER_SCALE = 1e-7
+#: Column titles of the metrics, as the paper prints them (keys: METRIC_NAMES, in that order).
+METRIC_TITLES = {"auc_j": "AUC-J", "sim": "SIM", "s_auc": "s-AUC", "cc": "CC", "nss": "NSS", "kld": "KLD"}
 
 #: Rule sets for degenerate maps (see the module docstring): the benchmark code's own results,
 #: NaN included, or finite chance values.
 RULES = ("dhf1k", "chance")
 
-#: How ``0:step:max`` is evaluated for s-AUC's thresholds: as MATLAB or as GNU Octave does.
-COLONS = ("matlab", "octave")
-
-SeedLike = Union[None, int, np.random.Generator]
-
 
 # --------------------------------------------------------------------------
-# scratch memory and input handling
+# shared by every metric
 # --------------------------------------------------------------------------
-
-# Full-frame temporaries live in per-thread buffers that are reused from frame
-# to frame: allocating fresh multi-MB arrays costs page faults that, on small
-# VMs, outweigh the arithmetic several times over.  Every public function
-# returns plain floats, so no buffer outlives the call that filled it.
-_SCRATCH = threading.local()
-
-
-def _scratch(name: str, n: int, dtype=np.float64) -> np.ndarray:
-    """A reusable 1-D buffer of ``n`` elements (contents undefined), per thread."""
-    store = getattr(_SCRATCH, "store", None)
-    if store is None:
-        store = _SCRATCH.store = {}
-    buf = store.get(name)
-    if buf is None or buf.size != n or buf.dtype != dtype:
-        buf = store[name] = np.empty(n, dtype=dtype)
-    return buf
-
-
-def _flat_map(x, name: str) -> np.ndarray:
-    """A 2-D map of shape (H, W) as a contiguous float64 vector of H*W values.
-
-    float64 C-contiguous input is viewed, anything else is cast into the
-    scratch buffer ``name`` (so two maps of one call need two names).
-    """
-    a = np.asarray(x)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {a.shape}")
-    if a.dtype == np.float64 and a.flags.c_contiguous:
-        return a.ravel()
-    buf = _scratch(name, a.size)
-    np.copyto(buf.reshape(a.shape), a, casting="unsafe")
-    return buf
-
-
-def _check_shape(shape: tuple, other, name: str) -> None:
-    if np.shape(other) != tuple(shape):
-        raise ValueError(
-            f"{name} has shape {np.shape(other)} but the saliency map has shape "
-            f"{tuple(shape)}; resize the prediction first (metrics.resize_to)"
-        )
-
-
-def _fixation_index(fixations, shape: tuple) -> np.ndarray:
-    """Flat indices (int64, ascending) of the nonzero pixels of an (H, W) map."""
-    _check_shape(shape, fixations, "fixations")
-    return np.flatnonzero(np.asarray(fixations))
-
-
-def _other_index(other, shape: tuple) -> np.ndarray:
-    """Flat indices of the 'other' fixations: a binary (H, W) map or (K, 2) (y, x) points.
-
-    Points are treated as a set (duplicates collapse), which is what the union
-    binary map of ``AUC_shuffled.m`` amounts to.
-    """
-    a = np.asarray(other)
-    if a.shape == tuple(shape):
-        return np.flatnonzero(a)
-    if a.ndim == 2 and a.shape[1] == 2:
-        pts = a.astype(np.int64, copy=False)
-        h, w = shape
-        ys, xs = pts[:, 0], pts[:, 1]
-        if pts.size and (ys.min() < 0 or xs.min() < 0 or ys.max() >= h or xs.max() >= w):
-            raise ValueError(f"other_fixations points fall outside the {shape} map")
-        return np.unique(ys * w + xs)
-    if a.size == 0:
-        return np.empty(0, dtype=np.int64)
-    raise ValueError(
-        f"other_fixations must be an {tuple(shape)} binary map or a (K, 2) array of "
-        f"(y, x) points, got shape {a.shape}"
-    )
-
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
     """Inner product of two 1-D arrays.
@@ -204,92 +132,6 @@ def _dhf1k(rules: str) -> bool:
     return rules == "dhf1k"
 
 
-def _jittered(s: np.ndarray, seed: SeedLike) -> np.ndarray:
-    """``s + rand(size(s)) / 1e7`` (MIT ``AUC_Judd.m`` jitter), in a scratch buffer."""
-    out = _scratch("jitter", s.size)
-    np.random.default_rng(seed).random(out=out)
-    out *= JITTER_SCALE
-    out += s
-    return out
-
-
-def _matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
-    """The values of MATLAB's ``start:step:stop`` (step > 0), ascending.
-
-    MATLAB does not accumulate ``start + k*step``: following MathWorks' published
-    ``colonop`` algorithm, the first half is ``start + k*step``, the second half
-    ``end - k*step`` counted back from the end point (the limit itself when it
-    lies within ``2*eps*max(|start|, |stop|)`` of ``start + n*step``), and the
-    middle element of an odd-length range is ``(start + end)/2``.  This only
-    matters when a saliency value sits exactly on a threshold.
-    """
-    if stop < start:
-        return np.empty(0)
-    tol = 2.0 * np.finfo(np.float64).eps * max(abs(start), abs(stop))
-    n = int(np.floor((stop - start) / step + 0.5))  # MATLAB round(), argument >= 0
-    if start + n * step - stop > tol:
-        n -= 1
-    end = start + n * step
-    if abs(end - stop) <= tol:
-        end = stop
-    out = np.empty(n + 1)
-    k = np.arange(n // 2 + 1)
-    out[k] = start + k * step
-    out[n - k] = end - k * step
-    if n % 2 == 0:
-        out[n // 2] = (start + end) / 2.0
-    return out
-
-
-def _octave_tfloor(x: float, ct: float) -> float:
-    """Octave's tolerant floor (Hagerty's FL5), as its ranges use it to count elements."""
-    q = 1.0 - ct if x < 0 else 1.0
-    rmax = q / (2.0 - ct)
-    t1 = 1.0 + np.floor(x)
-    t1 = (ct / q) * (-t1 if t1 < 0 else t1)
-    t1 = min(rmax, t1)
-    t1 = max(ct, t1)
-    t1 = float(np.floor(x + t1))
-    return t1 if (x <= 0 or (t1 - x) < rmax) else t1 - 1.0
-
-
-def _octave_teq(u: float, v: float, ct: float) -> bool:
-    return abs(u - v) < max(abs(u), abs(v)) * ct
-
-
-def _octave_colon(start: float, step: float, stop: float) -> np.ndarray:
-    """The values of GNU Octave's ``start:step:stop`` (step > 0), ascending.
-
-    Octave (liboctave ``range<double>``) counts the elements with a tolerant floor, computes
-    ``start + k*step`` for every element but the last, and clips the last one to ``stop`` when it
-    lands on or past it.  Unlike MATLAB, elements past the middle are not counted back from the
-    end, so e.g. the 7th element of ``0:0.1:1`` is 0.6000000000000001 here and 0.6 in MATLAB.
-    """
-    if stop < start:
-        return np.empty(0)
-    ct = 3.0 * np.finfo(np.float64).eps
-    n = int(max(_octave_tfloor((stop - start + step) / step, ct), 0.0))
-    if not _octave_teq(start + (n - 1) * step, stop, ct):
-        if _octave_teq(start + (n - 2) * step, stop, ct):
-            n -= 1
-        elif _octave_teq(start + n * step, stop, ct):
-            n += 1
-    if n <= 0:
-        return np.empty(0)
-    out = start + np.arange(n) * step
-    if n > 1 and out[-1] >= stop:
-        out[-1] = stop
-    return out
-
-
-_COLON = {"matlab": _matlab_colon, "octave": _octave_colon}
-
-
-def _trapz_roc(fp: np.ndarray, tp: np.ndarray) -> np.ndarray:
-    """MATLAB ``trapz(fp, tp)`` along the last axis of ROC points."""
-    return np.sum(np.diff(fp, axis=-1) * (tp[..., 1:] + tp[..., :-1]), axis=-1) / 2.0
-
-
 # --------------------------------------------------------------------------
 # location-based metrics (need a fixation map)
 # --------------------------------------------------------------------------
@@ -304,7 +146,7 @@ _PASSES_MAX = 48
 
 def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     """``#(s >= t)`` for every ``t`` of the descending thresholds ``thr``."""
-    mask = _scratch("mask", s.size, np.bool_)
+    mask = scratch("mask", s.size, np.bool_)
     uniq, inverse = np.unique(thr, return_inverse=True)
     if uniq.size <= _PASSES_MAX:
         counts = np.array(
@@ -314,7 +156,7 @@ def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     # Sort the pixels that can reach the lowest threshold, then one searchsorted.
     np.greater_equal(s, uniq[0], out=mask)
     n_cand = np.count_nonzero(mask)
-    cand = _scratch("a", s.size)[:n_cand]
+    cand = scratch("a", s.size)[:n_cand]
     if n_cand == s.size:
         np.copyto(cand, s)
     else:
@@ -337,7 +179,7 @@ def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float
     i = np.arange(1, n_fix + 1)
     tp = np.concatenate(([0.0], i / n_fix, [1.0]))
     fp = np.concatenate(([0.0], (aboveth - i) / (n_pix - n_fix), [1.0]))
-    return float(_trapz_roc(fp, tp))
+    return float(trapz(fp, tp))
 
 
 def auc_judd(
@@ -371,10 +213,10 @@ def auc_judd(
         fixated); for a constant map without jitter 0.5 (chance) or NaN (dhf1k).
     """
     dhf1k = _dhf1k(rules)
-    s = _flat_map(saliency, "saliency")
-    fix = _fixation_index(fixations, np.shape(saliency))
+    s = flat_map(saliency, "saliency")
+    fix = fixation_index(fixations, np.shape(saliency))
     if jitter and fix.size:
-        s = _jittered(s, seed)
+        s = add_jitter(s, seed, scratch("jitter", s.size))
     return _auc_judd_flat(s, fix, dhf1k)
 
 
@@ -417,7 +259,7 @@ def _auc_shuffled_flat(
     # the max share the thresholds.  Pad on the high side with +inf (points (0, 0),
     # which add no area) so that all splits have the same length.
     tops, inverse = np.unique(np.maximum(neg.max(axis=1), pos[-1]), return_inverse=True)
-    grids = [_COLON[colon](0.0, step, float(t))[::-1] for t in tops]
+    grids = [COLON_OPERATORS[colon](0.0, step, float(t))[::-1] for t in tops]
     length = max(g.size for g in grids)
     thr = np.full((tops.size, length), np.inf)
     for row, g in zip(thr, grids):
@@ -427,7 +269,7 @@ def _auc_shuffled_flat(
     fp = (neg[:, None, :] >= thr[:, :, None]).sum(axis=2) / m  # #(neg >= t) / m
     zeros = np.zeros((thr.shape[0], 1))
     ones = np.ones((thr.shape[0], 1))
-    auc = _trapz_roc(np.hstack([zeros, fp, ones]), np.hstack([zeros, tp, ones]))
+    auc = trapz(np.hstack([zeros, fp, ones]), np.hstack([zeros, tp, ones]))
     return float(auc.mean())  # one row when the splits are identical
 
 
@@ -476,9 +318,9 @@ def auc_shuffled(
     if colon not in COLONS:
         raise ValueError(f"colon must be one of {COLONS}, got {colon!r}")
     shape = np.shape(saliency)
-    s = _flat_map(saliency, "saliency")
-    fix = _fixation_index(fixations, shape)
-    other = _other_index(other_fixations, shape)
+    s = flat_map(saliency, "saliency")
+    fix = fixation_index(fixations, shape)
+    other = other_index(other_fixations, shape)
     return _auc_shuffled_flat(s, fix, other, n_splits, step, np.random.default_rng(seed), dhf1k, colon)
 
 
@@ -490,7 +332,7 @@ def _nss_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float:
         # std == 0: the mean of a constant map need not round to the constant.
         return float("nan") if dhf1k else 0.0
     mean = s.mean()
-    centred = np.subtract(s, mean, out=_scratch("a", s.size))
+    centred = np.subtract(s, mean, out=scratch("a", s.size))
     std = np.sqrt(_dot(centred, centred) / (s.size - 1))
     return float((s[fix].mean() - mean) / std)
 
@@ -511,8 +353,8 @@ def nss(saliency: np.ndarray, fixations: np.ndarray, *, rules: str = "chance") -
         NaN (dhf1k).
     """
     dhf1k = _dhf1k(rules)
-    s = _flat_map(saliency, "saliency")
-    return _nss_flat(s, _fixation_index(fixations, np.shape(saliency)), dhf1k)
+    s = flat_map(saliency, "saliency")
+    return _nss_flat(s, fixation_index(fixations, np.shape(saliency)), dhf1k)
 
 
 # --------------------------------------------------------------------------
@@ -522,8 +364,8 @@ def nss(saliency: np.ndarray, fixations: np.ndarray, *, rules: str = "chance") -
 def _cc_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
     if _is_constant(p) or _is_constant(g):
         return float("nan") if dhf1k else 0.0  # MATLAB: NaN (see _nss_flat on why not test the std)
-    a = np.subtract(p, p.mean(), out=_scratch("a", p.size))
-    b = np.subtract(g, g.mean(), out=_scratch("b", g.size))
+    a = np.subtract(p, p.mean(), out=scratch("a", p.size))
+    b = np.subtract(g, g.mean(), out=scratch("b", g.size))
     den = np.sqrt(_dot(a, a) * _dot(b, b))
     if not den > 0:
         return 0.0
@@ -542,8 +384,8 @@ def cc(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> fl
         CC in [-1, 1]; when either map is constant 0.0 (chance) or NaN (dhf1k).
     """
     dhf1k = _dhf1k(rules)
-    _check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _cc_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"), dhf1k)
+    check_shape(np.shape(saliency), gt_map, "gt_map")
+    return _cc_flat(flat_map(saliency, "saliency"), flat_map(gt_map, "gt_map"), dhf1k)
 
 
 def _sim_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -573,14 +415,14 @@ def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray) -> Optional[np.ndarray]:
 
 def _sim_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
     if dhf1k:
-        d = _sim_density_dhf1k(p, _scratch("a", p.size))
-        e = _sim_density_dhf1k(g, _scratch("b", g.size))
+        d = _sim_density_dhf1k(p, scratch("a", p.size))
+        e = _sim_density_dhf1k(g, scratch("b", g.size))
         if d is None or e is None:
             return float("nan")
         np.minimum(d, e, out=d)
         return float(d.sum())
-    d = _sim_density(p, _scratch("a", p.size))
-    np.minimum(d, _sim_density(g, _scratch("b", g.size)), out=d)
+    d = _sim_density(p, scratch("a", p.size))
+    np.minimum(d, _sim_density(g, scratch("b", g.size)), out=d)
     return float(d.sum())
 
 
@@ -602,8 +444,8 @@ def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> f
         (SIM 0), a nonzero constant map gives NaN.
     """
     dhf1k = _dhf1k(rules)
-    _check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _sim_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"), dhf1k)
+    check_shape(np.shape(saliency), gt_map, "gt_map")
+    return _sim_flat(flat_map(saliency, "saliency"), flat_map(gt_map, "gt_map"), dhf1k)
 
 
 def _kld_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -639,16 +481,16 @@ def _kld_density_dhf1k(x: np.ndarray, out: np.ndarray, clip: bool) -> np.ndarray
 
 def _kld_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
     if dhf1k:
-        p = _kld_density_dhf1k(p, _scratch("a", p.size), clip=True)
-        g = _kld_density_dhf1k(g, _scratch("b", g.size), clip=False)
+        p = _kld_density_dhf1k(p, scratch("a", p.size), clip=True)
+        g = _kld_density_dhf1k(g, scratch("b", g.size), clip=False)
     else:
-        p = _kld_density(p, _scratch("a", p.size))
-        g = _kld_density(g, _scratch("b", g.size))
+        p = _kld_density(p, scratch("a", p.size))
+        g = _kld_density(g, scratch("b", g.size))
     n_nz = np.count_nonzero(g)
     if n_nz < g.size // 2:
         # G = 0 pixels contribute 0 * log(eps) = 0 exactly: skip them when they
         # are the majority (typical of blurred fixation maps stored as uint8).
-        nz = np.flatnonzero(np.not_equal(g, 0, out=_scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
+        nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
         g, p = g[nz], p[nz]
     # G * log(eps + G / (P + eps)), with in-place temporaries
     p += MATLAB_EPS
@@ -677,26 +519,34 @@ def kld(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> f
         number; the benchmark's driver never computes KLD).
     """
     dhf1k = _dhf1k(rules)
-    _check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _kld_flat(_flat_map(saliency, "saliency"), _flat_map(gt_map, "gt_map"), dhf1k)
+    check_shape(np.shape(saliency), gt_map, "gt_map")
+    return _kld_flat(flat_map(saliency, "saliency"), flat_map(gt_map, "gt_map"), dhf1k)
 
 
 # --------------------------------------------------------------------------
 # one frame, all metrics
 # --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How :func:`score_frame` scores; the defaults are the single metrics' own.  The benchmark's
+    protocol (``stages.evaluate``) is ``ScoringSettings(jitter=True, rules="dhf1k", colon=builtins)``."""
+
+    n_splits: int = 100  # s-AUC splits (see auc_shuffled)
+    step: float = 0.1  # s-AUC threshold step on the [0, 1] map
+    jitter: bool = False  # AUC-Judd jitter (see auc_judd)
+    rules: str = "chance"  # "chance" or "dhf1k" for degenerate maps (see the module docstring)
+    colon: str = "matlab"  # s-AUC thresholds as "matlab" or "octave" computes 0:step:max
+
+
 def score_frame(
     saliency: np.ndarray,
     gt_map: Optional[np.ndarray] = None,
     fixations: Optional[np.ndarray] = None,
     other_fixations: Optional[np.ndarray] = None,
+    settings: ScoringSettings = ScoringSettings(),
     *,
-    n_splits: int = 100,
-    step: float = 0.1,
     seed: SeedLike = 0,
-    jitter: bool = False,
-    rules: str = "chance",
-    colon: str = "matlab",
 ) -> dict:
     """All six DHF1K metrics of one frame.
 
@@ -706,79 +556,42 @@ def score_frame(
         fixations: (H, W) binary fixation map, or None (-> auc_j/s_auc/nss NaN).
         other_fixations: (H, W) binary map or (K, 2) (y, x) points of other
             frames' fixations for s-AUC, or None (-> s_auc NaN).
-        n_splits, step: s-AUC parameters (see :func:`auc_shuffled`).
+        settings: s-AUC parameters, jitter, rules and colon operator
+            (:class:`ScoringSettings`); an unknown ``rules`` or ``colon``
+            raises ValueError.
         seed: seed or Generator; ``auc_judd`` (jitter) and ``auc_shuffled``
             (sampling) are each seeded from it, so an int seed gives the same
             values as calling those functions with the same seed.
-        jitter: AUC-Judd jitter (see :func:`auc_judd`).
-        rules: ``"chance"`` or ``"dhf1k"`` for degenerate maps (see the module
-            docstring).
-        colon: s-AUC thresholds as ``"matlab"`` or ``"octave"`` computes them.
 
     Returns:
         ``{"auc_j", "sim", "s_auc", "cc", "nss", "kld"}`` -> float, NaN where
         not computable (missing input, no fixation in the frame, and under the
         dhf1k rules wherever the benchmark's code gives NaN).
     """
-    dhf1k = _dhf1k(rules)
+    dhf1k = _dhf1k(settings.rules)
+    colon = settings.colon
     if colon not in COLONS:
         raise ValueError(f"colon must be one of {COLONS}, got {colon!r}")
     shape = np.shape(saliency)
-    s = _flat_map(saliency, "saliency")
+    s = flat_map(saliency, "saliency")
     out = dict.fromkeys(METRIC_NAMES, float("nan"))
 
     if gt_map is not None:
-        _check_shape(shape, gt_map, "gt_map")
-        g = _flat_map(gt_map, "gt_map")
+        check_shape(shape, gt_map, "gt_map")
+        g = flat_map(gt_map, "gt_map")
         out["cc"] = _cc_flat(s, g, dhf1k)
         out["sim"] = _sim_flat(s, g, dhf1k)
         out["kld"] = _kld_flat(s, g, dhf1k)
 
     if fixations is not None:
-        fix = _fixation_index(fixations, shape)
+        fix = fixation_index(fixations, shape)
         if fix.size:
-            out["auc_j"] = _auc_judd_flat(_jittered(s, seed) if jitter else s, fix, dhf1k)
+            ranked = add_jitter(s, seed, scratch("jitter", s.size)) if settings.jitter else s
+            out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k)
             out["nss"] = _nss_flat(s, fix, dhf1k)
             if other_fixations is not None:
-                other = _other_index(other_fixations, shape)
+                other = other_index(other_fixations, shape)
                 out["s_auc"] = _auc_shuffled_flat(
-                    s, fix, other, n_splits, step, np.random.default_rng(seed), dhf1k, colon
+                    s, fix, other, settings.n_splits, settings.step, np.random.default_rng(seed), dhf1k, colon
                 )
-    return out
-
-
-# --------------------------------------------------------------------------
-# resizing
-# --------------------------------------------------------------------------
-
-def resize_to(saliency: np.ndarray, shape: tuple, method: str = "bilinear") -> np.ndarray:
-    """Resize an (h, w) map to ``shape = (H, W)`` with PIL on float32 ('F' mode).
-
-    A quick resize for training-time checks, not the benchmark's: the DHF1K
-    code resizes predictions with MATLAB's bicubic ``imresize``, which
-    :func:`pipeline.imresize.imresize` reproduces (PIL's boundary rule and
-    antialiasing differ from MATLAB's).
-
-    ``"bilinear"`` (default) is half-pixel-centred bilinear interpolation
-    (torch ``align_corners=False``).  ``"bicubic"`` uses Keys' cubic with
-    a = -0.5; its overshoot is clipped to the input's [min, max].
-
-    Returns:
-        float64 array of shape ``(H, W)``.
-    """
-    from PIL import Image
-
-    h, w = (int(v) for v in shape)
-    if np.ndim(saliency) == 2 and np.shape(saliency) == (h, w):
-        return np.array(saliency, dtype=np.float64)  # a copy, at full precision
-    a = np.asarray(saliency, dtype=np.float32)
-    if a.ndim != 2:
-        raise ValueError(f"saliency must be a 2-D (h, w) array, got shape {a.shape}")
-    filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
-    if method not in filters:
-        raise ValueError(f"method must be one of {sorted(filters)}, got {method!r}")
-    img = Image.fromarray(np.ascontiguousarray(a))  # float32 2-D -> mode 'F'
-    out = np.asarray(img.resize((w, h), resample=filters[method]), dtype=np.float64)
-    if method == "bicubic":
-        out = np.clip(out, float(a.min()), float(a.max()))
     return out

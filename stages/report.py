@@ -37,7 +37,7 @@ from sal3d.pipeline.metrics import METRIC_NAMES
 from sal3d.pipeline.overlay import OriginalFrames, OverlayStyle, overlay
 from sal3d.pipeline.plots import Series, line_chart
 from sal3d.pipeline.progress import say
-from sal3d.stages.evaluate import METRIC_TITLES
+from sal3d.pipeline.metrics import METRIC_TITLES
 
 REPORT_NAME = "report.html"
 #: Width in pixels of the strip's images at most (shown about 290 px wide: sharp on dense screens too).

@@ -1,4 +1,4 @@
-"""Tests of `sal3d evaluate` (stages/evaluate.py) on the generated DHF1K-layout sample.
+"""Tests of `sal3d evaluate` (the stages/evaluate/ package) on the generated DHF1K-layout sample.
 
 The check against the benchmark's own MATLAB code, run in GNU Octave, is tests/test_evaluate_parity.py.
 """

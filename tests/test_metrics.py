@@ -1,5 +1,5 @@
-"""Tests of pipeline.metrics: hand-computed values, degenerate inputs, a literal
-port of the MIT MATLAB code, and a cross-check against pysaliency."""
+"""Tests of pipeline.metrics (and the MATLAB built-ins of pipeline.matlab): hand-computed values,
+degenerate inputs, a literal port of the MIT MATLAB code, and a cross-check against pysaliency."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sal3d.pipeline import metrics as M
+from sal3d.pipeline.matlab import matlab_colon, matlab_round, octave_colon, trapz
 
 
 # --------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def _matlab_auc_shuffled_all_negatives(s, f, other, step=0.1):
     sth = S[f.ravel() > 0]
     cur = S[np.flatnonzero(other.ravel())]
     top = max(sth.max(), cur.max())
-    thr = M._matlab_colon(0.0, step, top)[::-1]
+    thr = matlab_colon(0.0, step, top)[::-1]
     tp = np.zeros(thr.size + 2)
     fp = np.zeros(thr.size + 2)
     tp[-1] = fp[-1] = 1
@@ -197,25 +198,33 @@ def test_kld_hand():
 
 def test_octave_colon_values():
     # values printed by GNU Octave 7.3 (%.17g) for 0:0.1:stop
-    assert M._octave_colon(0.0, 0.1, 1.0)[3] == 0.30000000000000004
-    assert M._octave_colon(0.0, 0.1, 1.0)[6] == 0.60000000000000009  # MATLAB: 0.6 (counted from the end)
-    assert M._matlab_colon(0.0, 0.1, 1.0)[6] == 0.6
-    assert M._octave_colon(0.0, 0.1, 1.0)[-1] == 1.0
-    assert M._octave_colon(0.0, 0.1, 0.87).tolist()[-1] == 0.80000000000000004 and M._octave_colon(
+    assert octave_colon(0.0, 0.1, 1.0)[3] == 0.30000000000000004
+    assert octave_colon(0.0, 0.1, 1.0)[6] == 0.60000000000000009  # MATLAB: 0.6 (counted from the end)
+    assert matlab_colon(0.0, 0.1, 1.0)[6] == 0.6
+    assert octave_colon(0.0, 0.1, 1.0)[-1] == 1.0
+    assert octave_colon(0.0, 0.1, 0.87).tolist()[-1] == 0.80000000000000004 and octave_colon(
         0.0, 0.1, 0.87).size == 9
-    assert M._octave_colon(0.0, 0.1, 0.3)[-1] == 0.3  # last element clipped to the limit
-    assert M._octave_colon(0.0, 0.1, 0.0).tolist() == [0.0]
-    assert M._octave_colon(0.0, 0.1, 0.05).tolist() == [0.0]
+    assert octave_colon(0.0, 0.1, 0.3)[-1] == 0.3  # last element clipped to the limit
+    assert octave_colon(0.0, 0.1, 0.0).tolist() == [0.0]
+    assert octave_colon(0.0, 0.1, 0.05).tolist() == [0.0]
 
 
 def test_matlab_colon_values():
-    np.testing.assert_array_equal(M._matlab_colon(0.0, 0.1, 0.0), [0.0])
-    assert M._matlab_colon(0.0, 0.1, 1.0).size == 11
-    assert M._matlab_colon(0.0, 0.1, 1.0)[-1] == 1.0
-    assert M._matlab_colon(0.0, 0.1, 1.0)[5] == 0.5  # middle element (a+c)/2
-    assert M._matlab_colon(0.0, 0.1, 0.87).size == 9  # 0 .. 0.8
-    assert M._matlab_colon(0.0, 0.1, 0.3)[-1] == 0.3  # limit within tol is hit exactly
-    assert M._matlab_colon(0.0, 0.1, 0.05).tolist() == [0.0]
+    np.testing.assert_array_equal(matlab_colon(0.0, 0.1, 0.0), [0.0])
+    assert matlab_colon(0.0, 0.1, 1.0).size == 11
+    assert matlab_colon(0.0, 0.1, 1.0)[-1] == 1.0
+    assert matlab_colon(0.0, 0.1, 1.0)[5] == 0.5  # middle element (a+c)/2
+    assert matlab_colon(0.0, 0.1, 0.87).size == 9  # 0 .. 0.8
+    assert matlab_colon(0.0, 0.1, 0.3)[-1] == 0.3  # limit within tol is hit exactly
+    assert matlab_colon(0.0, 0.1, 0.05).tolist() == [0.0]
+
+
+def test_matlab_round_and_trapz():
+    # half away from zero, exactly: floor(x + 0.5) rounds 0.49999999999999994 up to 1
+    assert matlab_round(np.array([0.49999999999999994, 0.5, 1.5, 2.5, 3.2])).tolist() == [0, 1, 2, 3, 3]
+    x = np.array([[0.0, 0.25, 1.0], [0.0, 0.5, 1.0]])
+    y = np.array([[0.0, 0.5, 1.0], [0.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(trapz(x, y), [0.0625 + 0.5625, 0.25 + 0.5])
 
 
 # --------------------------------------------------------------------------
@@ -325,9 +334,8 @@ def test_score_frame_agrees_with_single_metrics_and_dtypes():
     for k in M.METRIC_NAMES:
         assert out32[k] == pytest.approx(out[k], abs=1e-5)
     # jitter goes through score_frame with the same seed as auc_judd
-    assert M.score_frame(pred, fixations=fix, jitter=True, seed=4)["auc_j"] == M.auc_judd(
-        pred, fix, jitter=True, seed=4
-    )
+    jittered = M.score_frame(pred, fixations=fix, settings=M.ScoringSettings(jitter=True), seed=4)
+    assert jittered["auc_j"] == M.auc_judd(pred, fix, jitter=True, seed=4)
 
 
 def test_shape_mismatch_raises():
@@ -361,7 +369,7 @@ def test_resize_to():
 def test_dhf1k_rules_constant_prediction_is_nan_where_matlab_divides_zero_by_zero():
     _, gt, fix, other = _scene(2)
     for const in (np.zeros_like(gt), np.full_like(gt, 0.7)):
-        out = M.score_frame(const, gt, fix, other, rules="dhf1k")
+        out = M.score_frame(const, gt, fix, other, M.ScoringSettings(rules="dhf1k"))
         assert math.isnan(out["auc_j"])  # no jitter: min-max normalisation is 0/0
         assert math.isnan(out["s_auc"]) and math.isnan(out["nss"]) and math.isnan(out["cc"])
         assert math.isnan(M.nss(const, fix, rules="dhf1k")) and math.isnan(M.cc(const, gt, rules="dhf1k"))
@@ -407,11 +415,11 @@ def test_dhf1k_rules_kld_clips_negative_predictions_only():
 
 def test_dhf1k_rules_agree_with_chance_rules_on_ordinary_maps():
     pred, gt, fix, other = _scene(9, n_fix=30, n_other=300)
-    a = M.score_frame(pred, gt, fix, other, seed=2, jitter=True)
-    b = M.score_frame(pred, gt, fix, other, seed=2, jitter=True, rules="dhf1k")
+    a = M.score_frame(pred, gt, fix, other, M.ScoringSettings(jitter=True), seed=2)
+    b = M.score_frame(pred, gt, fix, other, M.ScoringSettings(jitter=True, rules="dhf1k"), seed=2)
     assert a == b
     with pytest.raises(ValueError, match="rules"):
-        M.score_frame(pred, gt, fix, other, rules="mit")
+        M.score_frame(pred, gt, fix, other, M.ScoringSettings(rules="mit"))
     with pytest.raises(ValueError, match="colon"):
         M.auc_shuffled(pred, fix, other, colon="python")
 

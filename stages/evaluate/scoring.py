@@ -1,0 +1,173 @@
+"""The worker side of `sal3d evaluate`: what every scoring process shares (`FixationPool`), the s-AUC
+negatives of a frame, the scoring of a chunk of frames, and the process pool that runs the tasks.
+
+A worker gets the pool once (`init_worker`); tasks are `Chunk`s of one video's frames and come back
+as `ChunkResult`s. Every frame draws from its own generator, seeded with (seed, video position,
+frame index), so the scores do not depend on the worker count or the chunking."""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+
+import numpy as np
+
+from sal3d.pipeline.imresize import imresize
+from sal3d.pipeline.matlab import matlab_round
+from sal3d.pipeline.metrics import METRIC_NAMES, ScoringSettings, score_frame
+from sal3d.stages.evaluate.config import EvaluateError
+from sal3d.stages.evaluate.images import FixationPoints, read_fixations, read_grey, read_prediction
+from sal3d.stages.evaluate.planning import VideoPlan
+
+
+@dataclass
+class FixationPool:
+    """What every worker needs: the fixation points of all videos and the scoring settings."""
+
+    points: list  # per video: (flat, offsets, shapes) or None without fixation maps
+    pool_video: np.ndarray  # s-AUC pool: every frame with a fixation map, ordered by video: video position
+    pool_frame: np.ndarray  # ... and frame index
+    seed: int
+    other_frames: int
+    n_splits: int
+    step: float
+    builtins: str
+
+
+_SHARED: FixationPool | None = None
+
+
+def init_worker(shared: FixationPool) -> None:
+    """Give this process the pool that `score_chunk` reads (a pool's initializer)."""
+    global _SHARED
+    _SHARED = shared
+
+
+def frame_rng(seed: int, video: int, frame: int) -> np.random.Generator:
+    """The generator of one frame: the frames drawn for s-AUC, AUC-Judd's jitter, s-AUC's splits."""
+    return np.random.default_rng([seed, video, frame])
+
+
+def shuffled_negatives(shared: FixationPool, shape: tuple[int, int], rng: np.random.Generator):
+    """(K, 2) (y, x) s-AUC negatives for a frame of size `shape`, or None when the pool is empty.
+
+    As ``evaluationFunc.m``: ``randsample(N, min(10, N))`` frames of the whole evaluated set (this
+    frame and its video included), each frame's fixations as 1-based points ``[x y]`` multiplied by
+    ``size(result) ./ size(Ix) = [H/h, W/w]``, then ``makeFixationMap.m``: rounded, points outside
+    the frame dropped, their union taken. The benchmark's code multiplies x by the *height* ratio and
+    y by the *width* ratio; that is reproduced, since published scores come from it, and it equals
+    the natural scaling whenever the two frames have the same aspect ratio (all of DHF1K).
+    """
+    n_pool = shared.pool_video.size
+    if n_pool == 0:
+        return None
+    pick = rng.choice(n_pool, min(shared.other_frames, n_pool), replace=False)
+    h, w = shape
+    parts = []
+    for g in pick:
+        v, f = int(shared.pool_video[g]), int(shared.pool_frame[g])
+        flat, offsets, shapes = shared.points[v]
+        idx = flat[offsets[f]:offsets[f + 1]].astype(np.int64)
+        h0, w0 = (int(s) for s in shapes[f])
+        if (h0, w0) == (h, w):
+            parts.append(idx)
+            continue
+        x = matlab_round((idx % w0 + 1) * (h / h0))  # 1-based column times the height ratio
+        y = matlab_round((idx // w0 + 1) * (w / w0))  # 1-based row times the width ratio
+        keep = (x >= 1) & (x <= w) & (y >= 1) & (y <= h)  # checkBounds.m
+        parts.append(((y[keep] - 1) * w + (x[keep] - 1)).astype(np.int64))
+    flat = np.unique(np.concatenate(parts))  # the union map of makeFixationMap.m
+    return np.stack([flat // w, flat % w], axis=1)
+
+
+@dataclass
+class Chunk:
+    """A task: consecutive frames of one video."""
+
+    video: int  # VideoPlan.index
+    video_id: str
+    start: int  # first frame index of the chunk
+    preds: list  # prediction Path, or None (missing)
+    maps: list  # continuous map Path, or None
+
+
+@dataclass
+class ChunkResult:
+    """What a chunk scored, and what scoring it met."""
+
+    video: int
+    start: int
+    scores: np.ndarray  # (n, 6) in METRIC_NAMES order
+    resized: int
+    pred_size: tuple | None  # first differing prediction size
+    gt_size: tuple | None
+    constant: int = 0  # frames whose (resized) prediction is constant
+
+
+def score_chunk(chunk: Chunk) -> ChunkResult:
+    """Read and score every frame of `chunk` under the benchmark's rules, with the pool of
+    `init_worker`; raises EvaluateError for a continuous map whose size is not its fixation map's."""
+    shared = _SHARED
+    scores = np.full((len(chunk.preds), len(METRIC_NAMES)), np.nan)
+    resized, pred_size, gt_size, constant = 0, None, None, 0
+    points = shared.points[chunk.video]
+    settings = ScoringSettings(shared.n_splits, shared.step, jitter=True, rules="dhf1k", colon=shared.builtins)
+    for i, (pred_path, map_path) in enumerate(zip(chunk.preds, chunk.maps)):
+        frame = chunk.start + i
+        gt_map = read_grey(map_path) if map_path is not None else None
+        fixations, shape = None, None
+        if points is not None and points[2][frame, 0] > 0:
+            flat, offsets, shapes = points
+            shape = tuple(int(s) for s in shapes[frame])
+            fixations = np.zeros(shape, np.bool_)  # bool: the metrics find its nonzeros ~10x faster
+            fixations.ravel()[flat[offsets[frame]:offsets[frame + 1]]] = True
+        if gt_map is not None:
+            if shape is not None and gt_map.shape != shape:
+                raise EvaluateError(f"{map_path}: continuous map is {gt_map.shape[1]}x{gt_map.shape[0]} but "
+                                    f"its fixation map is {shape[1]}x{shape[0]}")
+            shape = gt_map.shape
+        if shape is None:  # no ground truth for this frame (cannot happen for planned frames)
+            continue
+        if pred_path is None:
+            pred = np.zeros(shape, np.uint8)  # missing: an all-zero map, as a black PNG
+        else:
+            pred = read_prediction(pred_path)
+            if pred.shape != shape:
+                if pred_size is None:
+                    pred_size, gt_size = pred.shape, shape
+                resized += 1
+                pred = imresize(pred, shape, flavour=shared.builtins)
+        constant += bool(pred.min() == pred.max())
+        rng = frame_rng(shared.seed, chunk.video, frame)
+        other = shuffled_negatives(shared, shape, rng) if fixations is not None else None
+        values = score_frame(pred, gt_map, fixations, other, settings, seed=rng)
+        scores[i] = [values[m] for m in METRIC_NAMES]
+    return ChunkResult(chunk.video, chunk.start, scores, resized, pred_size, gt_size, constant)
+
+
+def read_fixations_task(p: VideoPlan) -> FixationPoints:
+    """A task of the first pass: the fixation points of one video (`read_fixations`)."""
+    return read_fixations(p.fixation_files)
+
+
+def map_tasks(fn, tasks: list, workers: int, shared: FixationPool, on_result) -> None:
+    """fn over tasks, in this process (workers == 1) or in a pool; results go to on_result in any order."""
+    if workers <= 1 or len(tasks) <= 1:
+        init_worker(shared)
+        for task in tasks:
+            on_result(task, fn(task))
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(shared,)) as pool:
+        pending, queue = {}, iter(tasks)
+        for task in queue:  # keep the pool fed, a bounded number of tasks in flight
+            pending[pool.submit(fn, task)] = task
+            if len(pending) >= 3 * workers:
+                break
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = pending.pop(future)
+                on_result(task, future.result())  # re-raises a worker's EvaluateError here
+                nxt = next(queue, None)
+                if nxt is not None:
+                    pending[pool.submit(fn, nxt)] = nxt
