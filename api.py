@@ -24,15 +24,12 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path, weights: str | None = None, device: str = "auto",
                  batch_size: int | None = None, size: str = "original", blur: float = 0.0, rescale: bool = True):
-        import torch
-
-        from sal3d.pipeline.checkpoint import CheckpointError, load_checkpoint, load_decoder
+        from sal3d.pipeline.checkpoint import CheckpointError, load_checkpoint
         from sal3d.pipeline.contract import fingerprint_mismatch
+        from sal3d.pipeline.device import resolve_device
+        from sal3d.pipeline.inference import MapDecoder
         from sal3d.pipeline.postprocess import PostProcess
-        from sal3d.pipeline.trunk import TrunkRunner, load_trunk, weights_for
-        from sal3d.pipeline.device import compute_dtype, resolve_device
-        from sal3d.stages.extract import ExtractConfig
-        from sal3d.stages.predict import CPU_BATCH, GPU_BATCH
+        from sal3d.pipeline.trunk import TRUNK_BATCH, TrunkRunner, load_trunk, weights_for
 
         path = Path(checkpoint)
         saved = load_checkpoint(path)
@@ -42,15 +39,14 @@ class Predictor:
             raise CheckpointError(f"{path}: trained on features of another trunk than --weights gives "
                                   f"(checkpoint vs trunk: {mismatch})")
         self.device = resolve_device(device)
-        self.dtype = compute_dtype(self.device)
-        self.model = load_decoder(saved, path, self.device, self.dtype)
-        self.runner = TrunkRunner(trunk, self.device)
-        self.coefficients = torch.tensor(saved["config"]["coefficients"], dtype=self.dtype, device=self.device)
         self.options = PostProcess(size, blur, rescale)
         # Frames per trunk batch as extract runs them, windows per decoder batch as predict does: the
         # same batches give the same numbers as the two commands.
-        self.trunk_batch = ExtractConfig.batch_size
-        self.batch_size = batch_size or (GPU_BATCH if self.device.type == "cuda" else CPU_BATCH)
+        self.decoder = MapDecoder.load(saved, path, self.device, self.options, batch_size)
+        self.runner = TrunkRunner(trunk, self.device)
+        self.trunk_batch = TRUNK_BATCH
+        self.model, self.dtype, self.coefficients = self.decoder.model, self.decoder.dtype, self.decoder.coefficients
+        self.batch_size = self.decoder.batch
 
     def predict_video(self, path: str | Path) -> Iterator[np.ndarray]:
         """Maps of a video file (or a folder of frame images), one per frame, in order: float32 (H, W)
@@ -84,33 +80,9 @@ class Predictor:
         return np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
 
     def _maps(self, batches: Iterator[np.ndarray], height: int, width: int) -> Iterator[np.ndarray]:
-        """Maps of consecutive 224x224 frame batches (n, 224, 224, 3): the trunk per batch, then each
-        frame's window from the features kept (the batch's and the five frames before it)."""
-        import torch
-
-        from sal3d.pipeline.contract import FEATURE_SHAPE
-        from sal3d.pipeline.device import decoder_memory_format
-        from sal3d.pipeline.postprocess import postprocess_float
-        from sal3d.pipeline.windows import WINDOW, apply_weighting, gather_windows
-
-        memory_format = decoder_memory_format(self.device)
-        kept = np.zeros((0, *FEATURE_SHAPE), np.float16)
-        first = 0  # the video frame index of kept[0]
-        start = 0
-        for frames in batches:
-            kept = np.concatenate([kept, self.runner(frames)])
-            targets = np.arange(start, start + len(frames))
-            for offset in range(0, len(targets), self.batch_size):
-                chosen = targets[offset:offset + self.batch_size]
-                windows = gather_windows(torch.from_numpy(kept), chosen, first=first)
-                x = apply_weighting(windows.to(self.device), self.coefficients, dtype=self.dtype,
-                                    memory_format=memory_format)
-                with torch.inference_mode():
-                    maps = postprocess_float(self.model(x)[:, 0], height, width, self.options)
-                yield from maps.cpu().numpy()
-            start += len(frames)
-            drop = max(0, len(kept) - (WINDOW - 1))  # later windows need only the last five frames
-            kept, first = kept[drop:], first + drop
+        """Maps of consecutive 224x224 frame batches (n, 224, 224, 3): the trunk per batch, then the
+        decoder (`MapDecoder.stream`), float32 (height, width) per frame."""
+        return self.decoder.stream((self.runner(frames) for frames in batches), height, width)
 
 
 def load(checkpoint: str | Path, *, weights: str | None = None, device: str = "auto", **options) -> Predictor:
@@ -161,7 +133,8 @@ def predict(source: str | Path, checkpoint: str | Path, out_dir: str | Path, **o
 def evaluate(predictions: str | Path, dataset: str | Path, **options) -> dict:
     """``sal3d evaluate PRED_DIR DATASET_DIR``; options as its flags (layout, split, videos, seed,
     allow_missing, workers, baseline, ``json`` for the file to write). Returns the scores dict that
-    ``--json`` writes (frame means per metric, ``video_mean``, ``per_video``, counts and settings)."""
+    ``--json`` writes (frame means per metric, ``video_mean``, ``videos``: the scores per video, counts
+    and settings)."""
     from sal3d.stages.evaluate import EvaluateConfig, evaluate as run
 
     if "json" in options:

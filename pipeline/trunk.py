@@ -27,6 +27,8 @@ from sal3d.pipeline.progress import say
 RELU5_3 = 30  # vgg16().features[:30] ends with relu5_3
 ARCH = "torchvision.models.vgg16().features[:30] (relu5_3)"
 RANDOM_SEED = 0
+#: Frames per trunk batch when not given: extract's --batch-size default and the `Predictor`'s batch.
+TRUNK_BATCH = 32
 RANDOM_WARNING = ("sal3d: warning: TRUNK WEIGHTS ARE RANDOM (seeded): the features carry no ImageNet knowledge "
                   "and saliency learned from them is meaningless outside tests and demos. Use --weights imagenet.")
 # False inside quiet_random_warning(): the caller has said it already.

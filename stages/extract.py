@@ -33,7 +33,7 @@ from sal3d.pipeline.identity import origin_change, origin_of
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore, StoreError, VideoOwned
 from sal3d.pipeline.store_writers import StoreWriters
-from sal3d.pipeline.trunk import Trunk, TrunkRunner, load_trunk
+from sal3d.pipeline.trunk import TRUNK_BATCH, Trunk, TrunkRunner, load_trunk
 
 
 from sal3d.pipeline.device import resolve_device
@@ -50,7 +50,7 @@ class ExtractConfig:
     videos: list[str] | None = None
     weights: str = "imagenet"
     device: str = "auto"
-    batch_size: int = 32
+    batch_size: int = TRUNK_BATCH
     max_frames: int | None = None
     # decode processes; 0: decode in this process
     workers: int | None = field(default=None, metadata={"auto": DEFAULT_WORKERS_TEXT})

@@ -20,10 +20,12 @@ Model. The window and weighting rule are `pipeline.windows`' with the checkpoint
 a store whose trunk fingerprint differs from the checkpoint's is refused. The decoder runs in bf16
 on a GPU (fp32 on CPUs without native bf16, `compute_dtype`), except its final sigmoid, computed
 in fp32 so that an 8-bit map keeps its grey levels. Each video's features are read in runs of
-consecutive frames (a background thread reads the next run while the decoder works) and the
-windows of a batch are cut from the run with `gather_windows` on the device. Post-processing
-(`pipeline.postprocess`: resize, optional blur, rescale) runs batched on the device; a pool of
-threads encodes and writes the PNGs while the decoder computes the next batch.
+consecutive frames (a background thread reads the next run while the decoder works) and decoded
+by `pipeline.inference.MapDecoder`, as the library's `Predictor` decodes: the windows of a batch
+are cut from the run with `gather_windows` on the device and post-processing (`pipeline.postprocess`:
+resize, optional blur, rescale) runs batched on the device; a pool of threads encodes and writes
+the PNGs while the decoder computes the next batch. What each video still lacks, and the overlays,
+are `pipeline.predictions`'.
 
 Resume. Every PNG is written to a hidden temporary name and renamed into place, so a PNG under
 its final name is always complete. A rerun predicts only the frames whose PNG (and overlay, with
@@ -48,7 +50,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -57,35 +58,28 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
-from torch import nn
 
-from sal3d.pipeline.atomic import is_temporary, write_text_atomic
-from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint, load_decoder
+from sal3d.pipeline.atomic import write_text_atomic
+from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
-from sal3d.pipeline.errors import Sal3dError
-from sal3d.pipeline.overlay import (DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OriginalFrames, OverlayStyle,
-                              overlay, remove_temporaries, video_fps, write_overlay_video)
-from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, postprocess, write_png
+from sal3d.pipeline.overlay import DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OverlayStyle
+from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
+from sal3d.pipeline.predictions import (PredictError, VideoPlan, overlay_batch, overlay_video_path, plan_video,
+                                        read_map, write_overlay_videos)  # noqa: F401 (PredictError, read_map: kept here)
 from sal3d.pipeline.progress import Progress, say
-from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, DamagedVideo, FeatureStore
+from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, DamagedVideo, FeatureStore
 from sal3d.pipeline.trunk import load_trunk, quiet_random_warning, weights_for
-from sal3d.pipeline.device import compute_dtype, resolve_device
-from sal3d.pipeline.windows import WEIGHTINGS, apply_weighting, frames_needed, gather_windows
-from sal3d.pipeline.device import decoder_memory_format, usable_cpus
+from sal3d.pipeline.device import compute_dtype, resolve_device, usable_cpus
+from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, decoder_batch
+from sal3d.pipeline.windows import WEIGHTINGS, frames_needed
 
 PREDICT_JSON = "predict.json"
 FORMAT = "sal3d-predictions/1"
 #: Frames of a video's timeline read from the store at once (rounded up to whole batches).
 RUN_FRAMES = 128
-#: Windows per decoder batch when not given.
-GPU_BATCH, CPU_BATCH = 32, 4
-
-
-class PredictError(Sal3dError):
-    """A prediction that cannot be run as asked; the message names the file and the reason."""
+# PredictError, read_map (pipeline.predictions) and GPU_BATCH, CPU_BATCH (windows per decoder batch when not
+# given, pipeline.inference) import from here too, as before they moved.
 
 
 @dataclass
@@ -145,27 +139,6 @@ class PredictSummary:
         return text
 
 
-@dataclass
-class VideoPlan:
-    """One selected video: where its PNGs go and which frames still lack one."""
-
-    video_id: str
-    frame_count: int
-    names: list[str]
-    height: int  # of the written maps
-    width: int
-    folder: Path
-    overlay_folder: Path | None
-    todo: np.ndarray  # frame indices to predict (no map PNG yet), ascending
-    source: Path | None  # video file or frame folder, for overlays
-    overlay_only: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # map PNG present,
-    # overlay missing: the overlay is drawn from the PNG, the decoder does not run again
-
-    @property
-    def complete(self) -> bool:
-        return not len(self.todo) and not len(self.overlay_only)
-
-
 # ---------------------------------------------------------------------------- sources and checks
 
 
@@ -203,13 +176,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _plain_name(name: object, what: str) -> str:
-    if (not isinstance(name, str) or not name or name in (".", "..")
-            or any(c in name for c in "/\\\0")):
-        raise PredictError(f"{what} {name!r} is not a plain file name")
-    return name
 
 
 def _json_safe(value):
@@ -290,106 +256,6 @@ def _store_source(store: FeatureStore, video_id: str, attrs: dict) -> Path | Non
     return Path(root) / relative if root and relative else None
 
 
-# ---------------------------------------------------------------------------- plan
-
-
-def _plan(store: FeatureStore, video_id: str, out_dir: Path, options: PostProcess, overlay: bool,
-          source: Path | None) -> VideoPlan:
-    _plain_name(video_id, "video id")
-    attrs = store.video_attrs(video_id)
-    count = int(attrs["frame_count"])
-    names = attrs.get("frame_names")
-    if names is None:
-        names = [f"{i + 1:04d}" for i in range(count)]
-    if len(names) != count:
-        raise PredictError(f"{store.location}: video {video_id} has {count} frames but {len(names)} frame names")
-    for name in names:
-        _plain_name(name, f"video {video_id}: frame name")
-    if len(set(names)) != count:
-        raise PredictError(f"{store.location}: video {video_id} has duplicate frame names")
-    source_count = attrs.get("source_frame_count")
-    if source_count and source_count > count:
-        say(f"predict: note: the store holds {count} of the {source_count} frames of video {video_id} "
-            "(extracted with --max-frames?); only those are predicted")
-    try:
-        height, width = options.output_size(attrs.get("height"), attrs.get("width"))
-    except ValueError as error:
-        raise PredictError(f"{store.location}: video {video_id}: {error}") from None
-    folder = out_dir / video_id
-    overlay_folder = out_dir / OVERLAY_DIR / video_id if overlay else None
-    missing = {}
-    for directory in (folder, overlay_folder):
-        if directory is None:
-            continue
-        present = set()
-        if directory.is_dir():
-            for entry in os.scandir(directory):
-                if is_temporary(entry.name):
-                    Path(entry.path).unlink(missing_ok=True)  # left by a killed run
-                else:
-                    present.add(entry.name)
-        missing[directory] = np.array([f"{name}.png" not in present for name in names], dtype=bool)
-    no_map = missing[folder]
-    no_overlay = missing[overlay_folder] if overlay_folder is not None else np.zeros(count, dtype=bool)
-    return VideoPlan(video_id, count, list(names), height, width, folder, overlay_folder,
-                     np.flatnonzero(no_map), source, np.flatnonzero(no_overlay & ~no_map))
-
-
-# ---------------------------------------------------------------------------- overlays
-
-
-def _overlay_batch(state: dict, plan: VideoPlan, frames: list[int], maps: np.ndarray,
-                   writes: ThreadPoolExecutor) -> None:
-    """Runs on the single overlay thread: decode the frames in order, then blend + write in the pool."""
-    if state.get("video") != plan.video_id:
-        state["video"], state["reader"] = plan.video_id, OriginalFrames(plan.source)
-    style = state["style"]
-    images = state["reader"].read(frames)
-    if maps is None:  # the maps were written by an earlier run
-        maps = [read_map(plan.folder / f"{plan.names[t]}.png") for t in frames]
-    futures = []
-    for image, t, saliency in zip(images, frames, maps):
-        futures.append(writes.submit(_write_overlay, plan.overlay_folder / f"{plan.names[t]}.png", image, saliency,
-                                     style))
-    for future in futures:
-        future.result()
-
-
-def read_map(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("L"))
-
-
-def _write_overlay(path: Path, frame: np.ndarray, saliency: np.ndarray, style: OverlayStyle) -> None:
-    write_png(path, overlay(frame, saliency, style))
-
-
-def overlay_video_path(out_dir: Path, video_id: str) -> Path:
-    return Path(out_dir) / OVERLAY_DIR / f"{video_id}.mp4"
-
-
-def _overlay_videos(plans: list[VideoPlan], store: FeatureStore, out_dir: Path, style: OverlayStyle,
-                    summary: PredictSummary) -> dict[str, str]:
-    """Write the missing overlay videos of `plans`, from their map PNGs (all written by now) and source
-    frames; returns {video id: codec}."""
-    remove_temporaries(out_dir / OVERLAY_DIR)
-    progress = Progress("predict: overlay videos", total=sum(p.frame_count for p in plans), unit="frames")
-    codecs = {}
-    try:
-        for plan in plans:
-            progress.note = plan.video_id
-            path = overlay_video_path(out_dir, plan.video_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            codecs[plan.video_id] = write_overlay_video(
-                path, OriginalFrames(plan.source),
-                lambda indices, plan=plan: [read_map(plan.folder / f"{plan.names[t]}.png") for t in indices],
-                plan.frame_count, video_fps(store.video_attrs(plan.video_id).get("fps")), style, progress.update)
-            summary.overlay_videos.append(plan.video_id)
-    finally:
-        progress.close()
-    return codecs
-
-
 # ---------------------------------------------------------------------------- predict.json
 
 
@@ -439,59 +305,22 @@ def predict(config: PredictConfig) -> PredictSummary:
     options = PostProcess(config.size, float(config.blur), bool(config.rescale))
     style = OverlayStyle(config.overlay_colormap, float(config.overlay_alpha), float(config.overlay_threshold))
     checkpoint_path = Path(config.checkpoint)
-    checkpoint = load_checkpoint(checkpoint_path)
-    checkpoint["model"] = check_decoder_weights(checkpoint_path, checkpoint["model"])  # before anything is written
+    checkpoint, coefficients = _open_checkpoint(checkpoint_path)
     ck_config = checkpoint["config"]
-    coefficients = [float(c) for c in ck_config["coefficients"]]
-    if ck_config.get("store_format_version") not in FEATURE_COMPATIBLE_VERSIONS:
-        raise PredictError(f"{checkpoint_path}: trained on store format {ck_config.get('store_format_version')}, "
-                           f"this sal3d reads format {FORMAT_VERSION}")
-    if ck_config["weighting"] in WEIGHTINGS and not np.allclose(coefficients, WEIGHTINGS[ck_config["weighting"]]):
-        say(f"predict: note: {checkpoint_path} names weighting {ck_config['weighting']!r} but holds the "
-            f"coefficients {coefficients}; using the coefficients")
     out_dir = Path(config.out_dir)
     device = resolve_device(config.device)
     # Refuse an OUT_DIR of other settings before any work (stage one included).
     settings = _settings(checkpoint, file_sha256(checkpoint_path), coefficients, options)
     record = _open_record(out_dir, settings)
 
-    kind = source_kind(str(config.source))
-    if kind == "store":
-        if config.cache:
-            raise PredictError("--cache applies to a dataset or video SOURCE, not to a feature store")
-        store = FeatureStore(str(config.source), mode="r")
-        check_trunk(checkpoint_path, ck_config["trunk"], f"store {store.location}", store.fingerprint)
-        selected = _select_from_store(store, config)
-        entries: dict[str, VideoEntry] = {}
-    else:
-        store, entries, selected = _prepare_cache(config, kind, ck_config["trunk"], summary)
-        check_trunk(checkpoint_path, ck_config["trunk"], f"cache store {store.location}", store.fingerprint)
-        if not selected:
-            raise PredictError(f"{config.source}: no video could be extracted "
-                               f"({'; '.join(f'{k}: {v}' for k, v in summary.failed.items())})")
-    selected, damaged = store.check_videos(selected)  # a damaged video fails alone, named
-    summary.failed.update(damaged)
-
+    kind, store, entries, selected = _open_source(config, checkpoint_path, ck_config["trunk"], summary)
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    plans = []
-    for video_id in selected:
-        source = entries[video_id].source if video_id in entries else \
-            _store_source(store, video_id, store.video_attrs(video_id))
-        plans.append(_plan(store, video_id, out_dir, options, config.overlay, source))
-    videos_todo = [p for p in plans if config.overlay_video and not overlay_video_path(out_dir, p.video_id).exists()]
-    if config.overlay or videos_todo:
-        lost = [f"{p.video_id} ({p.source})" for p in plans
-                if ((config.overlay and not p.complete) or p in videos_todo)
-                and (p.source is None or not p.source.exists())]
-        if lost:
-            raise PredictError("--overlay and --overlay-video need each video's frames, not found for: "
-                               + ", ".join(lost[:5]))
+    plans, videos_todo = _plans(config, store, entries, selected, options)
     summary.skipped = [p.video_id for p in plans if p.complete]
     work = [p for p in plans if not p.complete]
     total = int(sum(len(p.todo) for p in work))
     dtype = compute_dtype(device)
-    batch = config.batch_size or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
+    batch = config.batch_size or decoder_batch(device)
     writers = config.writers or min(8, usable_cpus())
 
     run = {
@@ -514,26 +343,93 @@ def predict(config: PredictConfig) -> PredictSummary:
     say(f"predict: {len(plans)} videos, {len(summary.skipped)} already complete, {total} frames to predict "
         f"on {device} ({run['dtype']}, batches of {batch}) -> {out_dir}")
     if work:
-        model = load_decoder(checkpoint, checkpoint_path, device, dtype) if total else None
+        decoder = MapDecoder.load(checkpoint, checkpoint_path, device, options, batch, eight_bit=True) if total else None
         del checkpoint
-        DecoderRun(store, model, device, dtype, coefficients, options, batch, writers, summary, style)(work, total)
+        DecoderRun(store, decoder, batch, writers, summary, style)(work, total)
     summary.predicted = [p.video_id for p in work if p.video_id not in summary.failed]
     videos_todo = [p for p in videos_todo if p.video_id not in summary.failed]  # their maps are incomplete
     if videos_todo:
-        run["overlay_video_codecs"] = _overlay_videos(videos_todo, store, out_dir, style, summary)
+        run["overlay_video_codecs"] = write_overlay_videos(videos_todo, store, out_dir, style)
+        summary.overlay_videos.extend(run["overlay_video_codecs"])
     summary.total_seconds = time.perf_counter() - begin
+    _finish_run(run, summary)
+    _write_json(out_dir / PREDICT_JSON, record)
+    say(summary.line(out_dir))
+    for video_id, reason in summary.failed.items():
+        say(f"predict: failed {video_id}: {reason}")
+    return summary
 
+
+def _open_checkpoint(path: Path) -> tuple[dict, list[float]]:
+    """The checkpoint at `path` (its decoder weights checked before anything is written) and its six
+    weighting coefficients; a checkpoint trained on features of a store format this sal3d cannot
+    read is refused."""
+    checkpoint = load_checkpoint(path)
+    checkpoint["model"] = check_decoder_weights(path, checkpoint["model"])
+    ck_config = checkpoint["config"]
+    coefficients = [float(c) for c in ck_config["coefficients"]]
+    if ck_config.get("store_format_version") not in FEATURE_COMPATIBLE_VERSIONS:
+        raise PredictError(f"{path}: trained on store format {ck_config.get('store_format_version')}, this "
+                           f"sal3d reads the features of store formats "
+                           f"{', '.join(map(str, FEATURE_COMPATIBLE_VERSIONS))}")
+    if ck_config["weighting"] in WEIGHTINGS and not np.allclose(coefficients, WEIGHTINGS[ck_config["weighting"]]):
+        say(f"predict: note: {path} names weighting {ck_config['weighting']!r} but holds the "
+            f"coefficients {coefficients}; using the coefficients")
+    return checkpoint, coefficients
+
+
+def _open_source(config: PredictConfig, checkpoint_path: Path, checkpoint_trunk: dict, summary: PredictSummary):
+    """(source kind, store, {video id: dataset entry}, ids of the videos to predict): the store SOURCE, or
+    the cache store stage one fills for a dataset/video SOURCE. Videos whose stored chunks do not match
+    their record are left out, failed in `summary`, named."""
+    kind = source_kind(str(config.source))
+    if kind == "store":
+        if config.cache:
+            raise PredictError("--cache applies to a dataset or video SOURCE, not to a feature store")
+        store = FeatureStore(str(config.source), mode="r")
+        check_trunk(checkpoint_path, checkpoint_trunk, f"store {store.location}", store.fingerprint)
+        selected = _select_from_store(store, config)
+        entries: dict[str, VideoEntry] = {}
+    else:
+        store, entries, selected = _prepare_cache(config, kind, checkpoint_trunk, summary)
+        check_trunk(checkpoint_path, checkpoint_trunk, f"cache store {store.location}", store.fingerprint)
+        if not selected:
+            raise PredictError(f"{config.source}: no video could be extracted "
+                               f"({'; '.join(f'{k}: {v}' for k, v in summary.failed.items())})")
+    selected, damaged = store.check_videos(selected)  # a damaged video fails alone, named
+    summary.failed.update(damaged)
+    return kind, store, entries, selected
+
+
+def _plans(config: PredictConfig, store: FeatureStore, entries: dict[str, VideoEntry], selected: list[str],
+           options: PostProcess) -> tuple[list[VideoPlan], list[VideoPlan]]:
+    """(a plan per selected video, those whose overlay video is asked for and missing); refused when
+    overlays are asked for and a video's frames are not found."""
+    out_dir = Path(config.out_dir)
+    plans = []
+    for video_id in selected:
+        source = entries[video_id].source if video_id in entries else \
+            _store_source(store, video_id, store.video_attrs(video_id))
+        plans.append(plan_video(store, video_id, out_dir, options, config.overlay, source))
+    videos_todo = [p for p in plans if config.overlay_video and not overlay_video_path(out_dir, p.video_id).exists()]
+    if config.overlay or videos_todo:
+        lost = [f"{p.video_id} ({p.source})" for p in plans
+                if ((config.overlay and not p.complete) or p in videos_todo)
+                and (p.source is None or not p.source.exists())]
+        if lost:
+            raise PredictError("--overlay and --overlay-video need each video's frames, not found for: "
+                               + ", ".join(lost[:5]))
+    return plans, videos_todo
+
+
+def _finish_run(run: dict, summary: PredictSummary) -> None:
+    """Record in `run` (predict.json's record of this run) that it ended, and what it did."""
     run.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": True,
                 "frames": summary.frames, "seconds": round(summary.seconds, 3),
                 "frames_per_second": round(summary.frames_per_second, 3),
                 "skipped_videos": summary.skipped, "failed": summary.failed,
                 "extract_frames": summary.extract_frames, "extract_seconds": round(summary.extract_seconds, 3),
                 "total_seconds": round(summary.total_seconds, 3)})
-    _write_json(out_dir / PREDICT_JSON, record)
-    say(summary.line(out_dir))
-    for video_id, reason in summary.failed.items():
-        say(f"predict: failed {video_id}: {reason}")
-    return summary
 
 
 def _runs(plans: list[VideoPlan], run_frames: int):
@@ -547,18 +443,16 @@ def _runs(plans: list[VideoPlan], run_frames: int):
 
 class DecoderRun:
     """The decoder loop over the videos' runs of frames: features read one run ahead (a thread), windows
-    decoded in batches, maps post-processed on the device, PNGs (and overlays) written by threads.
+    decoded in batches (`MapDecoder`), PNGs (and overlays) written by threads.
 
-    It holds the loop's state: the model and how to feed it, the writer pools, the writes in flight
-    (at most `limit` before the decoder waits), the folders made and the progress line."""
+    It holds the loop's state: the decoder, the writer pools, the writes in flight (at most `limit`
+    before the decoder waits), the folders made and the progress line. `decoder` is None when no frame
+    is to be decoded (only overlays of maps an earlier run wrote); `batch` is its windows per batch,
+    and frames per overlay batch."""
 
-    def __init__(self, store: FeatureStore, model: nn.Module | None, device: torch.device, dtype: torch.dtype,
-                 coefficients: list[float], options: PostProcess, batch: int, writers: int, summary: PredictSummary,
-                 style: OverlayStyle = OverlayStyle()):
-        self.store, self.model, self.device, self.dtype = store, model, device, dtype
-        self.options, self.batch, self.summary = options, batch, summary
-        self.memory_format = decoder_memory_format(device)
-        self.coefficients = torch.tensor(coefficients, dtype=dtype, device=device)
+    def __init__(self, store: FeatureStore, decoder: MapDecoder | None, batch: int, writers: int,
+                 summary: PredictSummary, style: OverlayStyle = OverlayStyle()):
+        self.store, self.decoder, self.batch, self.summary = store, decoder, batch, summary
         self.pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="png-writer")
         self.overlays = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overlay")
         self.overlay_state: dict = {"style": style}
@@ -584,7 +478,7 @@ class DecoderRun:
                     plan.overlay_folder.mkdir(parents=True, exist_ok=True)
                 for offset in range(0, len(plan.overlay_only), self.batch):
                     frames = plan.overlay_only[offset:offset + self.batch].tolist()
-                    self.pending.append(self.overlays.submit(_overlay_batch, self.overlay_state, plan, frames, None,
+                    self.pending.append(self.overlays.submit(overlay_batch, self.overlay_state, plan, frames, None,
                                                              self.pool))
             ahead: deque = deque()
             for item in _runs(plans, run_frames):
@@ -610,7 +504,6 @@ class DecoderRun:
         self.progress.total -= int(np.count_nonzero(plan.todo >= targets[0]))
         self.progress.update(0, note=f"{plan.video_id} failed")
 
-    @torch.inference_mode()
     def decode(self, item: tuple[VideoPlan, np.ndarray], future: Future) -> None:
         """Decode one run's target frames (`item`: plan, frame indices) from its features (`future`)."""
         plan, targets = item
@@ -621,24 +514,16 @@ class DecoderRun:
         except DamagedVideo as error:
             self.fail(plan, targets, error)
             return
-        features = torch.from_numpy(np.ascontiguousarray(features))
-        if self.device.type == "cuda":
-            features = features.pin_memory().to(self.device, non_blocking=True)
         for folder in (plan.folder, plan.overlay_folder):
             if folder is not None and folder not in self.created:
                 folder.mkdir(parents=True, exist_ok=True)
                 self.created.add(folder)
         pending = self.pending
-        for offset in range(0, len(targets), self.batch):
-            frames = targets[offset:offset + self.batch]
-            windows = gather_windows(features, frames, first=first)
-            x = apply_weighting(windows, self.coefficients, dtype=self.dtype, memory_format=self.memory_format)
-            maps = self.model(x)[:, 0]
-            maps = postprocess(maps, plan.height, plan.width, self.options).cpu().numpy()
+        for frames, maps in self.decoder.batches(features, targets, first, plan.height, plan.width):
             for t, saliency in zip(frames.tolist(), maps):
                 pending.append(self.pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
             if plan.overlay_folder is not None:
-                pending.append(self.overlays.submit(_overlay_batch, self.overlay_state, plan, frames.tolist(), maps,
+                pending.append(self.overlays.submit(overlay_batch, self.overlay_state, plan, frames.tolist(), maps,
                                                     self.pool))
             while len(pending) > self.limit or (pending and pending[0].done()):
                 pending.popleft().result()  # raises a writer's error here

@@ -21,8 +21,10 @@ from sal3d.cli import main
 from conftest import REAL_SAMPLE
 from sal3d.pipeline.checkpoint import save_checkpoint
 from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.device import compute_dtype
+from sal3d.pipeline.inference import MapDecoder
 from sal3d.pipeline.postprocess import PostProcess, gaussian_blur, postprocess, quantize, resize_maps
-from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore
+from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, FeatureStore
 from sal3d.pipeline.windows import apply_weighting, weighting_coefficients, window_indices
 from sal3d.pipeline.trunk import TrunkWeightsError, weights_for
 from sal3d.stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind
@@ -205,6 +207,33 @@ def test_refuses_unknown_videos(tmp_path):
     with pytest.raises(PredictError, match="no video 0002"):
         predict(PredictConfig(str(tmp_path / "features.zarr"), tmp_path / "decoder.pt", tmp_path / "out",
                               videos=["0002"]))
+
+
+def test_refuses_a_checkpoint_of_an_unreadable_store_format(tmp_path):
+    write_store(tmp_path / "features.zarr", FAKE_TRUNK, {"0001": random_features(2, 0)}, 36, 64)
+    model = make_decoder()
+    save_checkpoint(tmp_path / "decoder.pt", {"model": model.state_dict(), "config": {
+        "weighting": "tanh", "coefficients": list(weighting_coefficients("tanh")), "trunk": FAKE_TRUNK,
+        "store_format_version": 99, "epoch": 3}})
+    with pytest.raises(PredictError) as caught:
+        predict(PredictConfig(str(tmp_path / "features.zarr"), tmp_path / "decoder.pt", tmp_path / "out"))
+    formats = ", ".join(map(str, FEATURE_COMPATIBLE_VERSIONS))
+    assert f"trained on store format 99, this sal3d reads the features of store formats {formats}" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_map_decoder_stream_equals_one_run_of_all_frames():
+    """`MapDecoder.stream` keeps only the features later windows need between batches: its maps equal
+    those of one run holding every frame (feature batches of whole decoder batches, so that the decoder
+    sees the same batches: a CPU's fp32 convolutions differ in the last bits with the batch)."""
+    features = random_features(9, seed=3)
+    cpu = torch.device("cpu")
+    model = make_decoder().to(dtype=compute_dtype(cpu))  # as load_decoder gives it
+    decoder = MapDecoder(model, cpu, weighting_coefficients("tanh"), PostProcess("224"), batch=2)
+    whole = np.concatenate([maps for _, maps in decoder.batches(features, np.arange(9), 0, 224, 224)])
+    streamed = np.stack(list(decoder.stream([features[:4], features[4:6], features[6:9]], 224, 224)))
+    assert whole.shape == (9, 224, 224) and whole.dtype == np.float32
+    np.testing.assert_array_equal(streamed, whole)
 
 
 # ---------------------------------------------------------------------------- decoding (slow)

@@ -14,13 +14,14 @@ from sal3d.pipeline.checkpoint import save_checkpoint
 from sal3d.pipeline.decoder import SaliencyDecoder
 from sal3d.pipeline.ffmpeg import trim_video
 from sal3d.pipeline.frames import FrameReader
+from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore
 from sal3d.pipeline.windows import DEFAULT_WEIGHTING, weighting_coefficients
 from sal3d.stages.bench.config import BenchError
 from sal3d.stages.bench.context import Context
 from sal3d.stages.bench.data import video_sizes
 from sal3d.stages.bench.report import figure, median, number, skipped
-from sal3d.stages.predict import CPU_BATCH, GPU_BATCH, PredictConfig, predict
+from sal3d.stages.predict import PredictConfig, predict
 from sal3d.pipeline.device import usable_cpus
 
 

@@ -1,0 +1,102 @@
+"""The decode step of prediction, written once: features -> each frame's window -> weighting -> decoder ->
+post-processed maps. `sal3d predict` (`stages.predict`, from a feature store) and the library's
+`Predictor` (`api`, from frames through the trunk) both decode with `MapDecoder`, so they give the
+same maps for the same checkpoint and post-processing options.
+
+The window rule and weighting are `pipeline.windows`' (`gather_windows`, `apply_weighting`); the
+decoder computes in `compute_dtype` with inputs in `decoder_memory_format`; post-processing is
+`pipeline.postprocess`'. Batch sizes: windows per decoder batch (`GPU_BATCH`, `CPU_BATCH`, see
+`decoder_batch`); frames per trunk batch are `pipeline.trunk.TRUNK_BATCH`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sal3d.pipeline.checkpoint import load_decoder
+from sal3d.pipeline.contract import FEATURE_SHAPE
+from sal3d.pipeline.device import compute_dtype, decoder_memory_format
+from sal3d.pipeline.postprocess import PostProcess, postprocess, postprocess_float
+from sal3d.pipeline.windows import WINDOW, apply_weighting, gather_windows
+
+__all__ = ["CPU_BATCH", "GPU_BATCH", "MapDecoder", "decoder_batch"]
+
+#: Windows per decoder batch when not given, on a GPU and elsewhere.
+GPU_BATCH, CPU_BATCH = 32, 4
+
+
+def decoder_batch(device: torch.device) -> int:
+    """The default windows per decoder batch on `device`: `GPU_BATCH` on CUDA, else `CPU_BATCH`."""
+    return GPU_BATCH if device.type == "cuda" else CPU_BATCH
+
+
+class MapDecoder:
+    """A loaded decoder with its weighting coefficients and post-processing options, on one device.
+
+    `batches` decodes the target frames of one run of consecutive features; `stream` decodes every
+    frame of a video whose features come batch after batch. Maps are float32 (H, W) in [0, 1], or with
+    ``eight_bit`` the uint8 (H, W) that predict writes (the same maps rounded, `postprocess`).
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, coefficients, options: PostProcess,
+                 batch: int | None = None, eight_bit: bool = False):
+        """model: the decoder as `load_decoder` gives it (on `device`, in `compute_dtype(device)`);
+        coefficients: the six weighting coefficients, oldest frame first; batch: windows per decoder
+        batch (None: `decoder_batch(device)`)."""
+        self.model, self.device, self.options = model, device, options
+        self.dtype = compute_dtype(device)
+        self.memory_format = decoder_memory_format(device)
+        self.coefficients = torch.tensor(coefficients, dtype=self.dtype, device=device)
+        self.batch = batch or decoder_batch(device)
+        self.finish = postprocess if eight_bit else postprocess_float
+
+    @classmethod
+    def load(cls, checkpoint: dict, path: Path, device: torch.device, options: PostProcess,
+             batch: int | None = None, eight_bit: bool = False) -> MapDecoder:
+        """The decoder of a loaded checkpoint (`load_checkpoint`; `path` names it in errors) with the
+        checkpoint's weighting coefficients."""
+        model = load_decoder(checkpoint, path, device, compute_dtype(device))
+        return cls(model, device, checkpoint["config"]["coefficients"], options, batch, eight_bit)
+
+    def batches(self, features: np.ndarray, targets: np.ndarray, first: int, height: int,
+                width: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Decode the frames `targets` in batches of `self.batch`.
+
+        features: float16 (L, 512, 14, 14), the features of the consecutive frames first .. first+L-1
+            of one video; it must hold every target's window (`pipeline.windows.frames_needed`).
+        targets: (n,) int frame indices of the video, ascending.
+        Yields (frames, maps) per batch: frames (b,), a slice of `targets`; maps (b, height, width),
+        float32 in [0, 1] or uint8 with ``eight_bit``, on the CPU.
+        """
+        with torch.inference_mode():
+            features = torch.from_numpy(np.ascontiguousarray(features))
+            if self.device.type == "cuda":
+                features = features.pin_memory().to(self.device, non_blocking=True)
+            else:
+                features = features.to(self.device)
+        for offset in range(0, len(targets), self.batch):
+            frames = targets[offset:offset + self.batch]
+            with torch.inference_mode():
+                windows = gather_windows(features, frames, first=first)  # (b, 6, 512, 14, 14)
+                x = apply_weighting(windows, self.coefficients, dtype=self.dtype, memory_format=self.memory_format)
+                maps = self.finish(self.model(x)[:, 0], height, width, self.options).cpu().numpy()
+            yield frames, maps
+
+    def stream(self, feature_batches: Iterable[np.ndarray], height: int, width: int) -> Iterator[np.ndarray]:
+        """Maps of every frame of a video, in order, from its features in consecutive batches (float16
+        (n, 512, 14, 14) each, the first starting at frame 0): each frame's window is cut from the
+        features kept, the batch's and the five frames before it, so memory stays bounded."""
+        kept = np.zeros((0, *FEATURE_SHAPE), np.float16)
+        first = 0  # the video frame index of kept[0]
+        for features in feature_batches:
+            start = first + len(kept)
+            kept = np.concatenate([kept, features])
+            for _, maps in self.batches(kept, np.arange(start, start + len(features)), first, height, width):
+                yield from maps
+            drop = max(0, len(kept) - (WINDOW - 1))  # later windows need only the last five frames
+            kept, first = kept[drop:], first + drop
