@@ -66,15 +66,27 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+#: Forces the CPU's compute dtype (float32 or bfloat16) whatever the CPU has natively: stores and
+#: maps made on different CPUs can then be made alike, and tests run both paths on any CPU.
+CPU_DTYPE_VARIABLE = "SAL3D_CPU_DTYPE"
+CPU_DTYPES = ("float32", "bfloat16")
+
+
 def compute_dtype(device: torch.device) -> torch.dtype:
     """bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16/AMX); fp32 elsewhere, where bf16 is
-    emulated and several times slower than fp32 (benchmarks/README.md)."""
+    emulated and several times slower than fp32 (benchmarks/README.md). On a CPU, SAL3D_CPU_DTYPE
+    (float32 or bfloat16) overrides the choice; another value is a `DeviceError`."""
     import torch
 
     if device.type == "cuda":
         return torch.bfloat16
     if device.type == "mps":
         return torch.float32  # bf16 on MPS depends on the macOS version: correctness first
+    forced = os.environ.get(CPU_DTYPE_VARIABLE, "").strip()
+    if forced:
+        if forced not in CPU_DTYPES:
+            raise DeviceError(f"{CPU_DTYPE_VARIABLE}={forced!r}: not a CPU compute dtype ({' or '.join(CPU_DTYPES)})")
+        return getattr(torch, forced)
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
 
 

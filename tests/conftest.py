@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
+from sal3d.pipeline.device import CPU_DTYPE_VARIABLE, CPU_DTYPES
 from sal3d.pipeline.sample import SampleSpec, make_sample
 from sal3d.pipeline.store import FeatureStore, VideoRecord
 from sal3d.stages.extract import ExtractConfig, extract
@@ -41,6 +42,14 @@ def sample_store(sample_dir, tmp_path_factory) -> Path:
     summary = extract(ExtractConfig(sample_dir, str(store), weights="random", device="cpu", batch_size=BATCH))
     assert not summary.failed, summary.failed
     return store
+
+
+@pytest.fixture(params=CPU_DTYPES)
+def cpu_dtype(request, monkeypatch) -> str:
+    """The test once per CPU compute dtype, forced through SAL3D_CPU_DTYPE: float32 (what CPUs without
+    native bf16 compute in) and bfloat16 (CPUs with it), whichever this CPU has. Subprocesses inherit it."""
+    monkeypatch.setenv(CPU_DTYPE_VARIABLE, request.param)
+    return request.param
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from torch import nn
 
 from sal3d.cli import main
 from conftest import REAL_SAMPLE
-from sal3d.pipeline.checkpoint import save_checkpoint
+from sal3d.pipeline.checkpoint import load_checkpoint, load_decoder, save_checkpoint
 from sal3d.pipeline.decoder import SaliencyDecoder
 from sal3d.pipeline.device import compute_dtype
 from sal3d.pipeline.inference import MapDecoder
@@ -240,21 +240,25 @@ def test_map_decoder_stream_equals_one_run_of_all_frames():
 
 
 @pytest.mark.slow
-def test_padding_of_a_three_frame_video_matches_the_window_rule(tmp_path):
+def test_padding_of_a_three_frame_video_matches_the_window_rule(tmp_path, cpu_dtype):
     features = random_features(3, seed=5)
     write_store(tmp_path / "features.zarr", FAKE_TRUNK, {"short": features}, 224, 224)
-    model = make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
+    make_checkpoint(tmp_path / "decoder.pt", FAKE_TRUNK)
     summary = predict(PredictConfig(str(tmp_path / "features.zarr"), tmp_path / "decoder.pt", tmp_path / "out",
                                     size="224", device="cpu"))
     assert summary.frames == 3
     written = np.stack([read_png(tmp_path / "out" / "short" / f"{t + 1:04d}.png") for t in range(3)]).astype(int)
 
     # Reference: each frame decoded alone from the window window_indices builds (t=2: [0,0,0,0,1,2]),
-    # and two wrong rules a bug could follow (repeat the current frame; repeat the last frame forwards).
+    # and two wrong rules a bug could follow (repeat the current frame; repeat the last frame forwards);
+    # by the checkpoint's decoder as predict loads it, in the dtype predict computes in.
+    dtype = getattr(torch, cpu_dtype)
+    assert compute_dtype(torch.device("cpu")) == dtype
+    model = load_decoder(load_checkpoint(tmp_path / "decoder.pt"), tmp_path / "decoder.pt", torch.device("cpu"), dtype)
     windows = [window_indices(t) for t in range(3)] + [[1] * 6, [2] * 6, [0, 1, 2, 2, 2, 2]]
     x = torch.from_numpy(features[np.array(windows)])
     with torch.inference_mode():
-        decoded = model(apply_weighting(x, "tanh"))[:, 0]
+        decoded = model(apply_weighting(x, "tanh", dtype=dtype))[:, 0].float()
     expected = quantize(decoded, rescale=True).numpy().astype(int)
     for t in range(3):
         assert np.abs(written[t] - expected[t]).max() <= 1, t
@@ -264,7 +268,7 @@ def test_padding_of_a_three_frame_video_matches_the_window_rule(tmp_path):
 
 
 @pytest.mark.slow
-def test_dataset_source_end_to_end(tmp_path, sample, random_trunk, random_checkpoint):
+def test_dataset_source_end_to_end(tmp_path, sample, random_trunk, random_checkpoint, cpu_dtype):
     out = tmp_path / "pred"
     result = CliRunner().invoke(main, ["predict", str(sample), str(random_checkpoint), str(out), "--overlay",
                                        "--device", "cpu"])
@@ -293,7 +297,7 @@ def test_dataset_source_end_to_end(tmp_path, sample, random_trunk, random_checkp
     assert record["videos"] == {v: {"frames": 4, "height": 96, "width": 160} for v in ("0001", "0601")}
     run = record["runs"][-1]
     assert run["complete"] and run["frames"] == 8 and run["source_kind"] == "dataset" and run["overlay"]
-    assert run["dtype"] == "float32" and run["device"] == "cpu" and run["extract_frames"] == 8
+    assert run["dtype"] == cpu_dtype and run["device"] == "cpu" and run["extract_frames"] == 8
 
     # A rerun finds everything: no trunk, no decoder.
     again = predict(PredictConfig(str(sample), random_checkpoint, out, overlay=True, device="cpu"))
