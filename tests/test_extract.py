@@ -177,12 +177,6 @@ def test_real_dhf1k_sample(real_sample, tmp_path):
     np.testing.assert_array_equal(store.maps("0300")[0], first_map)
 
 
-def test_every_command_has_help():
-    for command in ([], ["extract"], ["make-sample"]):
-        result = CliRunner().invoke(cli_main, command + ["--help"])
-        assert result.exit_code == 0 and "Usage:" in result.output
-
-
 def test_xarray_opens_a_video_group_with_both_arrays(sample_store):
     xarray = pytest.importorskip("xarray")
     store = FeatureStore(str(sample_store))
