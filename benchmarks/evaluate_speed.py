@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-
-from sal3d.stages.evaluate import EvaluateConfig, evaluate  # noqa: E402
+from sal3d.pipeline.device import machine_cpus, usable_cpus
+from sal3d.stages.evaluate import EvaluateConfig, evaluate
 
 REAL = Path(os.environ.get("SAL3D_SAMPLE", "/nonexistent")) / "annotation"
 H, W = 360, 640
@@ -109,7 +109,7 @@ def main() -> None:
             print(f"built {args.frames} frames of {W}x{H} in {args.videos} videos"
                   + (f", predictions {pred_size[0]}x{pred_size[1]}," if pred_size else "") + " in "
                   f"{time.perf_counter() - start:.1f} s (maps from {'DHF1K' if REAL.is_dir() else 'synthetic'})")
-        print(f"cpus {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+        print(f"cpus {machine_cpus()} ({usable_cpus()} usable), load average before: {os.getloadavg()[0]:.2f}")
         rates: dict[int, list[float]] = {w: [] for w in args.workers}
         for repeat in range(args.repeats):
             for workers in args.workers:  # interleaved, so load changes hit every worker count alike

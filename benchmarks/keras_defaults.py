@@ -19,9 +19,9 @@ import tempfile
 from pathlib import Path
 
 
-import sal3d  # noqa: E402
-from sal3d.pipeline.progress import say  # noqa: E402
-from sal3d.pipeline.sample import SampleSpec, make_sample  # noqa: E402
+import sal3d
+from sal3d.pipeline.progress import say
+from sal3d.pipeline.sample import SampleSpec, make_sample
 
 VARIANTS = {"keras": dict(init="glorot_uniform", bn_momentum=0.01, bn_eps=1e-3),
             "pytorch": dict(init="pytorch", bn_momentum=0.1, bn_eps=1e-5)}
