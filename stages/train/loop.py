@@ -33,6 +33,7 @@ from sal3d.stages.train.config import (
     resolve_config,
     validate_settings,
 )
+from sal3d.stages.train.parts import Training
 from sal3d.stages.train.run_dir import (
     STEP_LOG_SECONDS,
     StepLog,
@@ -43,7 +44,6 @@ from sal3d.stages.train.run_dir import (
     truncate_jsonl,
     write_run_config,
 )
-from sal3d.stages.train.parts import Training
 from sal3d.stages.train.split import Split, open_training_store, split_videos
 from sal3d.stages.train.state import RunState, loss_display, selection_report, track_best
 
