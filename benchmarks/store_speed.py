@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sal3d.pipeline.loader import WindowLoader, plan_runs
+from sal3d.pipeline.loader import LoaderOptions, WindowLoader, plan_runs
 from sal3d.pipeline.store import FeatureStore
 from sal3d.stages.extract import ExtractConfig, extract
 
@@ -119,7 +119,7 @@ def main() -> None:
         if "loader" in parts:
             counts = {v: len(f) for v, (f, _, _) in data.items()}
             loader = WindowLoader(f"{tmp}/w-warm.zarr", plan_runs(counts), args.loader_batch, "tanh",
-                                  device="cpu", workers=0)
+                                  LoaderOptions(device="cpu", workers=0))
 
             def serve():
                 for epoch in range(args.epochs):

@@ -38,7 +38,7 @@ import torch
 from sal3d.pipeline.datasets import discover  # noqa: E402
 from sal3d.pipeline.decoder import SaliencyDecoder  # noqa: E402
 from sal3d.pipeline.frames import FrameReader  # noqa: E402
-from sal3d.pipeline.loader import WindowLoader, plan_runs  # noqa: E402
+from sal3d.pipeline.loader import LoaderOptions, WindowLoader, plan_runs  # noqa: E402
 from sal3d.pipeline.store import FeatureStore  # noqa: E402
 from sal3d.pipeline.trunk import TrunkRunner, load_trunk, quiet_random_warning  # noqa: E402
 from sal3d.pipeline.device import resolve_device  # noqa: E402
@@ -66,7 +66,7 @@ def loader_case(store: str, device, batch_size: int, workers: int, epochs: int):
     """(fn serving `epochs` whole epochs of `store`, windows served)."""
     s = FeatureStore(store)
     counts = {v: summary.frame_count for v, summary in s.complete_videos().items()}
-    loader = WindowLoader(store, plan_runs(counts), batch_size, "tanh", device=device, workers=workers)
+    loader = WindowLoader(store, plan_runs(counts), batch_size, "tanh", LoaderOptions(device=device, workers=workers))
 
     def serve():
         for e in range(epochs):

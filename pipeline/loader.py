@@ -57,6 +57,7 @@ __all__ = [
     "validation_runs",
     "GroupReader",
     "WindowLoader",
+    "LoaderOptions",
     "DEFAULT_RUN_LENGTH",
     "DEFAULT_MIX_RUNS",
 ]
@@ -276,6 +277,29 @@ class _ThreadPrefetch:
         self.thread.join(timeout=5)
 
 
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How a :class:`WindowLoader` orders, reads and delivers its windows (all but what it serves).
+
+    device: where batches are delivered.
+    seed: the shuffling seed (with the epoch number, it fixes the epoch's order).
+    shuffle: False serves runs in the given order, targets in frame order (validation).
+    workers: 0 reads ahead on a background thread; N > 0 in N DataLoader worker processes.
+    mix_runs: runs pooled per group (see the module docstring).
+    prefetch: groups read ahead (per worker, or in all for the thread).
+    dtype, memory_format: of the delivered windows (float32; channels_last_3d on CUDA).
+    """
+
+    device: torch.device | str = "cpu"
+    seed: int = 0
+    shuffle: bool = True
+    workers: int = 0
+    mix_runs: int = DEFAULT_MIX_RUNS
+    prefetch: int = 2
+    dtype: torch.dtype = torch.float32
+    memory_format: torch.memory_format = torch.contiguous_format
+
+
 class WindowLoader:
     """Batches of weighted windows and targets from a feature store, for training or validation.
 
@@ -284,25 +308,16 @@ class WindowLoader:
         runs: the runs to serve (see :func:`plan_runs`, :func:`validation_runs`).
         batch_size: windows per batch.
         coefficients: the weighting (a name or six numbers), see :mod:`pipeline.windows`.
-        device: where batches are delivered.
-        seed: the shuffling seed (with the epoch number, it fixes the epoch's order).
-        shuffle: False serves runs in the given order, targets in frame order (validation).
-        workers: 0 reads ahead on a background thread; N > 0 in N DataLoader worker processes.
-        mix_runs: runs pooled per group (see the module docstring).
-        prefetch: groups read ahead (per worker, or in all for the thread).
-        dtype, memory_format: of the delivered windows (float32; channels_last_3d on CUDA).
+        options: order, reading and delivery (:class:`LoaderOptions`; its defaults: shuffled with seed 0,
+            on the CPU, read ahead by a background thread, float32).
     """
 
     def __init__(self, location: str, runs: Sequence[Run], batch_size: int, coefficients,
-                 device: torch.device | str = "cpu", seed: int = 0, shuffle: bool = True, workers: int = 0,
-                 mix_runs: int = DEFAULT_MIX_RUNS, prefetch: int = 2, dtype: torch.dtype = torch.float32,
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 options: LoaderOptions = LoaderOptions()):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.location, self.runs, self.batch_size = str(location), list(runs), batch_size
-        self.coefficients, self.device = coefficients, torch.device(device)
-        self.seed, self.shuffle, self.workers, self.mix_runs = seed, shuffle, workers, mix_runs
-        self.prefetch, self.dtype, self.memory_format = prefetch, dtype, memory_format
+        self.coefficients, self.options, self.device = coefficients, options, torch.device(options.device)
 
     @property
     def windows_per_epoch(self) -> int:
@@ -312,7 +327,7 @@ class WindowLoader:
         return -(-self.windows_per_epoch // self.batch_size)
 
     def groups(self, epoch: int) -> list[tuple[tuple[Run, ...], np.ndarray]]:
-        return epoch_groups(self.runs, self.seed, epoch, self.mix_runs, self.shuffle)
+        return epoch_groups(self.runs, self.options.seed, epoch, self.options.mix_runs, self.options.shuffle)
 
     def targets(self, epoch: int) -> list[tuple[str, int]]:
         """The epoch's full sample sequence, ``(video, frame)`` per window, in serving order."""
@@ -326,13 +341,13 @@ class WindowLoader:
         pin = self.device.type == "cuda"
         if not indices:
             return
-        if self.workers > 0:
-            loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=self.workers,
-                                collate_fn=_collate, pin_memory=pin, prefetch_factor=self.prefetch,
+        if self.options.workers > 0:
+            loader = DataLoader(dataset, batch_size=None, sampler=indices, num_workers=self.options.workers,
+                                collate_fn=_collate, pin_memory=pin, prefetch_factor=self.options.prefetch,
                                 persistent_workers=False)
             yield from loader
         else:
-            reader = _ThreadPrefetch(dataset, indices, self.prefetch, pin)
+            reader = _ThreadPrefetch(dataset, indices, self.options.prefetch, pin)
             try:
                 yield from reader
             finally:
@@ -373,7 +388,8 @@ class WindowLoader:
 
     def _assemble(self, parts) -> Batch:
         raw = torch.cat([features[rows] for features, rows, *_ in parts])  # (n, 6, 512, 14, 14)
-        windows = apply_weighting(raw, self.coefficients, dtype=self.dtype, memory_format=self.memory_format)
+        windows = apply_weighting(raw, self.coefficients, dtype=self.options.dtype,
+                                  memory_format=self.options.memory_format)
         targets = torch.cat([maps for _, _, maps, *_ in parts]).unsqueeze(1).to(torch.float32).div_(255.0)
         videos = [v for *_, vids, _ in parts for v in vids]
         frames = [int(f) for *_, fr in parts for f in fr]

@@ -73,21 +73,50 @@ def _label(value: float, step: float) -> str:
     return f"{value:.{min(decimals, 6)}f}"
 
 
-def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str = "", log_y: bool = False,
-               marks: Sequence[tuple[float, str]] = (), integer_x: bool = False, width: int = 560,
-               height: int = 320, chart_id: str | None = None) -> str:
-    """An SVG line chart of `series` (text to put inside an HTML page).
+@dataclass(frozen=True)
+class Axes:
+    """A chart's axes: their labels, the y scale, whole-number x ticks, and vertical marks."""
 
-    log_y: logarithmic y axis (values <= 0 are left out). marks: vertical dashed lines (x, label),
-    e.g. the best epoch. integer_x: x ticks on whole numbers only (epochs). A chart with no finite
-    point says so instead of drawing axes."""
+    x_label: str
+    y_label: str = ""
+    log_y: bool = False  # a logarithmic y axis (values <= 0 are left out)
+    integer_x: bool = False  # x ticks on whole numbers only (epochs)
+    marks: Sequence[tuple[float, str]] = ()  # vertical dashed lines (x, label), e.g. the best epoch
+
+
+@dataclass(frozen=True)
+class _Plot:
+    """The plot area (pixels: left, top, width, height) and the data range it shows (y as drawn: log10 of
+    the value on a log axis)."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    x_low: float
+    x_high: float
+    y_low: float
+    y_high: float
+    log_y: bool
+
+    def px(self, x: float) -> float:
+        return self.left + (x - self.x_low) / (self.x_high - self.x_low) * self.width
+
+    def py(self, y: float) -> float:
+        drawn = math.log10(y) if self.log_y else float(y)
+        return self.top + self.height - (drawn - self.y_low) / ((self.y_high - self.y_low) or 1.0) * self.height
+
+
+def line_chart(series: Sequence[Series], title: str, axes: Axes, width: int = 560, height: int = 320,
+               chart_id: str | None = None) -> str:
+    """An SVG line chart of `series` on `axes` (text to put inside an HTML page), `width` x `height` pixels;
+    chart_id: the ``<svg>`` element's id. A chart with no finite point says so instead of drawing axes."""
     left, right, top, bottom = 62, 16, 30, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
     colours = iter(PALETTE)
     resolved = [(s, s.color or next(colours)) for s in series]
 
     def usable(y) -> bool:
-        return _finite(y) and (not log_y or y > 0)
+        return _finite(y) and (not axes.log_y or y > 0)
 
     xs = [float(x) for s in series for x, y in zip(s.x, s.y) if usable(y)]
     ys = [float(y) for s in series for y in s.y if usable(y)]
@@ -98,82 +127,117 @@ def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str 
     if not xs:
         return head + (f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">'
                        'no data yet</text></svg>')
-
     x_low, x_high = min(xs), max(xs)
     if x_high == x_low:
         x_low, x_high = x_low - 1, x_high + 1
+    y_low, y_high, y_ticks = _y_scale(ys, axes.log_y)
+    plot = _Plot(left, top, width - left - right, height - top - bottom, x_low, x_high, y_low, y_high, axes.log_y)
+    parts = [head, f'<rect x="{left}" y="{top}" width="{plot.width}" height="{plot.height}" class="chart-area"/>']
+    parts += _grid(plot, _x_ticks(x_low, x_high, axes.integer_x), y_ticks)
+    parts += _axis_labels(plot, axes, height)
+    parts += _marks(plot, axes.marks)
+    for s, colour in resolved:
+        parts += _polylines(plot, s, colour, usable)
+    parts += _legend(plot, resolved)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _y_scale(ys: list[float], log_y: bool) -> tuple[float, float, list[float]]:
+    """(bottom, top, tick values) of the y axis showing `ys`: whole decades (:func:`log_range`; bottom and
+    top as log10) on a log axis, else round ticks with 5 % of room either side."""
     if log_y:
-        y_low, y_high, y_ticks = log_range(min(ys), max(ys))
-        y_of = lambda v: math.log10(v)  # noqa: E731
-    else:
-        low, high = min(ys), max(ys)
-        pad = (high - low) * 0.05 or abs(high) * 0.05 or 0.5
-        y_ticks = nice_ticks(low - pad, high + pad)
-        y_low, y_high = y_ticks[0], y_ticks[-1]
-        y_of = float
-    x_ticks = [t for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high]
+        return log_range(min(ys), max(ys))
+    low, high = min(ys), max(ys)
+    pad = (high - low) * 0.05 or abs(high) * 0.05 or 0.5
+    ticks = nice_ticks(low - pad, high + pad)
+    return ticks[0], ticks[-1], ticks
+
+
+def _x_ticks(x_low: float, x_high: float, integer_x: bool) -> list[float]:
+    """The x tick values within [x_low, x_high]; with `integer_x` whole numbers only (and both ends when
+    the axis spans 6 or fewer)."""
+    ticks = [t for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high]
     if integer_x:
-        x_ticks = sorted({float(round(t)) for t in x_ticks if x_low <= round(t) <= x_high} |
-                         ({x_low, x_high} if x_high - x_low <= 6 else set()))
-    x_ticks = x_ticks or [x_low, x_high]
+        ticks = sorted({float(round(t)) for t in ticks if x_low <= round(t) <= x_high} |
+                       ({x_low, x_high} if x_high - x_low <= 6 else set()))
+    return ticks or [x_low, x_high]
 
-    def px(x: float) -> float:
-        return left + (x - x_low) / (x_high - x_low) * plot_w
 
-    def py(y: float) -> float:
-        return top + plot_h - (y_of(y) - y_low) / ((y_high - y_low) or 1.0) * plot_h
-
-    parts = [head, f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="chart-area"/>']
+def _grid(plot: _Plot, x_ticks: list[float], y_ticks: list[float]) -> list[str]:
+    """The grid lines and tick labels: horizontal at `y_ticks`, then vertical at `x_ticks`."""
+    parts = []
     y_step = (y_ticks[1] - y_ticks[0]) if len(y_ticks) > 1 else 1.0
+    left, top, bottom = plot.left, plot.top, plot.top + plot.height
     for tick in y_ticks:
-        y = py(tick)
-        text = f"{tick:.0e}" if log_y else _label(tick, y_step)
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+        y = plot.py(tick)
+        text = f"{tick:.0e}" if plot.log_y else _label(tick, y_step)
+        parts.append(f'<line x1="{left}" x2="{left + plot.width}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{text}</text>')
     x_step = (x_ticks[1] - x_ticks[0]) if len(x_ticks) > 1 else 1.0
     for tick in x_ticks:
-        x = px(tick)
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" class="grid"/>'
-                     f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="tick">'
+        x = plot.px(tick)
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" class="grid"/>'
+                     f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle" class="tick">'
                      f'{_label(tick, x_step)}</text>')
-    parts.append(f'<text x="{left + plot_w / 2}" y="{height - 8}" text-anchor="middle" class="axis-label">'
-                 f'{escape(x_label)}</text>')
-    if y_label:
-        parts.append(f'<text transform="translate(14 {top + plot_h / 2}) rotate(-90)" text-anchor="middle" '
-                     f'class="axis-label">{escape(y_label)}</text>')
+    return parts
+
+
+def _axis_labels(plot: _Plot, axes: Axes, height: int) -> list[str]:
+    """The x axis' label under the plot (`height`: the chart's), the y axis' (if any) turned along its left."""
+    parts = [f'<text x="{plot.left + plot.width / 2}" y="{height - 8}" text-anchor="middle" class="axis-label">'
+             f'{escape(axes.x_label)}</text>']
+    if axes.y_label:
+        parts.append(f'<text transform="translate(14 {plot.top + plot.height / 2}) rotate(-90)" text-anchor="middle" '
+                     f'class="axis-label">{escape(axes.y_label)}</text>')
+    return parts
+
+
+def _marks(plot: _Plot, marks: Sequence[tuple[float, str]]) -> list[str]:
+    """A dashed vertical line and its label for each mark (x, label) within the x range."""
+    parts = []
     for x, label in marks:
-        if x_low <= x <= x_high:
+        if plot.x_low <= x <= plot.x_high:
+            at = plot.px(x)
             # the label on the side of the line with room for it
-            anchor, shift = ("end", -4) if px(x) > left + plot_w / 2 else ("start", 4)
-            parts.append(f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{top + plot_h}" class="mark"/>'
-                         f'<text x="{px(x) + shift:.1f}" y="{top + plot_h - 6}" text-anchor="{anchor}" '
-                         f'class="mark-label">{escape(label)}</text>')
+            anchor, shift = ("end", -4) if at > plot.left + plot.width / 2 else ("start", 4)
+            parts.append(f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{plot.top}" y2="{plot.top + plot.height}" '
+                         f'class="mark"/><text x="{at + shift:.1f}" y="{plot.top + plot.height - 6}" '
+                         f'text-anchor="{anchor}" class="mark-label">{escape(label)}</text>')
+    return parts
 
-    for s, colour in resolved:
-        runs, run = [], []
-        for x, y in zip(s.x, s.y):
-            if usable(y):
-                run.append((px(float(x)), py(float(y))))
-            elif run:
-                runs.append(run)
-                run = []
-        if run:
+
+def _polylines(plot: _Plot, s: Series, colour: str, usable) -> list[str]:
+    """One ``<polyline>`` per unbroken run of `s`'s usable points (``usable(y)``), and its dots when
+    ``s.markers``."""
+    runs, run = [], []
+    for x, y in zip(s.x, s.y):
+        if usable(y):
+            run.append((plot.px(float(x)), plot.py(float(y))))
+        elif run:
             runs.append(run)
-        style = f'stroke="{colour}" stroke-width="{s.width}" stroke-opacity="{s.opacity}"'
-        for run in runs:
-            points = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
-            parts.append(f'<polyline fill="none" {style} stroke-linejoin="round" points="{points}" '
-                         f'data-series="{escape(s.label)}"/>')
-            if s.markers:
-                parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in run)
+            run = []
+    if run:
+        runs.append(run)
+    style = f'stroke="{colour}" stroke-width="{s.width}" stroke-opacity="{s.opacity}"'
+    parts = []
+    for run in runs:
+        points = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
+        parts.append(f'<polyline fill="none" {style} stroke-linejoin="round" points="{points}" '
+                     f'data-series="{escape(s.label)}"/>')
+        if s.markers:
+            parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>' for x, y in run)
+    return parts
 
-    # legend: top right, one line per series
+
+def _legend(plot: _Plot, resolved: list[tuple[Series, str]]) -> list[str]:
+    """The legend, top right: one line per labelled series (`resolved`: each series with its colour)."""
+    parts = []
     labelled = [(s, c) for s, c in resolved if s.label]
     for i, (s, colour) in enumerate(labelled):
-        y = top + 14 + 16 * i
-        x = left + plot_w - 10
+        y = plot.top + 14 + 16 * i
+        x = plot.left + plot.width - 10
         parts.append(f'<line x1="{x - 150}" x2="{x - 132}" y1="{y - 4}" y2="{y - 4}" stroke="{colour}" '
                      f'stroke-width="3" stroke-opacity="{max(s.opacity, 0.6)}"/>'
                      f'<text x="{x - 127}" y="{y}" class="legend">{escape(s.label)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    return parts

@@ -285,20 +285,42 @@ def _process_trunk(weights: str, device: str) -> TrunkRunner:
     return TrunkRunner(load_trunk(weights), resolve_device(device))
 
 
-def extract_video(entry: VideoEntry, root: Path, location: str, weights: str, device: str, batch_size: int,
-                  max_frames: int | None, origin: dict | None = None,
-                  strict: bool = False) -> tuple[int, tuple[int, int] | None]:
+@dataclass(frozen=True)
+class VideoTaskSettings:
+    """What every `extract_video` task of a cluster run shares: the dataset's root, the store (created
+    beforehand by the client), the trunk's weights and device, and how videos are decoded."""
+
+    root: Path
+    location: str
+    weights: str
+    device: str
+    batch_size: int
+    max_frames: int | None
+    strict: bool = False  # as ExtractConfig.strict
+
+    @classmethod
+    def of(cls, config: ExtractConfig, root: Path, location: str) -> VideoTaskSettings:
+        """The settings of `config`'s tasks, reading the dataset at `root` into the store at `location`."""
+        return cls(root, location, config.weights, config.device, config.batch_size, config.max_frames,
+                   config.strict)
+
+
+def extract_video(entry: VideoEntry, settings: VideoTaskSettings,
+                  origin: dict | None = None) -> tuple[int, tuple[int, int] | None]:
     """Stage one for one video in this process, start to finish: decode, trunk, write into the store
-    at `location` (created beforehand by the client). This is the task a Dask worker runs; it returns
-    (frames written, (decoded, expected) frames of a short source or None), or raises `VideoFailed` /
-    `StoreError` saying why (`VideoOwned`: another run writes the video). The worker claims the
-    video as extract's writer processes do; killed mid-video, it leaves the video incomplete and the
-    claim to lapse, and a rerun redoes it."""
-    runner = _process_trunk(weights, device)
-    store = FeatureStore(location, mode="a", trunk=runner.fingerprint)  # refuses a worker with other weights
+    at ``settings.location``; `origin`: the origin the video records (`plan`). This is the task a Dask
+    worker runs; it returns (frames written, (decoded, expected) frames of a short source or None), or
+    raises `VideoFailed` / `StoreError` saying why (`VideoOwned`: another run writes the video). The
+    worker claims the video as extract's writer processes do; killed mid-video, it leaves the video
+    incomplete and the claim to lapse, and a rerun redoes it."""
+    runner = _process_trunk(settings.weights, settings.device)
+    # the store refuses a worker whose trunk has other weights than the store's features
+    store = FeatureStore(settings.location, mode="a", trunk=runner.fingerprint)
     writer, frames, short = None, 0, None
+    stream = DecodeStream([entry], settings.root, settings.batch_size, settings.max_frames, [origin],
+                          settings.strict)
     try:
-        for message in DecodeStream([entry], root, batch_size, max_frames, [origin], strict).decode_video(0):
+        for message in stream.decode_video(0):
             if message.kind == "error":
                 raise VideoFailed(message.message)
             if message.kind == "begin":
@@ -329,10 +351,9 @@ def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry
         say(f"extract: {len(todo)} video task(s) on the cluster at {config.scheduler} ({workers} worker(s)"
             + (", one GPU per task" if resources else "") + ")")
         start = time.perf_counter()
-        futures = {client.submit(extract_video, entry, root.resolve(), store.location, config.weights,
-                                 config.device, config.batch_size, config.max_frames, origin, config.strict,
-                                 pure=False, key=f"extract-{entry.video_id}-{uuid.uuid4().hex[:8]}",
-                                 resources=resources): entry
+        settings = VideoTaskSettings.of(config, root.resolve(), store.location)
+        futures = {client.submit(extract_video, entry, settings, origin, pure=False,
+                                 key=f"extract-{entry.video_id}-{uuid.uuid4().hex[:8]}", resources=resources): entry
                    for entry, origin in zip(todo, origins)}
         progress = Progress("extract", total=len(todo), unit="videos")
         for future in as_completed(futures):

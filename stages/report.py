@@ -35,7 +35,7 @@ from sal3d.pipeline.datasets import discover, image_files
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.metrics import METRIC_NAMES
 from sal3d.pipeline.overlay import OriginalFrames, OverlayStyle, overlay
-from sal3d.pipeline.plots import Series, line_chart
+from sal3d.pipeline.plots import Axes, Series, line_chart
 from sal3d.pipeline.progress import say
 from sal3d.pipeline.metrics import METRIC_TITLES
 
@@ -179,19 +179,19 @@ def curves_section(epochs: list[dict], steps: list[dict]) -> str:
     step_x, step_y = _bin_steps(steps)
     charts = [
         line_chart([Series("train loss", x, get("train_loss")), Series("validation loss", x, get("val_loss"))],
-                   "Loss per epoch (binary cross-entropy)", "epoch", "loss", marks=marks, integer_x=True,
+                   "Loss per epoch (binary cross-entropy)", Axes("epoch", "loss", marks=marks, integer_x=True),
                    chart_id="chart-loss"),
         line_chart([Series("each step", step_x, step_y, color="#9ab", width=1.0, opacity=0.6, markers=False),
                     Series("running mean", step_x, _running_mean(step_y, max(1, len(step_y) // 25)),
                            color="#0072b2", markers=False)],
-                   "Training loss per step", "step", "loss", chart_id="chart-steps"),
+                   "Training loss per step", Axes("step", "loss"), chart_id="chart-steps"),
         line_chart([Series("validation CC", x, get("val_cc"), color="#009e73")],
-                   "Validation CC per epoch", "epoch", "CC", marks=marks, integer_x=True, chart_id="chart-cc"),
+                   "Validation CC per epoch", Axes("epoch", "CC", marks=marks, integer_x=True), chart_id="chart-cc"),
         line_chart([Series("validation NSS", x, get("val_nss"), color="#cc79a7")],
-                   "Validation NSS per epoch (against the map's core)", "epoch", "NSS", marks=marks,
-                   integer_x=True, chart_id="chart-nss"),
+                   "Validation NSS per epoch (against the map's core)",
+                   Axes("epoch", "NSS", marks=marks, integer_x=True), chart_id="chart-nss"),
         line_chart([Series("learning rate", x, get("lr"), color="#e69f00")],
-                   "Learning rate per epoch", "epoch", "lr", log_y=True, integer_x=True, chart_id="chart-lr"),
+                   "Learning rate per epoch", Axes("epoch", "lr", log_y=True, integer_x=True), chart_id="chart-lr"),
     ]
     return '<section id="curves"><h2>Training curves</h2><div class="charts">' + "".join(charts) + "</div></section>"
 

@@ -204,7 +204,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_charts_axes_and_gaps():
-    from sal3d.pipeline.plots import Series, line_chart, log_range, nice_ticks
+    from sal3d.pipeline.plots import Axes, Series, line_chart, log_range, nice_ticks
 
     assert nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0.19, 0.23) == [0.19, 0.2, 0.21, 0.22, 0.23]
@@ -213,7 +213,7 @@ def test_charts_axes_and_gaps():
     assert (low, high) == pytest.approx((-3.5, -2.5)) and ticks == pytest.approx([1e-3])
     assert log_range(1e-5, 1e-3)[2] == pytest.approx([1e-5, 1e-4, 1e-3])
     # a missing value breaks the line; epochs get whole-number ticks
-    svg = line_chart([Series("cc", [1, 2, 3, 4], [0.1, None, 0.3, 0.4])], "t", "epoch", integer_x=True)
+    svg = line_chart([Series("cc", [1, 2, 3, 4], [0.1, None, 0.3, 0.4])], "t", Axes("epoch", integer_x=True))
     assert [len(p.split()) for p in re.findall(r'points="([^"]+)"', svg)] == [1, 2]
     assert re.findall(r'class="tick">([^<]+)</text>', svg)[-4:] == ["1", "2", "3", "4"]
-    assert "no data yet" in line_chart([Series("x", [], [])], "empty", "epoch")
+    assert "no data yet" in line_chart([Series("x", [], [])], "empty", Axes("epoch"))

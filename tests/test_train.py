@@ -22,7 +22,7 @@ import torch
 import zarr
 
 from sal3d.pipeline.checkpoint import REQUIRED_CONFIG
-from sal3d.pipeline.loader import Run, WindowLoader, epoch_groups, plan_runs, validation_runs
+from sal3d.pipeline.loader import LoaderOptions, Run, WindowLoader, epoch_groups, plan_runs, validation_runs
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
 from sal3d.pipeline.windows import WEIGHTINGS, apply_weighting, window_indices
 from sal3d.stages.train import TrainConfig, TrainError, split_videos, train
@@ -86,7 +86,7 @@ def test_loader_serves_every_window_as_zarr_plus_window_rule(small_store, worker
     store = FeatureStore(str(small_store))
     counts = {v: store.video_attrs(v)["frame_count"] for v in ("long", "tiny", "mid")}
     loader = WindowLoader(str(small_store), plan_runs(counts, run_length=8), batch_size=5, coefficients="linear",
-                          seed=3, workers=workers, mix_runs=2)
+                          options=LoaderOptions(seed=3, workers=workers, mix_runs=2))
     seen = []
     for batch in loader.batches(epoch=0):
         assert batch.windows.shape == (len(batch), 512, 6, 14, 14) and batch.windows.dtype == torch.float32
@@ -105,7 +105,8 @@ def test_loader_serves_every_window_as_zarr_plus_window_rule(small_store, worker
 def test_loader_windows_at_start_middle_end_and_in_a_three_frame_video(small_store):
     store = FeatureStore(str(small_store))
     runs = [Run("long", 0, 8), Run("long", 8, 16), Run("long", 16, 21), Run("tiny", 0, 3)]
-    loader = WindowLoader(str(small_store), runs, batch_size=32, coefficients="tanh", shuffle=False)
+    loader = WindowLoader(str(small_store), runs, batch_size=32, coefficients="tanh",
+                          options=LoaderOptions(shuffle=False))
     (batch,) = list(loader.batches())
     index = {(v, t): i for i, (v, t) in enumerate(zip(batch.videos, batch.frames))}
     features = np.asarray(store.features("long")[:])
@@ -129,7 +130,8 @@ def test_loader_windows_at_start_middle_end_and_in_a_three_frame_video(small_sto
 def test_epoch_order_is_seeded_by_run_and_resumable(small_store):
     runs = plan_runs({"long": 21, "tiny": 3, "mid": 8}, run_length=8)
     assert epoch_groups(runs, 1, 0, 2)[0][0] == epoch_groups(runs, 1, 0, 2)[0][0]
-    loader = WindowLoader(str(small_store), runs, batch_size=3, coefficients="none", seed=1, mix_runs=2)
+    loader = WindowLoader(str(small_store), runs, batch_size=3, coefficients="none",
+                          options=LoaderOptions(seed=1, mix_runs=2))
     assert loader.targets(0) != loader.targets(1)  # a new order every epoch
     full = [(b.videos, b.frames) for b in loader.batches(epoch=1)]
     resumed = [(b.videos, b.frames) for b in loader.batches(epoch=1, skip=4)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +30,31 @@ from sal3d.stages.extract import ExtractConfig, extract
 RAW_BYTES_PER_FRAME = int(np.prod(FEATURE_SHAPE)) * 2
 
 
+@dataclass
+class _Measured:
+    """Stage one's repetitions: frames/s of each ([] where not measured), and what they ran with."""
+
+    decode: list[float] = field(default_factory=list)
+    decode_maps: list[float] = field(default_factory=list)  # decoding with the maps, where the dataset has them
+    trunk: list[float] = field(default_factory=list)
+    write: list[float] = field(default_factory=list)
+    extracted: list[float] = field(default_factory=list)
+    device_only: list[float] = field(default_factory=list)  # the trunk module on device-resident frames (CUDA)
+    agreement: float = 0.0  # see _check_extracted
+    trunk_dtype: str = ""
+
+
 def measure_stage_one(ctx: Context, store: Path, work: Path) -> dict[str, dict]:
     """The decode, trunk and extract figures. Leaves extract's store of the bench's videos at `store`
     (the later figures read it); its other files under `work` are removed."""
+    measured = _measure(ctx, store, work)
+    return _decode_trunk_figures(ctx, measured) | _extract_figure(ctx, store, measured)
+
+
+def _measure(ctx: Context, store: Path, work: Path) -> _Measured:
+    """Warm-ups (one decode pass keeping the frames for the trunk, every trunk batch shape, a whole extract
+    into `store`), then `repeats` interleaved repetitions of every pass; on CUDA the trunk module alone."""
     repeats, device, batch = ctx.settings.repeats, ctx.settings.device, ctx.batch
-    workers = default_workers(device)
-    # warm-ups: one decode pass (keeping the frames for the trunk), a trunk batch, a whole extract
     kept: dict[int, list[np.ndarray]] = {}
     _decode_pass(ctx, False, kept)
     videos = [np.concatenate(kept[i]) for i in sorted(kept)]
@@ -46,26 +65,31 @@ def measure_stage_one(ctx: Context, store: Path, work: Path) -> dict[str, dict]:
     _extract(ctx, store)
     features: list[np.ndarray] = []
     _trunk_pass(ctx, runner, videos, features)
-    agreement = _check_extracted(ctx, store, features, [len(v) for v in videos])
-    decode, decode_maps, trunk, write, extracted = [], [], [], [], []
+    measured = _Measured(agreement=_check_extracted(ctx, store, features, [len(v) for v in videos]),
+                         trunk_dtype=str(runner.dtype).removeprefix("torch."))
     for _ in range(repeats):
-        decode.append(_decode_pass(ctx, False))
+        measured.decode.append(_decode_pass(ctx, False))
         if ctx.data.entries[0].maps_dir is not None:
-            decode_maps.append(_decode_pass(ctx, True))
-        trunk.append(_trunk_pass(ctx, runner, videos))
-        write.append(_write_pass(ctx, work / "write-repeat.zarr", features))
-        extracted.append(_extract(ctx, work / "extract-repeat.zarr").frames_per_second)
+            measured.decode_maps.append(_decode_pass(ctx, True))
+        measured.trunk.append(_trunk_pass(ctx, runner, videos))
+        measured.write.append(_write_pass(ctx, work / "write-repeat.zarr", features))
+        measured.extracted.append(_extract(ctx, work / "extract-repeat.zarr").frames_per_second)
     del features
     for name in ("write-repeat.zarr", "extract-repeat.zarr"):
         shutil.rmtree(work / name, ignore_errors=True)
-    device_only = []
     if ctx.settings.cuda:
         frames = torch.from_numpy(everything).to(device)
         _trunk_device_pass(ctx, runner, frames[:batch])
-        device_only = [_trunk_device_pass(ctx, runner, frames) for _ in range(repeats)]
+        measured.device_only = [_trunk_device_pass(ctx, runner, frames) for _ in range(repeats)]
         del frames
+    return measured
 
-    compute = ctx.compute
+
+def _decode_trunk_figures(ctx: Context, measured: _Measured) -> dict[str, dict]:
+    """The decode and trunk figures."""
+    compute, workers = ctx.compute, default_workers(ctx.settings.device)
+    decode, decode_maps, trunk = measured.decode, measured.decode_maps, measured.trunk
+    device_only = measured.device_only
     with_maps = median(decode_maps) if decode_maps else None
     figures = figure("decode", decode,
                      f"CPU: decord in {workers} decode process(es) of {ctx.machine['cpus_usable']} CPUs "
@@ -79,16 +103,24 @@ def measure_stage_one(ctx: Context, store: Path, work: Path) -> dict[str, dict]:
                       f"{compute.trunk_gmac:.2f} GMAC/frame"
                       + (f" (device only {on_device:.0f} frames/s; the rest is host<->device copies)"
                          if device_only else ""),
-                      dtype=str(runner.dtype).removeprefix("torch."), batch=batch,
+                      dtype=measured.trunk_dtype, batch=ctx.batch,
                       device_only_frames_per_s=on_device if device_only else None, device_only_runs=device_only,
                       gmac_per_frame=compute.trunk_gmac)
+    return figures
+
+
+def _extract_figure(ctx: Context, store: Path, measured: _Measured) -> dict[str, dict]:
+    """The extract figure: its rate against its own stages' (the slowest bounds it), and what `store` holds
+    per frame."""
+    decode, extracted, device = measured.decode, measured.extracted, ctx.settings.device
+    with_maps = median(measured.decode_maps) if measured.decode_maps else None
     # extract's own stages: decoding as it decodes (frames, and maps where the dataset has them),
     # the trunk, and the store writes; it can go no faster than the slowest
     stages = {"decode" + (" with maps" if with_maps else ""): with_maps or median(decode),
-              "trunk": median(trunk), "store writes": median(write)}
+              "trunk": median(measured.trunk), "store writes": median(measured.write)}
     which = min(stages, key=stages.get)
     fraction = median(extracted) / stages[which]
-    of_decode_trunk = median(extracted) / min(median(decode), median(trunk))
+    of_decode_trunk = median(extracted) / min(median(decode), median(measured.trunk))
     stored = FeatureStore(str(store))
     videos = stored.complete_videos()
     ids = list(videos)
@@ -97,20 +129,19 @@ def measure_stage_one(ctx: Context, store: Path, work: Path) -> dict[str, dict]:
     maps = [stored.maps(v) for v in ids]
     map_bytes = sum(m.nbytes_stored() for m in maps if m is not None) / frames if any(
         m is not None for m in maps) else None
-    sizes = video_sizes(store)
-    figures |= figure("extract", extracted,
-                      f"{fraction:.2f} x min(" + ", ".join(f"{k} {number(v)}" for k, v in stages.items())
-                      + f") = {which}-bound ({of_decode_trunk:.2f} x min(decord alone, trunk)); store "
-                      f"{feature_bytes / KB:.1f} KB/frame of features"
-                      + (f" + {map_bytes / KB:.1f} KB of maps" if map_bytes else "")
-                      + (f"; STORED FEATURES DIFFER FROM THE TRUNK'S ({agreement:.3g})" if agreement > 1e-2 else ""),
-                      fraction_of_bound=fraction, bound_by=which, stage_rates=stages,
-                      fraction_of_decode_trunk=of_decode_trunk, store_writes_runs=write,
-                      writers=default_writers(device), bytes_per_frame=feature_bytes,
-                      map_bytes_per_frame=map_bytes, raw_bytes_per_frame=RAW_BYTES_PER_FRAME, frames=frames,
-                      workers=workers, batch=batch, weights=ctx.settings.weights,
-                      video_sizes=[f"{w}x{h}" for w, h in sizes], max_difference_from_trunk=agreement)
-    return figures
+    agreement = measured.agreement
+    return figure("extract", extracted,
+                  f"{fraction:.2f} x min(" + ", ".join(f"{k} {number(v)}" for k, v in stages.items())
+                  + f") = {which}-bound ({of_decode_trunk:.2f} x min(decord alone, trunk)); store "
+                  f"{feature_bytes / KB:.1f} KB/frame of features"
+                  + (f" + {map_bytes / KB:.1f} KB of maps" if map_bytes else "")
+                  + (f"; STORED FEATURES DIFFER FROM THE TRUNK'S ({agreement:.3g})" if agreement > 1e-2 else ""),
+                  fraction_of_bound=fraction, bound_by=which, stage_rates=stages,
+                  fraction_of_decode_trunk=of_decode_trunk, store_writes_runs=measured.write,
+                  writers=default_writers(device), bytes_per_frame=feature_bytes,
+                  map_bytes_per_frame=map_bytes, raw_bytes_per_frame=RAW_BYTES_PER_FRAME, frames=frames,
+                  workers=default_workers(device), batch=ctx.batch, weights=ctx.settings.weights,
+                  video_sizes=[f"{w}x{h}" for w, h in video_sizes(store)], max_difference_from_trunk=agreement)
 
 
 def _decode_pass(ctx: Context, with_maps: bool, keep: dict | None = None) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from sal3d.pipeline.frames import FrameReader, read_maps
-from sal3d.pipeline.loader import Batch, WindowLoader, default_loader_workers, plan_runs
+from sal3d.pipeline.loader import Batch, LoaderOptions, WindowLoader, default_loader_workers, plan_runs
 from sal3d.pipeline.store import FeatureStore
 from sal3d.pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
 from sal3d.pipeline.trunk import TrunkRunner
@@ -49,8 +49,9 @@ def measure_stage_two(ctx: Context, store: Path, batch: int, steps: int, decode_
     model.train()
     if cuda:
         torch.backends.cudnn.benchmark = True  # as train() sets it
-    loader = WindowLoader(str(store), plan_runs(counts), batch, DEFAULT_WEIGHTING, device=device,
-                          seed=0, shuffle=True, workers=workers, memory_format=memory_format)
+    loader = WindowLoader(str(store), plan_runs(counts), batch, DEFAULT_WEIGHTING,
+                          LoaderOptions(device=device, seed=0, shuffle=True, workers=workers,
+                                        memory_format=memory_format))
     _serve_epoch(loader, device, 0)
     served = [_serve_epoch(loader, device, 1 + i) for i in range(repeats)]
 

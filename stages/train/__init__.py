@@ -2,7 +2,8 @@
 
 Windows and targets come from the Zarr store through :mod:`pipeline.loader` (no video, no PNG);
 pixel-wise binary cross-entropy against the continuous map scaled to [0, 1]; Adam, the learning rate
-divided by 10 every ``lr_step`` epochs; early stopping on the validation loss.
+divided by 10 every ``lr_step`` epochs; best.pt and early stopping by the ``select_by`` validation
+criterion ("Model selection" below).
 
 Run directory
     ``config.json``   every setting, the store (absolute path, trunk fingerprint, format version),
@@ -13,7 +14,8 @@ Run directory
     ``tensorboard/``  with --tensorboard: the same curves as TensorBoard events (pipeline.tensorboard_log).
     ``last.pt``       everything needed to continue (see below), written at every epoch end and
                       mid-epoch every ``checkpoint_steps`` steps and/or ``checkpoint_seconds``.
-    ``best.pt``       the weights of the epoch with the lowest validation loss so far.
+    ``best.pt``       the weights of the best epoch so far by ``select_by`` ("Model selection": the
+                      lowest validation loss, or the highest validation CC / NSS).
 Both checkpoints are written atomically by :func:`pipeline.checkpoint.save_checkpoint` and load
 with ``torch.load(path, weights_only=True)``: ``{"model": state_dict, "config": {weighting,
 coefficients, trunk, store_format_version, epoch, validation, ...}}``; ``last.pt`` adds
@@ -88,6 +90,7 @@ Modules
     ``config``    TrainConfig, and the checks of the settings and of a resumed run.
     ``split``     which videos train and which validate.
     ``state``     the run's counters and model selection.
+    ``parts``     Training: a run's working parts once it is set up.
     ``run_dir``   config.json, the checkpoints, log.jsonl and steps.jsonl.
     ``loop``      the run: set-up, epochs, steps, validation.
 """
@@ -103,7 +106,8 @@ from sal3d.stages.train.config import (
     check_world_size,
     resolve_config,
 )
-from sal3d.stages.train.loop import Training, TrainSummary, finish_epoch, run_epoch, train, train_steps
+from sal3d.stages.train.loop import TrainSummary, finish_epoch, run_epoch, train, train_steps
+from sal3d.stages.train.parts import Training
 from sal3d.stages.train.run_dir import (
     STEP_LOG_SECONDS,
     checkpoint_config,

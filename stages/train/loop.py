@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 from sal3d.pipeline import distributed
 from sal3d.pipeline.atomic import is_temporary, write_text_atomic
 from sal3d.pipeline.checkpoint import save_checkpoint
-from sal3d.pipeline.loader import WindowLoader, default_loader_workers, plan_runs, validation_runs
+from sal3d.pipeline.loader import LoaderOptions, WindowLoader, default_loader_workers, plan_runs, validation_runs
 from sal3d.pipeline.progress import Progress
 from sal3d.pipeline.progress import say as say_always
 from sal3d.pipeline.store import FeatureStore, StoreError
@@ -33,6 +33,7 @@ from sal3d.stages.train.config import (
     resolve_config,
     validate_settings,
 )
+from sal3d.stages.train.parts import Training
 from sal3d.stages.train.run_dir import (
     STEP_LOG_SECONDS,
     StepLog,
@@ -83,33 +84,6 @@ class TrainSummary:
                 f"{self.select_by}: val loss {v['loss']:.4f}, CC {v['cc']:.3f}, NSS {v['nss']:.3f})")
 
 
-@dataclass
-class Training:
-    """One run's working parts once it is set up: what the epoch loop reads and advances."""
-
-    config: TrainConfig
-    saved: dict  # the run's config.json
-    state: RunState
-    model: torch.nn.Module  # the decoder, wrapped in DistributedDataParallel under torchrun
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    logits: LogitsCapture
-    train_loader: WindowLoader
-    val_loader: WindowLoader
-    steps_per_epoch: int  # per rank
-    device: torch.device
-    dtype: torch.dtype
-    tensorboard: TensorBoardLog | None = None  # with --tensorboard, on rank 0
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.config.run_dir)
-
-    @property
-    def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
-
-
 def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary:
     """Train (or, with ``config.resume``, continue) a run; returns what it achieved.
 
@@ -148,8 +122,23 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
 def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Split, world: distributed.World,
          device: torch.device) -> TrainSummary:
     """The run itself, once the store, the split and the process group are settled (see :func:`train`)."""
-    run_dir = Path(config.run_dir)
-    dtype = compute_dtype(device)
+    saved = _run_config(config, saved, store, split, world, device)
+    run = _set_up(config, saved, store, split, world, device)
+    start = time.perf_counter()
+    _start_epochs(run, world)
+    windows_done = 0
+    while not run.state.finished:
+        windows_done += run_epoch(run)
+        save_last(run)
+    if run.tensorboard is not None:
+        run.tensorboard.close()  # each epoch's end was flushed already: a crash loses at most its steps since
+    return _summarize(run, world, windows_done, time.perf_counter() - start)
+
+
+def _run_config(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Split, world: distributed.World,
+                device: torch.device) -> dict:
+    """The run's config.json: `saved` when resuming, else written now by rank 0 and handed to every rank.
+    Says which videos train and validate, and which are not used."""
     if saved is None:
         distributed.barrier()  # every rank has seen RUN_DIR without a run (resolve_config) before rank 0 writes one
         saved = distributed.from_main(write_run_config(config, store, split, device, world)
@@ -159,10 +148,34 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
         f"{', ...' if len(split.val) > 8 else ''}): {split.rule}")
     for video, why in sorted(split.ignored.items()):
         say(f"train-decoder: not used: {video} ({why})")
+    return saved
 
+
+def _set_up(config: TrainConfig, saved: dict, store: FeatureStore, split: Split, world: distributed.World,
+            device: torch.device) -> Training:
+    """The run's working parts: the decoder, its optimizer and schedule, the counters (restored from last.pt
+    when resuming), the two loaders; the plan said. The decoder is not wrapped yet (:func:`_start_epochs`)."""
     model, memory_format = build_model(device, config.seed, saved["output_bias_init"]["map_mean"], config.init,
                                        config.bn_momentum, config.bn_eps)
     optimizer, scheduler = build_optimizer(model, config.lr, config.lr_step)
+    state = _starting_state(config, model, optimizer, scheduler)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train_loader, val_loader = _loaders(config, store, split, device, memory_format)
+    logits = LogitsCapture(model)  # hooks the decoder itself, which runs inside the DDP wrapper too
+    run = Training(config, saved, state, model, optimizer, scheduler, logits, train_loader, val_loader,
+                   _steps_per_epoch(config, train_loader, world), device, compute_dtype(device))
+    _say_plan(run, world)
+    _continue_extended(run)
+    return run
+
+
+def _starting_state(config: TrainConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler) -> RunState:
+    """The counters the run starts from: last.pt's (loaded with the model, optimizer, schedule and RNGs) when
+    resuming and there is one, else fresh. Rank 0 removes what a killed run left half-written, and the
+    log lines written after last.pt (they are redone)."""
+    run_dir = Path(config.run_dir)
     state = None
     if config.resume:
         state = restore_last(run_dir, model, optimizer, scheduler)
@@ -176,70 +189,92 @@ def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Sp
                 leftover.unlink(missing_ok=True)
         truncate_jsonl(run_dir / "log.jsonl", lambda r: r["epoch"] <= state.epoch)
         truncate_jsonl(run_dir / "steps.jsonl", lambda r: r["step"] <= state.step)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    return state
 
+
+def _loaders(config: TrainConfig, store: FeatureStore, split: Split, device: torch.device,
+             memory_format: torch.memory_format) -> tuple[WindowLoader, WindowLoader]:
+    """(training loader: every training window, shuffled by the seed; validation loader: the fixed subset of
+    at most ``val_windows`` validation windows, in order)."""
     workers = default_loader_workers(device) if config.workers is None else config.workers
-    common = dict(coefficients=config.weighting, device=device, workers=workers, mix_runs=config.mix_runs,
-                  memory_format=memory_format)
+    options = LoaderOptions(device=device, workers=workers, mix_runs=config.mix_runs, memory_format=memory_format)
     train_loader = WindowLoader(store.location, plan_runs(split.train, config.run_length), config.batch_size,
-                                seed=config.seed, shuffle=True, **common)
-    val_loader = WindowLoader(store.location, validation_runs(plan_runs(split.val, config.run_length),
-                                                              config.val_windows, VALIDATION_SUBSET_SEED),
-                              config.batch_size, shuffle=False, **common)
-    steps_per_epoch = train_loader.batches_per_epoch() // world.size  # per rank: the remainder is dropped
+                                config.weighting, replace(options, seed=config.seed, shuffle=True))
+    val_runs = validation_runs(plan_runs(split.val, config.run_length), config.val_windows, VALIDATION_SUBSET_SEED)
+    val_loader = WindowLoader(store.location, val_runs, config.batch_size, config.weighting,
+                              replace(options, shuffle=False))
+    return train_loader, val_loader
+
+
+def _steps_per_epoch(config: TrainConfig, train_loader: WindowLoader, world: distributed.World) -> int:
+    """Steps per epoch per rank: the rank's share of the epoch's batches (the remainder is dropped), at most
+    ``steps_per_epoch``; TrainError when a rank would get none."""
+    steps_per_epoch = train_loader.batches_per_epoch() // world.size
     if steps_per_epoch < 1:
         raise TrainError(f"{train_loader.batches_per_epoch()} training batches of {config.batch_size} windows "
                          f"cannot give each of {world.size} processes a step: lower --batch-size or the number "
                          "of processes")
     if config.steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.steps_per_epoch)
-    say(f"train-decoder: {run_dir} on {device} ({str(dtype).removeprefix('torch.')}), "
-        f"{steps_per_epoch} steps of {config.batch_size} windows per epoch, validation on "
-        f"{val_loader.windows_per_epoch} windows; loader: "
+    return steps_per_epoch
+
+
+def _say_plan(run: Training, world: distributed.World) -> None:
+    """Say where and how the run trains: device, steps, validation windows, loader, data parallel, resuming."""
+    config, state = run.config, run.state
+    workers = run.train_loader.options.workers
+    say(f"train-decoder: {run.run_dir} on {run.device} ({str(run.dtype).removeprefix('torch.')}), "
+        f"{run.steps_per_epoch} steps of {config.batch_size} windows per epoch, validation on "
+        f"{run.val_loader.windows_per_epoch} windows; loader: "
         f"{f'{workers} worker processes' if workers else 'a background thread'}")
     if world.distributed:
-        say(f"train-decoder: data parallel over {world.size} processes ({distributed.backend_for(device)}): "
+        say(f"train-decoder: data parallel over {world.size} processes ({distributed.backend_for(run.device)}): "
             f"{config.batch_size} windows per rank per step, effective batch {config.batch_size * world.size}; "
             f"learning rate {config.lr:g}, {LR_RULE}")
     if state.epoch or state.epoch_step:
         say(f"train-decoder: resuming after epoch {state.epoch}, step {state.epoch_step} of epoch "
             f"{state.epoch + 1} ({state.step} steps in all)")
+
+
+def _continue_extended(run: Training) -> None:
+    """A run that finished its epochs and is given more (a larger ``epochs``) goes on: said, marked unfinished,
+    and its config.json, which records the extension, rewritten by rank 0."""
+    config, state = run.config, run.state
     if state.finished_by == "epochs" and state.epoch < config.epochs:
         say(f"train-decoder: run extended from {state.epoch} to {config.epochs} epochs: the schedule continues "
-            f"(lr {optimizer.param_groups[0]['lr']:.1e}) and early stopping keeps its count ({state.bad_epochs} "
+            f"(lr {run.lr:.1e}) and early stopping keeps its count ({state.bad_epochs} "
             "epoch(s) without improvement)")
         state.finished, state.finished_by = "", ""
-    if saved.get("extended") and distributed.is_main():
-        write_text_atomic(run_dir / "config.json", json.dumps(saved, indent=2) + "\n")
+    if run.saved.get("extended") and distributed.is_main():
+        write_text_atomic(run.run_dir / "config.json", json.dumps(run.saved, indent=2) + "\n")
 
-    summary = TrainSummary(run_dir)
-    start = time.perf_counter()
-    windows_done = 0
-    logits = LogitsCapture(model)  # hooks the decoder itself, which runs inside the DDP wrapper too
-    model.train()
-    stepped = distributed.wrap(model, device)
+
+def _start_epochs(run: Training, world: distributed.World) -> None:
+    """Ready `run` for its epochs: the decoder in training mode, wrapped for data parallel (and compiled with
+    --compile) as ``run.model``; TensorBoard opened on rank 0 with --tensorboard. Says when there is
+    nothing left to do."""
+    config, state = run.config, run.state
+    run.model.train()
+    stepped = distributed.wrap(run.model, run.device)
     if config.compile:  # the training step only: validation and BatchNorm recalibration run the plain decoder
         say("train-decoder: compiling the decoder step with torch.compile (the first step takes longer)")
         stepped = torch.compile(stepped)
-    run = Training(config, saved, state, stepped, optimizer, scheduler, logits,
-                   train_loader, val_loader, steps_per_epoch, device, dtype)
+    run.model = stepped
     if state.finished:
-        say(f"train-decoder: {run_dir} had already finished ({state.finished}); nothing to do")
+        say(f"train-decoder: {run.run_dir} had already finished ({state.finished}); nothing to do")
     if config.tensorboard and distributed.is_main() and not state.finished:
-        run.tensorboard = TensorBoardLog(run_dir, resume_step=state.step)
-    while not state.finished:
-        windows_done += run_epoch(run)
-        save_last(run)
-    if run.tensorboard is not None:
-        run.tensorboard.close()  # each epoch's end was flushed already: a crash loses at most its steps since
+        run.tensorboard = TensorBoardLog(run.run_dir, resume_step=state.step)
 
-    summary.seconds = time.perf_counter() - start
-    summary.windows_per_second = windows_done / summary.seconds if summary.seconds else 0.0
+
+def _summarize(run: Training, world: distributed.World, windows_done: int, seconds: float) -> TrainSummary:
+    """What the run achieved (`windows_done` windows trained on in `seconds`), with the selection report and,
+    distributed, how far the replicas differ; each said by rank 0."""
+    config, state = run.config, run.state
+    summary = TrainSummary(run.run_dir, seconds=seconds, select_by=config.select_by)
+    summary.windows_per_second = windows_done / seconds if seconds else 0.0
     summary.epochs_done, summary.steps, summary.stopped = state.epoch, state.step, state.finished
-    summary.select_by = config.select_by
     if state.best_epoch:
-        summary.best_path, summary.best_epoch = run_dir / "best.pt", state.best_epoch
+        summary.best_path, summary.best_epoch = run.run_dir / "best.pt", state.best_epoch
         summary.best_validation = state.best_validation
         for line in selection_report(state, config.select_by):
             say(line)

@@ -7,7 +7,6 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,11 +19,9 @@ from sal3d.pipeline.tensorboard_log import TensorBoardLog
 from sal3d.pipeline.training import NSS_CORE, PRIOR_SAMPLES, map_mean, output_bias, rng_state, set_rng_state
 from sal3d.pipeline.windows import weighting_coefficients
 from sal3d.stages.train.config import LR_RULE, VALIDATION_SUBSET_SEED, TrainConfig, TrainError, run_settings
+from sal3d.stages.train.parts import Training
 from sal3d.stages.train.split import Split
 from sal3d.stages.train.state import RunState
-
-if TYPE_CHECKING:  # annotations only: the loop imports this module
-    from sal3d.stages.train.loop import Training
 
 
 STEP_LOG_SECONDS = 2.0  # on a GPU, step losses are fetched from the device (a sync) at most this often
