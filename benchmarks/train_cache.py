@@ -34,15 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-from sal3d.pipeline.datasets import discover  # noqa: E402
-from sal3d.pipeline.decoder import SaliencyDecoder  # noqa: E402
-from sal3d.pipeline.frames import FrameReader  # noqa: E402
-from sal3d.pipeline.loader import LoaderOptions, WindowLoader, plan_runs  # noqa: E402
-from sal3d.pipeline.store import FeatureStore  # noqa: E402
-from sal3d.pipeline.trunk import TrunkRunner, load_trunk, quiet_random_warning  # noqa: E402
-from sal3d.pipeline.device import resolve_device  # noqa: E402
-from sal3d.pipeline.windows import apply_weighting, frames_needed, gather_windows  # noqa: E402
+from sal3d.pipeline.datasets import discover
+from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.frames import FrameReader
+from sal3d.pipeline.loader import LoaderOptions, WindowLoader, plan_runs
+from sal3d.pipeline.store import FeatureStore
+from sal3d.pipeline.trunk import TrunkRunner, load_trunk, quiet_random_warning
+from sal3d.pipeline.device import resolve_device
+from sal3d.pipeline.windows import apply_weighting, frames_needed, gather_windows
 
 
 def interleaved(cases: dict, repeats: int) -> dict:
