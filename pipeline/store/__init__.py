@@ -10,14 +10,16 @@ Its modules, one job each:
 - `storage`: listings and removals below Zarr's public API (the only module that uses its internals).
 - `index`: the store index (the ``videos`` group's ``index`` attribute) and the lock its updates take.
 - `integrity`: chunk checksums, checking a video's chunks against its record, `VideoArray`.
-- `feature_store`: `FeatureStore`, the store opened for reading or extraction.
+- `reading`: `StoreReader`, the reading half of `FeatureStore`: listing, records, checked arrays.
+- `feature_store`: `FeatureStore`, the store opened for reading or extraction: opening, a video's
+  state for a writer, claims, and keeping the index current.
 - `writing`: `VideoWriter`, which writes one claimed video.
 
 Every name below imports from ``sal3d.pipeline.store`` as it always has.
 """
 
 from sal3d.pipeline.store.errors import DamagedVideo, StoreError, VideoOwned, redo_hint
-from sal3d.pipeline.store.feature_store import CHECK_THREADS, FeatureStore
+from sal3d.pipeline.store.feature_store import FeatureStore
 from sal3d.pipeline.store.format import (
     ARRAYS,
     CHUNK_FRAMES,
@@ -33,6 +35,7 @@ from sal3d.pipeline.store.format import (
 )
 from sal3d.pipeline.store.integrity import VideoArray, chunk_sizes, data_crc
 from sal3d.pipeline.store.ownership import LEASE_SECONDS, RENEW_SECONDS, SETTLE_SECONDS, Owner
+from sal3d.pipeline.store.reading import CHECK_THREADS
 from sal3d.pipeline.store.records import VideoFacts, VideoRecord, VideoSummary
 from sal3d.pipeline.store.writing import VideoWriter
 
