@@ -14,8 +14,9 @@ Stores. For each N of --videos, a store of N generated videos of --frames frames
 extract writes them (settle_seconds 0): features float16 (T, 512, 14, 14) and maps uint8 (T, 224, 224),
 constant per video (tiny chunks), every tenth video of split ``val`` and the others ``train``, with the
 attributes extract records (sizes, fps, source, frame_names, origin). They are kept in --work
-(default: a temporary folder, removed at the end) and reused by later runs; a store written by another
-`pipeline/store.py` than the one imported is reused with a note (--regenerate rewrites it). The
+(default: a temporary folder, removed at the end) and reused by later runs; a store written by other
+store code than the one imported (the files of the `pipeline/store/` package, or the one
+`pipeline/store.py` of an older checkout) is reused with a note (--regenerate rewrites it). The
 seconds each took to write are printed ("generation"), not part of the figures.
 
 File systems. ``local``: the store's path (Zarr's LocalStore). ``slow``: the same folder as
@@ -168,9 +169,20 @@ def location(filesystem: str, path: Path) -> str:
 # ---------------------------------------------------------------------------------------- the stores
 
 
+def store_code_files() -> list[Path]:
+    """The files of the `sal3d.pipeline.store` imported, sorted by name: every module of the
+    `pipeline/store/` package (an older checkout's store is the one file `pipeline/store.py`)."""
+    imported = Path(store_module.__file__)
+    return sorted(imported.parent.glob("*.py")) if imported.name == "__init__.py" else [imported]
+
+
 def store_code_digest() -> str:
-    """sha256 (16 hex) of the `pipeline/store.py` imported: which code wrote a cached store."""
-    return hashlib.sha256(Path(store_module.__file__).read_bytes()).hexdigest()[:16]
+    """sha256 (16 hex) of the store code imported: the name and bytes of each of `store_code_files`, in
+    order. Which code wrote a cached store."""
+    digest = hashlib.sha256()
+    for path in store_code_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def video_attrs(index: int, frames: int) -> dict:
@@ -205,8 +217,8 @@ def prepare_store(work: Path, videos: int, frames: int, regenerate: bool) -> tup
     code = store_code_digest()
     if path.exists() and made.exists() and not regenerate:
         info = json.loads(made.read_text())
-        if info.get("store_py_sha256") != code:
-            print(f"note: {path.name} was written by another pipeline/store.py ({info.get('store_py_sha256')}, "
+        if info.get("store_code_sha256") != code:
+            print(f"note: {path.name} was written by other store code ({info.get('store_code_sha256')}, "
                   f"this one is {code}); --regenerate rewrites it", flush=True)
         return path, {**info, "reused": True}
     partial = path.with_name(path.name + ".partial")
@@ -216,7 +228,7 @@ def prepare_store(work: Path, videos: int, frames: int, regenerate: bool) -> tup
     write_store(partial, videos, frames)
     seconds = time.perf_counter() - start
     partial.rename(path)
-    info = {"videos": videos, "frames": frames, "seconds": seconds, "store_py_sha256": code}
+    info = {"videos": videos, "frames": frames, "seconds": seconds, "store_code_sha256": code}
     made.write_text(json.dumps(info, indent=2) + "\n")
     return path, {**info, "reused": False}
 
@@ -346,7 +358,7 @@ def main() -> None:
           f"fsspec {fsspec.__version__}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     results = {"arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "python": sys.version.split()[0], "zarr": zarr.__version__, "fsspec": fsspec.__version__,
-               "store_py": store_module.__file__, "store_py_sha256": store_code_digest(),
+               "store_code": [str(path) for path in store_code_files()], "store_code_sha256": store_code_digest(),
                "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="store-open-") as temporary:
         work = (args.work or Path(temporary)).resolve()

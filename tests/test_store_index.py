@@ -63,8 +63,8 @@ def test_listing_and_splitting_read_no_video_record(store_path, monkeypatch):
 
     store = FeatureStore(str(store_path))
     partial_read = []
-    original = FeatureStore._open_group
-    monkeypatch.setattr(FeatureStore, "_open_group",
+    original = FeatureStore.read_video_group
+    monkeypatch.setattr(FeatureStore, "read_video_group",
                         lambda self, v: no_reads(self, v) if v != "partial" else partial_read.append(v) or original(self, v))
     videos = store.complete_videos()
     assert list(videos) == ["a", "b", "v"] and videos["b"] == VideoSummary.from_attrs(stored_index(store_path)["b"])

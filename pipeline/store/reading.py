@@ -1,0 +1,209 @@
+"""The reading half of `FeatureStore`: its complete videos, their records, and their arrays once
+checked against the record.
+
+Listing is one read of the index (`pipeline.store.index`) checked against one listing of the store;
+every read of a video's record goes through `StoreReader.read_video_group`; a video's arrays are
+handed out only after `check_video` (`pipeline.store.integrity`) has passed.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import zarr
+
+from sal3d.pipeline.progress import say
+from sal3d.pipeline.store.errors import StoreError, first_line, redo_hint
+from sal3d.pipeline.store.integrity import VideoArray, check_chunks, checked_array
+from sal3d.pipeline.store.records import VideoRecord, VideoSummary
+from sal3d.pipeline.store.storage import store_listing
+
+# Videos checked at once on a remote store (`FeatureStore.check_videos`): a check is 3 requests in a
+# row (the group's metadata, then each array's chunk listing), so its latency, not its work, is the
+# cost; 1,000 videos at 30 ms a request took 2.0 s in 64 threads (benchmarks/store_open.py).
+CHECK_THREADS = 64
+
+
+class StoreReader:
+    """The reading methods of `FeatureStore`, which opens the store and sets the attributes below
+    (`FeatureStore.__init__`); this class's own constructor sets up what it remembers of the videos
+    it has checked."""
+
+    location: str  # as Zarr opens it (`local_or_url`)
+    root: zarr.Group  # the store's root group
+    videos_group: zarr.Group  # its ``videos`` group
+    index: dict[str, VideoSummary] | None  # the store index as last read or written (None: none)
+    format_version: int
+    trunk_digest: str  # `trunk_digest` of the store's trunk fingerprint
+    is_local: bool  # a local folder (Zarr's LocalStore), not an fsspec URL
+
+    def __init__(self):
+        self._checked: dict[str, VideoRecord] = {}
+        self._groups: dict[str, zarr.Group] = {}  # groups of checked videos, metadata read once
+        self._opened: dict[tuple[str, str], VideoArray] = {}  # arrays of checked videos
+        self._unreadable: set[str] = set()  # groups whose unreadable metadata was said
+        self._said_no_index = False
+
+    @property
+    def fingerprint(self) -> dict:
+        return dict(self.root.attrs["trunk"])
+
+    @property
+    def attrs(self) -> dict:
+        return dict(self.root.attrs)
+
+    def video_group_path(self, video_id: str) -> str:
+        """The path of a video's group inside the store (``videos/<video id>``), present or not."""
+        return f"{self.videos_group.path}/{video_id}"
+
+    def listed_ids(self) -> list[str]:
+        """Ids of every video group in the store, complete or not, sorted: one listing of the store."""
+        listing = store_listing(self.root.store, self.videos_group.path) or {}
+        return sorted(name for name, size in listing.items()
+                      if size is None and name != "zarr.json" and not name.startswith("."))
+
+    def complete_videos(self) -> dict[str, VideoSummary]:
+        """{video id: `VideoSummary`} of the complete videos, sorted by id: the index, as read when the
+        store was opened, checked against one listing of the store. A listed video the index lacks (a
+        store without an index, a video completed since, an index update lost to a concurrent writer on
+        an object store) is read from its own record; a group whose metadata cannot be read is said
+        once, by name, and left out."""
+        if self.index is None and not self._said_no_index:
+            self._said_no_index = True
+            say(f"note: {self.location}: store format {self.format_version} without an index: listing it "
+                f"reads every video's record; `sal3d verify {self.location} --quick --repair` writes the index")
+        found = {}
+        for video_id in self.listed_ids():
+            summary = (self.index or {}).get(video_id)
+            if summary is None:
+                try:
+                    record = self.video_record(video_id)
+                except StoreError as error:
+                    if video_id not in self._unreadable:
+                        self._unreadable.add(video_id)
+                        say(f"note: {error}; counted as incomplete (sal3d extract redoes it)")
+                    continue
+                if not record.finished:
+                    continue
+                summary = VideoSummary.of(record)
+            found[video_id] = summary
+        return found
+
+    def video_ids(self, complete_only: bool = True) -> list[str]:
+        """Ids of the videos in the store, sorted; by default only complete ones (`complete_videos`)."""
+        return list(self.complete_videos()) if complete_only else self.listed_ids()
+
+    def read_video_group(self, video_id: str) -> zarr.Group:
+        """A video's group, its metadata (the record) read from the store now, never a cached copy:
+        every read of a video's record goes through here. FileNotFoundError when the video has no
+        group metadata; StoreError (naming the video) when it cannot be read."""
+        try:
+            return zarr.open_group(self.root.store, path=self.video_group_path(video_id), mode="r", zarr_format=3)
+        except FileNotFoundError:
+            raise
+        except Exception as error:
+            raise StoreError(f"{self.location}: video {video_id}: metadata cannot be read "
+                             f"({type(error).__name__}: {first_line(error)})") from None
+
+    def read_video_attrs(self, video_id: str) -> dict:
+        """A video group's attributes, read from the store now (never a cached copy); raises as
+        `read_video_group`."""
+        return dict(self.read_video_group(video_id).attrs)
+
+    def _record_of(self, video_id: str, group: zarr.Group) -> VideoRecord:
+        return VideoRecord.from_attrs(dict(group.attrs), f"{self.location}: video {video_id}")
+
+    def video_record(self, video_id: str) -> VideoRecord:
+        """The video's `VideoRecord`; StoreError when the group is absent or its metadata unreadable."""
+        try:
+            group = self.read_video_group(video_id)
+        except FileNotFoundError:
+            raise StoreError(f"{self.location}: no video {video_id}") from None
+        return self._record_of(video_id, group)
+
+    def video_attrs(self, video_id: str) -> dict:
+        """The video's attributes as a plain dict (see `VideoRecord` for what they hold)."""
+        return self.video_record(video_id).to_attrs()
+
+    def is_complete(self, video_id: str) -> bool:
+        """True when the video is marked complete with an integrity record (its attributes alone: a
+        reader's `check_video` also compares the chunks with the record)."""
+        try:
+            return self.video_record(video_id).finished
+        except StoreError:
+            return False
+
+    def check_video(self, video_id: str) -> VideoRecord:
+        """The record of a complete video whose stored chunks match it; DamagedVideo (or StoreError
+        for an incomplete one, or one rewritten since the index was read) naming the video, the array
+        and the chunk otherwise. Three requests: its group's metadata and one chunk listing per array
+        (each array's own metadata is checked when it is first read); done once per video and store
+        object."""
+        if video_id in self._checked:
+            return self._checked[video_id]
+        try:
+            group = self.read_video_group(video_id)
+            record = self._record_of(video_id, group)
+        except FileNotFoundError:
+            raise StoreError(f"{self.location}: no video {video_id}") from None
+        except StoreError as error:
+            raise StoreError(f"{error}; {redo_hint(self.location)}") from None
+        return self._check_read(video_id, group, record)
+
+    def _check_read(self, video_id: str, group: zarr.Group, record: VideoRecord) -> VideoRecord:
+        """`check_video` of a video whose group and record were just read."""
+        if not record.complete:
+            raise StoreError(f"{self.location}: video {video_id} is incomplete (an interrupted or failed "
+                             "extract? rerun sal3d extract)")
+        indexed = (self.index or {}).get(video_id)
+        if indexed is not None and (indexed.frame_count, indexed.has_maps) != (record.frame_count, record.has_maps):
+            raise StoreError(f"{self.location}: video {video_id} was rewritten after this store was opened (the "
+                             f"index said {indexed.frame_count} frames, its record says {record.frame_count}): "
+                             "start again")
+        check_chunks(self, video_id, record)
+        self._checked[video_id], self._groups[video_id] = record, group
+        return record
+
+    def _array(self, video_id: str, name: str) -> VideoArray | None:
+        record = self.check_video(video_id)
+        if name not in record.arrays:
+            return None
+        if (video_id, name) not in self._opened:
+            self._opened[video_id, name] = VideoArray(self.location, video_id, name, checked_array(
+                self.location, video_id, record, self._groups[video_id], name))
+        return self._opened[video_id, name]
+
+    def features(self, video_id: str) -> VideoArray:
+        """float16 (T, 512, 14, 14) of a complete video, checked against its record (`check_video`)."""
+        return self._array(video_id, "features")
+
+    def maps(self, video_id: str) -> VideoArray | None:
+        """uint8 (T, 224, 224) ground-truth maps of a complete video, or None when it has none."""
+        return self._array(video_id, "maps")
+
+    def _forget(self, video_id: str) -> None:
+        """Drop what this object knows of a video (its check, its open arrays): it is being changed."""
+        self._checked.pop(video_id, None)
+        self._groups.pop(video_id, None)
+        self._opened.pop((video_id, "features"), None)
+        self._opened.pop((video_id, "maps"), None)
+
+    def check_videos(self, video_ids: list[str]) -> tuple[list[str], dict[str, str]]:
+        """(the videos that pass `check_video`, {video id: why not} for the others), in order. On a
+        remote store the videos are checked CHECK_THREADS at a time: each check is a few requests whose
+        latency, not their work, is the cost."""
+        def check(video_id):
+            try:
+                self.check_video(video_id)
+                return None
+            except StoreError as error:
+                return str(error)
+
+        if self.is_local or len(video_ids) < 2:
+            problems = [check(v) for v in video_ids]
+        else:
+            with ThreadPoolExecutor(CHECK_THREADS) as pool:
+                problems = list(pool.map(check, video_ids))
+        good = [v for v, problem in zip(video_ids, problems) if problem is None]
+        return good, {v: problem for v, problem in zip(video_ids, problems) if problem is not None}
+
