@@ -68,6 +68,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from sal3d.pipeline import store as store_module
 from sal3d.pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
+from sal3d.pipeline.device import machine_cpus
 from sal3d.pipeline.store import FeatureStore
 from sal3d.stages.train import open_training_store, split_videos
 
@@ -355,11 +356,11 @@ def main() -> None:
     zarr.config.set({"threading.max_workers": args.threads})
 
     print(f"pipeline.store: {store_module.__file__} (sha256 {store_code_digest()}); zarr {zarr.__version__}, "
-          f"fsspec {fsspec.__version__}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"fsspec {fsspec.__version__}; {machine_cpus()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)
     results = {"arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "python": sys.version.split()[0], "zarr": zarr.__version__, "fsspec": fsspec.__version__,
                "store_code": [str(path) for path in store_code_files()], "store_code_sha256": store_code_digest(),
-               "cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
+               "cpus": machine_cpus(), "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="store-open-") as temporary:
         work = (args.work or Path(temporary)).resolve()
         work.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ def test_cpu_counts_follow_the_affinity_mask():
               "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
               "from sal3d.pipeline.device import machine_cpus, usable_cpus\n"
               "from sal3d.stages.evaluate import default_workers\n"
-              "print(usable_cpus(), machine_cpus() == os.cpu_count(), default_workers(10 ** 6))\n")
+              "print(usable_cpus(), machine_cpus() >= usable_cpus(), default_workers(10 ** 6))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "True", "1"]

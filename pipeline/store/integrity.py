@@ -5,7 +5,7 @@ Blosc sees the bytes, so a truncated or altered chunk is an error, never a crash
 chunk is stored, even one equal to the fill value, under a flat key (``c.<t>.0.0.0``), so one listing
 per array shows them all. When a video is finished its record gets ``integrity``: per array, every
 chunk's stored size and the CRC-32C of the data the writer gave it (`data_crc`). A reader checks the
-listing against that record when it first opens a video (`FeatureStore.check_video`, `check_chunks`):
+listing against that record when it first opens a video (`pipeline.store.reading.check_chunks`):
 a missing, truncated or extra chunk is refused before any of its data is used. `sal3d verify` reads
 everything and compares the data with the recorded CRCs as well (a valid chunk of another video or an
 older run is caught there).
@@ -14,7 +14,6 @@ older run is caught there).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import google_crc32c
 import numpy as np
@@ -24,9 +23,6 @@ from sal3d.pipeline.store.errors import DamagedVideo, first_line, read_problem
 from sal3d.pipeline.store.format import ARRAYS, CHUNK_FRAMES
 from sal3d.pipeline.store.records import VideoRecord
 from sal3d.pipeline.store.storage import store_listing
-
-if TYPE_CHECKING:
-    from sal3d.pipeline.store.feature_store import FeatureStore
 
 
 def data_crc(values: np.ndarray) -> str:
@@ -52,40 +48,6 @@ def chunk_sizes(store, path: str, ndim: int) -> dict[int, int | None] | None:
                 found[int(parts[1])] = size
     return found
 
-
-
-def check_chunks(store: FeatureStore, video_id: str, record: VideoRecord) -> None:
-    """Check a complete video's chunk listings against its record: DamagedVideo naming the array and
-    the chunk when there is no integrity record, another trunk made it, or a chunk is missing, of
-    another size than was written, or beyond the video's frames. One listing per array."""
-    def damaged(problem, array=None, chunk=None):
-        return DamagedVideo(store.location, video_id, problem, array, chunk, record.frame_count)
-
-    if record.integrity is None:
-        raise damaged("marked complete without an integrity record (set by hand, or by an older sal3d)")
-    if record.trunk != store.trunk_digest:
-        raise damaged(f"made with trunk {record.trunk}, the store's is {store.trunk_digest} "
-                      "(a group copied from another store?)")
-    for name in record.arrays:
-        expected = record.integrity.get(name, {})
-        sizes = expected.get("sizes", [])
-        if len(sizes) != record.chunk_count or len(expected.get("crc32c", [])) != record.chunk_count:
-            raise damaged(f"the integrity record lists {len(sizes)} chunks, the array has "
-                          f"{record.chunk_count}", name)
-        # the chunk listing alone: the array's own metadata is checked when it is opened (`checked_array`),
-        # which keeps this check at 3 requests a video (train-decoder checks every video up front)
-        found = chunk_sizes(store.root.store, f"{store.video_group_path(video_id)}/{name}", 1 + len(ARRAYS[name][0]))
-        if found is None:
-            raise damaged("array missing", name)
-        for chunk, size in enumerate(sizes):
-            if chunk not in found:
-                raise damaged("chunk file missing (deleted, or not copied)", name, chunk)
-            if None not in (found[chunk], size) and found[chunk] != size:
-                raise damaged(f"chunk file holds {found[chunk]} bytes, {size} were written "
-                              "(truncated or replaced)", name, chunk)
-        extra = sorted(set(found) - set(range(record.chunk_count)))
-        if extra:
-            raise damaged(f"chunk file {extra[0]} lies beyond the video's {record.frame_count} frames", name)
 
 
 def checked_array(location: str, video_id: str, record: VideoRecord, group: zarr.Group, name: str) -> zarr.Array:

@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import zarr
 
 from sal3d.pipeline.progress import say
-from sal3d.pipeline.store.errors import StoreError, first_line, redo_hint
-from sal3d.pipeline.store.integrity import VideoArray, check_chunks, checked_array
+from sal3d.pipeline.store.errors import DamagedVideo, StoreError, first_line, redo_hint
+from sal3d.pipeline.store.format import ARRAYS
+from sal3d.pipeline.store.integrity import VideoArray, checked_array, chunk_sizes
 from sal3d.pipeline.store.records import VideoRecord, VideoSummary
 from sal3d.pipeline.store.storage import store_listing
 
@@ -207,3 +208,36 @@ class StoreReader:
         good = [v for v, problem in zip(video_ids, problems) if problem is None]
         return good, {v: problem for v, problem in zip(video_ids, problems) if problem is not None}
 
+
+def check_chunks(store: StoreReader, video_id: str, record: VideoRecord) -> None:
+    """Check a complete video's chunk listings against its record: DamagedVideo naming the array and
+    the chunk when there is no integrity record, another trunk made it, or a chunk is missing, of
+    another size than was written, or beyond the video's frames. One listing per array."""
+    def damaged(problem, array=None, chunk=None):
+        return DamagedVideo(store.location, video_id, problem, array, chunk, record.frame_count)
+
+    if record.integrity is None:
+        raise damaged("marked complete without an integrity record (set by hand, or by an older sal3d)")
+    if record.trunk != store.trunk_digest:
+        raise damaged(f"made with trunk {record.trunk}, the store's is {store.trunk_digest} "
+                      "(a group copied from another store?)")
+    for name in record.arrays:
+        expected = record.integrity.get(name, {})
+        sizes = expected.get("sizes", [])
+        if len(sizes) != record.chunk_count or len(expected.get("crc32c", [])) != record.chunk_count:
+            raise damaged(f"the integrity record lists {len(sizes)} chunks, the array has "
+                          f"{record.chunk_count}", name)
+        # the chunk listing alone: the array's own metadata is checked when it is opened (`checked_array`),
+        # which keeps this check at 3 requests a video (train-decoder checks every video up front)
+        found = chunk_sizes(store.root.store, f"{store.video_group_path(video_id)}/{name}", 1 + len(ARRAYS[name][0]))
+        if found is None:
+            raise damaged("array missing", name)
+        for chunk, size in enumerate(sizes):
+            if chunk not in found:
+                raise damaged("chunk file missing (deleted, or not copied)", name, chunk)
+            if None not in (found[chunk], size) and found[chunk] != size:
+                raise damaged(f"chunk file holds {found[chunk]} bytes, {size} were written "
+                              "(truncated or replaced)", name, chunk)
+        extra = sorted(set(found) - set(range(record.chunk_count)))
+        if extra:
+            raise damaged(f"chunk file {extra[0]} lies beyond the video's {record.frame_count} frames", name)

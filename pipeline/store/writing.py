@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import zarr
@@ -22,8 +22,24 @@ from sal3d.pipeline.store.integrity import chunk_sizes, data_crc
 from sal3d.pipeline.store.ownership import LEASE_SECONDS, RENEW_SECONDS, Owner, drop_claim
 from sal3d.pipeline.store.records import VideoRecord, VideoSummary, now_iso
 
-if TYPE_CHECKING:
-    from sal3d.pipeline.store.feature_store import FeatureStore
+
+class WriterStore(Protocol):
+    """What a `VideoWriter` uses of its store: `FeatureStore`'s public writer API."""
+
+    location: str  # the store's path or URL, for messages
+    settle_seconds: float  # how long a new claim waits before it is trusted (`pipeline.store.ownership`)
+
+    def read_video_attrs(self, video_id: str) -> dict:
+        """The video group's attributes as stored now (the claim's token, the record)."""
+
+    def write_video_attrs(self, video_id: str, attrs: dict) -> None:
+        """Replace the video group's attributes."""
+
+    def video_group_for_writing(self, video_id: str) -> zarr.Group:
+        """The video's group, open for writing its arrays."""
+
+    def set_index_entry(self, video_id: str, summary: VideoSummary | None) -> None:
+        """Put the video's summary in the store's index (None takes it out)."""
 
 
 class VideoWriter:
@@ -35,7 +51,7 @@ class VideoWriter:
     they write; an idle writer's host calls it); `release` gives the claim up (a failed video).
     """
 
-    def __init__(self, store: FeatureStore, video_id: str, record: VideoRecord, owner: Owner):
+    def __init__(self, store: WriterStore, video_id: str, record: VideoRecord, owner: Owner):
         self.store, self.video_id, self.record, self.owner = store, video_id, record, owner
         self.frame_count, self.with_maps = record.frame_count, record.has_maps
         self.written = 0
