@@ -16,7 +16,6 @@ from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.overlay import COLORMAPS
 
 
-
 class DeviceType(click.ParamType):
     """auto, cpu, cuda, cuda:N or mps; whether torch sees the device is checked when a stage starts."""
 

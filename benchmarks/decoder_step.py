@@ -20,8 +20,8 @@ import time
 import torch
 
 from sal3d.pipeline.decoder import decoder_macs
-from sal3d.pipeline.loader import Batch
 from sal3d.pipeline.device import compute_dtype, resolve_device
+from sal3d.pipeline.loader import Batch
 from sal3d.pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
 from sal3d.stages.train import TrainConfig
 

@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from official_dhf1k import KINDS, make_cases, run_official, run_sal3d, sal3d_counts, sal3d_means  # noqa: E402
 from sal3d.pipeline.metrics import METRIC_NAMES, METRIC_TITLES  # noqa: E402
+
+from official_dhf1k import KINDS, make_cases, run_official, run_sal3d, sal3d_counts, sal3d_means  # noqa: E402
 
 
 def main() -> None:

@@ -20,10 +20,10 @@ import torch
 import zarr
 
 from sal3d.pipeline.datasets import discover
+from sal3d.pipeline.device import resolve_device
 from sal3d.pipeline.frames import FrameReader
 from sal3d.pipeline.store import FeatureStore
 from sal3d.pipeline.trunk import TrunkRunner, load_trunk
-from sal3d.pipeline.device import resolve_device
 from sal3d.stages.extract import ExtractConfig, extract
 
 CODECS = [

@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 
 from sal3d.pipeline.decode import default_workers, default_writers
+from sal3d.pipeline.device import resolve_device
 from sal3d.pipeline.progress import quiet
 from sal3d.pipeline.sample import make_clips
 from sal3d.pipeline.trunk import quiet_random_warning
-from sal3d.pipeline.device import resolve_device
 from sal3d.stages.extract import ExtractConfig, extract
 
 

@@ -18,7 +18,6 @@ import statistics
 import tempfile
 from pathlib import Path
 
-
 import sal3d
 from sal3d.pipeline.progress import say
 from sal3d.pipeline.sample import SampleSpec, make_sample

@@ -36,11 +36,11 @@ import torch
 
 from sal3d.pipeline.datasets import discover
 from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.device import resolve_device
 from sal3d.pipeline.frames import FrameReader
 from sal3d.pipeline.loader import LoaderOptions, WindowLoader, plan_runs
 from sal3d.pipeline.store import FeatureStore
 from sal3d.pipeline.trunk import TrunkRunner, load_trunk, quiet_random_warning
-from sal3d.pipeline.device import resolve_device
 from sal3d.pipeline.windows import apply_weighting, frames_needed, gather_windows
 
 

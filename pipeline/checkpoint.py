@@ -21,8 +21,8 @@ from torch import nn
 
 from sal3d.pipeline.atomic import WriteError, atomic_write, write_error
 from sal3d.pipeline.decoder import SaliencyDecoder
-from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.device import decoder_memory_format
+from sal3d.pipeline.errors import Sal3dError
 
 REQUIRED_CONFIG = ("weighting", "coefficients", "trunk", "store_format_version")
 #: What train-decoder's last.pt holds beyond a decoder checkpoint: what --resume continues from.

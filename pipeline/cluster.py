@@ -11,8 +11,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.device import usable_cpus
+from sal3d.pipeline.errors import Sal3dError
 
 LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT_S = 30

@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from sal3d.pipeline.datasets import VideoEntry
+from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.frames import FrameReader, FrameReadError, VideoInfo, read_maps
 from sal3d.pipeline.store import VideoRecord
-from sal3d.pipeline.device import usable_cpus
 
 
 @dataclass

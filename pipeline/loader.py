@@ -45,9 +45,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.store import CHUNK_FRAMES, FeatureStore, StoreError
 from sal3d.pipeline.windows import apply_weighting, frames_needed, gather_windows
-from sal3d.pipeline.device import usable_cpus
 
 __all__ = [
     "Run",

@@ -23,8 +23,14 @@ from PIL import Image
 
 from sal3d.pipeline.atomic import is_temporary
 from sal3d.pipeline.errors import Sal3dError
-from sal3d.pipeline.overlay import (OriginalFrames, OverlayStyle, overlay, remove_temporaries, video_fps,
-                                    write_overlay_video)
+from sal3d.pipeline.overlay import (
+    OriginalFrames,
+    OverlayStyle,
+    overlay,
+    remove_temporaries,
+    video_fps,
+    write_overlay_video,
+)
 from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore

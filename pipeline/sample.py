@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sal3d.pipeline.ffmpeg import FFmpegError, VideoEncoder, ffmpeg_exe, require_ffmpeg
 from sal3d.pipeline.device import usable_cpus
+from sal3d.pipeline.ffmpeg import FFmpegError, VideoEncoder, ffmpeg_exe, require_ffmpeg
 
 #: The clips' frame size (DHF1K's) and how far their background pans, in pixels.
 CLIP_WIDTH, CLIP_HEIGHT = 640, 360

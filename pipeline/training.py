@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from sal3d.pipeline.choices import DEFAULT_INITIALIZATION, TORCH_BATCHNORM
 from sal3d.pipeline.decoder import SaliencyDecoder, initialize
+from sal3d.pipeline.device import decoder_memory_format
 from sal3d.pipeline.loader import WindowLoader
 from sal3d.pipeline.metrics import cc, nss
 from sal3d.pipeline.progress import Progress
 from sal3d.pipeline.store import FeatureStore
-from sal3d.pipeline.device import decoder_memory_format
 
 NSS_CORE = 0.5  # validation NSS: "fixated" = map >= NSS_CORE * the frame's maximum
 PRIOR_SAMPLES = 64  # training maps averaged for the output-bias initialization

@@ -26,17 +26,22 @@ from torch.utils.data import DataLoader
 
 from sal3d.pipeline.cluster import cluster_workers, dask_client, gpu_resources
 from sal3d.pipeline.datasets import VideoEntry, discover
-from sal3d.pipeline.decode import (DEFAULT_WORKERS_TEXT, DEFAULT_WRITERS_TEXT, DecodeStream, as_is, default_workers,
-                             default_writers, video_arguments)
+from sal3d.pipeline.decode import (
+    DEFAULT_WORKERS_TEXT,
+    DEFAULT_WRITERS_TEXT,
+    DecodeStream,
+    as_is,
+    default_workers,
+    default_writers,
+    video_arguments,
+)
+from sal3d.pipeline.device import resolve_device
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.identity import origin_change, origin_of
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore, StoreError, VideoOwned
 from sal3d.pipeline.store_writers import StoreWriters
 from sal3d.pipeline.trunk import TRUNK_BATCH, Trunk, TrunkRunner, load_trunk
-
-
-from sal3d.pipeline.device import resolve_device
 
 
 @dataclass

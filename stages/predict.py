@@ -63,15 +63,22 @@ from sal3d.pipeline.atomic import write_text_atomic
 from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
+from sal3d.pipeline.device import compute_dtype, resolve_device, usable_cpus
+from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, decoder_batch
 from sal3d.pipeline.overlay import DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OverlayStyle
 from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
-from sal3d.pipeline.predictions import (PredictError, VideoPlan, overlay_batch, overlay_video_path, plan_video,
-                                        read_map, write_overlay_videos)  # noqa: F401 (PredictError, read_map: kept here)
+from sal3d.pipeline.predictions import (
+    PredictError,
+    VideoPlan,
+    overlay_batch,
+    overlay_video_path,
+    plan_video,
+    read_map,  # noqa: F401 (PredictError, read_map: kept here)
+    write_overlay_videos,
+)
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, DamagedVideo, FeatureStore
 from sal3d.pipeline.trunk import load_trunk, quiet_random_warning, weights_for
-from sal3d.pipeline.device import compute_dtype, resolve_device, usable_cpus
-from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, decoder_batch
 from sal3d.pipeline.windows import WEIGHTINGS, frames_needed
 
 PREDICT_JSON = "predict.json"

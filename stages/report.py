@@ -33,11 +33,10 @@ from PIL import Image
 from sal3d.pipeline.atomic import write_text_atomic
 from sal3d.pipeline.datasets import discover, image_files
 from sal3d.pipeline.errors import Sal3dError
-from sal3d.pipeline.metrics import METRIC_NAMES
+from sal3d.pipeline.metrics import METRIC_NAMES, METRIC_TITLES
 from sal3d.pipeline.overlay import OriginalFrames, OverlayStyle, overlay
 from sal3d.pipeline.plots import Axes, Series, line_chart
 from sal3d.pipeline.progress import say
-from sal3d.pipeline.metrics import METRIC_TITLES
 
 REPORT_NAME = "report.html"
 #: Width in pixels of the strip's images at most (shown about 290 px wide: sharp on dense screens too).

@@ -3,7 +3,6 @@
 import copy
 
 import numpy as np
-
 import pytest
 import torch
 from torch import nn
@@ -12,8 +11,8 @@ from sal3d.pipeline.decoder import (
     KERAS_PARAMETER_COUNT,
     SaliencyDecoder,
     decoder_macs,
-    stage_shapes,
     keras_parameter_count,
+    stage_shapes,
 )
 
 # (stage name, output (C, T, H, W)) from DESIGN.md section 1.

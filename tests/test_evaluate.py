@@ -19,8 +19,14 @@ pytest.importorskip("imageio_ffmpeg")
 from sal3d.cli import main  # noqa: E402
 from sal3d.pipeline.metrics import METRIC_NAMES  # noqa: E402
 from sal3d.pipeline.sample import SampleSpec, make_sample  # noqa: E402
-from sal3d.stages.evaluate import (EvaluateConfig, EvaluateError, shuffled_negatives, FixationPool, center_bias_map,  # noqa: E402
-                             evaluate)
+from sal3d.stages.evaluate import (  # noqa: E402
+    EvaluateConfig,
+    EvaluateError,
+    FixationPool,
+    center_bias_map,
+    evaluate,
+    shuffled_negatives,
+)
 
 VAL = ("0601", "0602")
 ALL = ("0001", "0002") + VAL

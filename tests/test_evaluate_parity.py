@@ -18,8 +18,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from official_dhf1k import (DETERMINISTIC_METRICS, KINDS, RANDOM_METRICS, make_cases, run_official, run_sal3d,
-                            sal3d_counts, sal3d_means, video_ids)
+from official_dhf1k import (
+    DETERMINISTIC_METRICS,
+    KINDS,
+    RANDOM_METRICS,
+    make_cases,
+    run_official,
+    run_sal3d,
+    sal3d_counts,
+    sal3d_means,
+    video_ids,
+)
 
 SAL3D_SEEDS = range(4)
 

@@ -21,11 +21,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sal3d.cli import main as cli_main
-from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal, copy_tree
 from sal3d.pipeline.frames import read_maps
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
 from sal3d.pipeline.trunk import TrunkWeightsError, load_trunk
 from sal3d.stages.extract import ExtractConfig, extract
+
+from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal, copy_tree
 
 SAMPLE_IDS = ["0001", "0002", "0601"]
 

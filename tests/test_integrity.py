@@ -22,7 +22,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from sal3d.cli import main as cli_main
-from conftest import BATCH, assert_stores_equal, copy_tree
 from sal3d.pipeline.atomic import WriteError, append_text, write_text_atomic
 from sal3d.pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint, save_checkpoint
 from sal3d.pipeline.datasets import VideoEntry
@@ -34,6 +33,8 @@ from sal3d.pipeline.store import FORMAT_VERSION, DamagedVideo, FeatureStore, Own
 from sal3d.pipeline.windows import weighting_coefficients
 from sal3d.stages.extract import ExtractConfig, extract
 from sal3d.stages.verify import VerifyConfig, verify
+
+from conftest import BATCH, assert_stores_equal, copy_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUNK = {"test": "integrity"}

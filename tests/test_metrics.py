@@ -12,7 +12,6 @@ import pytest
 from sal3d.pipeline import metrics as M
 from sal3d.pipeline.matlab import matlab_colon, matlab_round, octave_colon, trapz
 
-
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
@@ -483,7 +482,7 @@ def _on_grid(pred, fix, other):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_cross_check_pysaliency(pysal, seed):
-    from pysaliency.metrics import CC, MIT_KLDiv, NSS, SIM
+    from pysaliency.metrics import CC, NSS, SIM, MIT_KLDiv
 
     pred, gt, fix, other = _scene(seed)
     ys, xs = np.nonzero(fix)

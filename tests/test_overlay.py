@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sal3d.pipeline.overlay import (COLORMAPS, DEFAULT_FPS, OverlayError, OverlayStyle, OverlayVideoWriter,
-                              background_level, colorize, colormap_table, overlay, video_fps)
+from sal3d.pipeline.overlay import (
+    COLORMAPS,
+    DEFAULT_FPS,
+    OverlayError,
+    OverlayStyle,
+    OverlayVideoWriter,
+    background_level,
+    colorize,
+    colormap_table,
+    overlay,
+    video_fps,
+)
 
 
 def test_colormaps_match_matplotlib_at_known_points():

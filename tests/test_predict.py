@@ -18,16 +18,17 @@ from PIL import Image
 from torch import nn
 
 from sal3d.cli import main
-from conftest import REAL_SAMPLE
 from sal3d.pipeline.checkpoint import load_checkpoint, load_decoder, save_checkpoint
 from sal3d.pipeline.decoder import SaliencyDecoder
 from sal3d.pipeline.device import compute_dtype
 from sal3d.pipeline.inference import MapDecoder
 from sal3d.pipeline.postprocess import PostProcess, gaussian_blur, postprocess, quantize, resize_maps
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FORMAT_VERSION, FeatureStore
-from sal3d.pipeline.windows import apply_weighting, weighting_coefficients, window_indices
 from sal3d.pipeline.trunk import TrunkWeightsError, weights_for
+from sal3d.pipeline.windows import apply_weighting, weighting_coefficients, window_indices
 from sal3d.stages.predict import PredictConfig, PredictError, default_cache, predict, source_kind
+
+from conftest import REAL_SAMPLE
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_TRUNK = {"arch": "test", "weights": "test:features", "weights_sha256": "a" * 64}

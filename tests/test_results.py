@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from test_predict import make_checkpoint
 
 from sal3d.cli import main
 from sal3d.pipeline.overlay import OverlayStyle, overlay
 from sal3d.pipeline.store import FeatureStore
 from sal3d.stages.predict import PredictConfig, predict
-from test_predict import make_checkpoint
 
 VIDEO = "0601"  # the sample's validation video: 6 frames of 160x96
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal
 from sal3d.pipeline.cluster import ClusterError, local_workers
 from sal3d.pipeline.store import FeatureStore
 from sal3d.stages.extract import ExtractConfig, extract
 from sal3d.stages.predict import PredictConfig, predict
 from sal3d.stages.train import TrainConfig, train
+
+from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal
 
 pytest.importorskip("distributed")
 

@@ -17,7 +17,6 @@ from sal3d.pipeline.windows import (
     window_indices,
 )
 
-
 # ---------------------------------------------------------------- window rule
 
 

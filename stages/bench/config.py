@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from sal3d.pipeline.device import compute_dtype, resolve_device
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.trunk import imagenet_cached
-from sal3d.pipeline.device import compute_dtype, resolve_device
 from sal3d.stages.train import TrainConfig
 
 #: What a run measures when not told: small on a CPU (minutes), DHF1K-sized batches on a GPU.

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from sal3d.pipeline.decoder import decoder_macs
-from sal3d.pipeline.trunk import trunk_macs
 from sal3d.pipeline.device import machine_cpus, usable_cpus
+from sal3d.pipeline.trunk import trunk_macs
 
 #: Dense (no sparsity) bf16 tensor-core peaks from the vendors' spec sheets, TFLOP/s; first match wins.
 PEAK_BF16_TFLOPS = (

@@ -12,6 +12,7 @@ import torch
 
 from sal3d.pipeline.checkpoint import save_checkpoint
 from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.ffmpeg import trim_video
 from sal3d.pipeline.frames import FrameReader
 from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH
@@ -22,7 +23,6 @@ from sal3d.stages.bench.context import Context
 from sal3d.stages.bench.data import video_sizes
 from sal3d.stages.bench.report import figure, median, number, skipped
 from sal3d.stages.predict import PredictConfig, predict
-from sal3d.pipeline.device import usable_cpus
 
 
 def write_untrained_decoder(store: Path, path: Path) -> Path:

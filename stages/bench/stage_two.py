@@ -17,7 +17,13 @@ from sal3d.pipeline.loader import Batch, LoaderOptions, WindowLoader, default_lo
 from sal3d.pipeline.store import FeatureStore
 from sal3d.pipeline.training import LogitsCapture, build_model, build_optimizer, train_step
 from sal3d.pipeline.trunk import TrunkRunner
-from sal3d.pipeline.windows import DEFAULT_WEIGHTING, apply_weighting, frames_needed, gather_windows, weighting_coefficients
+from sal3d.pipeline.windows import (
+    DEFAULT_WEIGHTING,
+    apply_weighting,
+    frames_needed,
+    gather_windows,
+    weighting_coefficients,
+)
 from sal3d.stages.bench.context import Context
 from sal3d.stages.bench.machine import TRAIN_STEP_FACTOR, sync
 from sal3d.stages.bench.report import figure, median, number, skipped

@@ -19,8 +19,7 @@ from sal3d.stages.evaluate.baseline import prepare_baseline
 from sal3d.stages.evaluate.config import EvaluateConfig, EvaluateError, check_config, default_workers
 from sal3d.stages.evaluate.planning import VideoPlan, missing_message, plan, plan_notes
 from sal3d.stages.evaluate.results import EvaluateResult, Tally, build_report
-from sal3d.stages.evaluate.scoring import (Chunk, ChunkResult, FixationPool, map_tasks, read_fixations_task,
-                                           score_chunk)
+from sal3d.stages.evaluate.scoring import Chunk, ChunkResult, FixationPool, map_tasks, read_fixations_task, score_chunk
 
 
 def evaluate(config: EvaluateConfig) -> EvaluateResult:

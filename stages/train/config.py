@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from sal3d.pipeline import distributed
-from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.choices import DEFAULT_INITIALIZATION, INITIALIZATIONS, SELECTION, TORCH_BATCHNORM
+from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.loader import DEFAULT_LOADER_WORKERS_TEXT, DEFAULT_MIX_RUNS, DEFAULT_RUN_LENGTH
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, FeatureStore, local_or_url

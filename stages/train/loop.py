@@ -16,13 +16,19 @@ import torch
 from sal3d.pipeline import distributed
 from sal3d.pipeline.atomic import is_temporary, write_text_atomic
 from sal3d.pipeline.checkpoint import save_checkpoint
+from sal3d.pipeline.device import compute_dtype, resolve_device
 from sal3d.pipeline.loader import LoaderOptions, WindowLoader, default_loader_workers, plan_runs, validation_runs
-from sal3d.pipeline.progress import Progress
-from sal3d.pipeline.progress import say as say_always
+from sal3d.pipeline.progress import Progress, say as say_always
 from sal3d.pipeline.store import FeatureStore, StoreError
 from sal3d.pipeline.tensorboard_log import TensorBoardLog
-from sal3d.pipeline.training import LogitsCapture, build_model, build_optimizer, recalibrate_batchnorm, train_step, validate
-from sal3d.pipeline.device import compute_dtype, resolve_device
+from sal3d.pipeline.training import (
+    LogitsCapture,
+    build_model,
+    build_optimizer,
+    recalibrate_batchnorm,
+    train_step,
+    validate,
+)
 from sal3d.stages.train.config import (
     LR_RULE,
     VALIDATION_SUBSET_SEED,

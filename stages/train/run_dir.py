@@ -23,7 +23,6 @@ from sal3d.stages.train.parts import Training
 from sal3d.stages.train.split import Split
 from sal3d.stages.train.state import RunState
 
-
 STEP_LOG_SECONDS = 2.0  # on a GPU, step losses are fetched from the device (a sync) at most this often
 
 
