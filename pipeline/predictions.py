@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sal3d.pipeline.atomic import is_temporary
+from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.overlay import (
     OriginalFrames,
@@ -34,6 +35,14 @@ from sal3d.pipeline.overlay import (
 from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore
+
+#: At most this many threads write a run's PNGs (zlib and file writes release the GIL; more gain nothing).
+PNG_WRITERS_MAX = 8
+
+
+def default_png_writers() -> int:
+    """PNG writer threads when not given: one per usable CPU, at most `PNG_WRITERS_MAX`."""
+    return min(PNG_WRITERS_MAX, usable_cpus())
 
 
 class PredictError(Sal3dError):

@@ -27,7 +27,6 @@ Weightings (applied to the six feature maps, oldest first)
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Sequence
 from typing import Union

@@ -63,13 +63,14 @@ from sal3d.pipeline.atomic import write_text_atomic
 from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
-from sal3d.pipeline.device import compute_dtype, resolve_device, usable_cpus
+from sal3d.pipeline.device import compute_dtype, resolve_device
 from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, decoder_batch
 from sal3d.pipeline.overlay import DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OverlayStyle
 from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
 from sal3d.pipeline.predictions import (
     PredictError,
     VideoPlan,
+    default_png_writers,
     overlay_batch,
     overlay_video_path,
     plan_video,
@@ -110,7 +111,7 @@ class PredictConfig:
         "auto": "the checkpoint's trunk"})
     cache: str | None = field(default=None, metadata={  # feature store for a dataset/video SOURCE
         "auto": "OUT_DIR.features.zarr next to OUT_DIR"})
-    writers: int | None = None  # PNG writer threads; None: min(8, CPUs)
+    writers: int | None = None  # PNG writer threads; None: default_png_writers()
     max_frames: int | None = None  # a dataset/video SOURCE: extract at most this many frames of each video
     overlay_video: bool = False  # OUT_DIR/overlays/<video id>.mp4
     overlay_alpha: float = DEFAULT_ALPHA  # how the overlays look: pipeline.overlay.OverlayStyle
@@ -328,7 +329,7 @@ def predict(config: PredictConfig) -> PredictSummary:
     total = int(sum(len(p.todo) for p in work))
     dtype = compute_dtype(device)
     batch = config.batch_size or decoder_batch(device)
-    writers = config.writers or min(8, usable_cpus())
+    writers = config.writers or default_png_writers()
 
     run = {
         "started": started, "source": str(config.source), "source_kind": kind,

@@ -12,10 +12,10 @@ import torch
 
 from sal3d.pipeline.checkpoint import save_checkpoint
 from sal3d.pipeline.decoder import SaliencyDecoder
-from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.ffmpeg import trim_video
 from sal3d.pipeline.frames import FrameReader
 from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH
+from sal3d.pipeline.predictions import default_png_writers
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore
 from sal3d.pipeline.windows import DEFAULT_WEIGHTING, weighting_coefficients
 from sal3d.stages.bench.config import BenchError
@@ -60,7 +60,7 @@ def measure_predict_store(ctx: Context, store: Path, checkpoint: Path, frames: i
     sizes = ", ".join(f"{w}x{h}" for w, h in video_sizes(store))
     return figure("predict_store", rates,
                   f"{compute.of_peak(flops)} ({compute.decoder_gmac:.1f} GMAC/frame); PNGs written at {sizes} by "
-                  f"{min(8, usable_cpus())} threads",
+                  f"{default_png_writers()} threads",
                   frames=summaries[0].frames, batch=GPU_BATCH if ctx.settings.cuda else CPU_BATCH, tflops=flops,
                   fraction_of_peak=compute.fraction(flops))
 
