@@ -19,11 +19,12 @@ import tempfile
 from pathlib import Path
 
 import sal3d
+from sal3d.pipeline.choices import DEFAULT_INITIALIZATION, KERAS_BATCHNORM, TORCH_BATCHNORM
 from sal3d.pipeline.progress import say
 from sal3d.pipeline.sample import SampleSpec, make_sample
 
-VARIANTS = {"keras": dict(init="glorot_uniform", bn_momentum=0.01, bn_eps=1e-3),
-            "pytorch": dict(init="pytorch", bn_momentum=0.1, bn_eps=1e-5)}
+VARIANTS = {"keras": dict(init="glorot_uniform", **KERAS_BATCHNORM),
+            "pytorch": dict(init=DEFAULT_INITIALIZATION, **TORCH_BATCHNORM)}
 
 
 def main():
