@@ -45,8 +45,6 @@ class Predictor:
         self.decoder = MapDecoder.load(saved, path, self.device, self.options, batch_size)
         self.runner = TrunkRunner(trunk, self.device)
         self.trunk_batch = TRUNK_BATCH
-        self.model, self.dtype, self.coefficients = self.decoder.model, self.decoder.dtype, self.decoder.coefficients
-        self.batch_size = self.decoder.batch
 
     def predict_video(self, path: str | Path) -> Iterator[np.ndarray]:
         """Maps of a video file (or a folder of frame images), one per frame, in order: float32 (H, W)

@@ -91,8 +91,9 @@ def compute_dtype(device: torch.device) -> torch.dtype:
 
 
 def decoder_memory_format(device: torch.device) -> torch.memory_format:
-    """The memory format of the decoder's weights and input windows: channels_last_3d on CUDA (its
-    convolutions are faster so), contiguous elsewhere (channels_last_3d is slower on CPUs)."""
+    """The memory format of the decoder's weights and input windows: channels_last_3d on CUDA,
+    contiguous elsewhere (the decoder ran about 3 x slower in channels_last_3d on a CPU:
+    benchmarks/README.md)."""
     import torch
 
     return torch.channels_last_3d if device.type == "cuda" else torch.contiguous_format

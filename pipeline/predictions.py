@@ -36,7 +36,7 @@ from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore
 
-#: At most this many threads write a run's PNGs (zlib and file writes release the GIL; more gain nothing).
+#: At most this many threads write a run's PNGs.
 PNG_WRITERS_MAX = 8
 
 

@@ -74,7 +74,6 @@ from sal3d.pipeline.predictions import (
     overlay_batch,
     overlay_video_path,
     plan_video,
-    read_map,  # noqa: F401 (PredictError, read_map: kept here)
     write_overlay_videos,
 )
 from sal3d.pipeline.progress import Progress, say
@@ -86,8 +85,6 @@ PREDICT_JSON = "predict.json"
 FORMAT = "sal3d-predictions/1"
 #: Frames of a video's timeline read from the store at once (rounded up to whole batches).
 RUN_FRAMES = 128
-# PredictError, read_map (pipeline.predictions) and GPU_BATCH, CPU_BATCH (windows per decoder batch when not
-# given, pipeline.inference) import from here too, as before they moved.
 
 
 @dataclass
