@@ -8,6 +8,11 @@ Supported layouts (see DESIGN.md section 2):
 
 - ``dhf1k``: ``video/001.AVI`` + ``annotation/0001/{maps,fixation}/0001.png``; split from the manifest.
 - ``ucf-sports`` / ``hollywood2``: ``training|testing/<video>/{images,maps,fixation}/*.png``.
+- In every layout with ground truth, binary fixations may instead be MATLAB files
+  ``fixation/maps/<frame>.mat`` holding the variable ``I``, as the benchmark's ``evaluationFunc.m``
+  reads them; when both exist, the ``.mat`` files are used.
+
+Frames, maps and fixations are paired by the frame number in their names (`pipeline.pairing`).
 - ``davis``: ``JPEGImages/480p/<sequence>/00000.jpg`` (no ground truth).
 - ``videos``: a folder of video files.  ``frames``: a folder of frame folders.
 """
@@ -21,11 +26,13 @@ from importlib import resources
 from pathlib import Path
 
 from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.pairing import frame_number
 
 LAYOUTS = ("dhf1k", "ucf-sports", "hollywood2", "davis", "videos", "frames")
 SPLITS = ("train", "val", "test")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+FIXATION_MAT_FOLDER = "maps"  # fixation/maps/<frame>.mat, as the benchmark's evaluationFunc.m reads them
 # The ACLNet redistribution of UCF-Sports and Hollywood-2 splits by top-level folder.
 FOLDER_SPLITS = {"training": "train", "testing": "test"}
 # Hollywood-2 has no file: its redistribution's training/ and testing/ folders are the official split.
@@ -64,8 +71,19 @@ class VideoEntry:
         return image_files(self.maps_dir) if self.maps_dir else []
 
     def fixation_files(self) -> list[Path]:
-        """Binary fixation maps, in numeric frame order (empty when there are none)."""
-        return image_files(self.fixations_dir) if self.fixations_dir else []
+        """Binary fixation maps, in numeric frame order (empty when there are none): the benchmark's
+        ``fixation/maps/*.mat`` when there are any, else the images in ``fixation/``."""
+        if not self.fixations_dir:
+            return []
+        return mat_files(self.fixations_dir / FIXATION_MAT_FOLDER) or image_files(self.fixations_dir)
+
+    def frame_numbers(self, count: int) -> list[int]:
+        """The frame numbers (`pipeline.pairing.frame_number`) of the first `count` frames, by which
+        ground truth is paired: 1, 2, ... for a video file (DHF1K's maps ``0001.png`` are frame 1); the
+        number in each frame's own name for a frame folder (None for a name without digits)."""
+        if self.frames:
+            return [frame_number(p) for p in self.frames[:count]]
+        return list(range(1, count + 1))
 
     def frame_names(self, count: int) -> list[str]:
         """Names (without extension) of the first `count` frames, as benchmarks name prediction PNGs.
@@ -90,6 +108,13 @@ def image_files(folder: Path) -> list[Path]:
         return []
     return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
                   key=numeric_key)
+
+
+def mat_files(folder: Path) -> list[Path]:
+    """MATLAB ``.mat`` files directly in `folder`, sorted numerically; empty when the folder is absent."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".mat" and p.is_file()), key=numeric_key)
 
 
 def video_files(folder: Path) -> list[Path]:
