@@ -149,6 +149,9 @@ def make_sample(directory, train, val, frames, seed):
 @click.option("--allow-missing", is_flag=True,
               help="Score a frame without a prediction as an all-zero map (as a black PNG: NaN, hence dropped "
                    "and counted, for NSS, CC and s-AUC) instead of failing.")
+@click.option("--predicted-only", is_flag=True,
+              help="Score only the frames that have a prediction (e.g. predict --max-frames): the others are "
+                   "left out of the evaluated set (s-AUC's pool included), counted and named, instead of failing.")
 @click.option("--workers", type=click.IntRange(min=0), default=Default("sal3d.stages.evaluate:EvaluateConfig", "workers"),
               help="Scoring processes; 0: score in this process.")
 @click.option("--baseline", type=click.Choice(["center"]), default=None,
@@ -159,7 +162,9 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
 
     Predictions are PNGs PRED_DIR/<video id>/<frame name>.png (DHF1K: 0601/0001.png). Prints
     AUC-J, SIM, s-AUC, CC, NSS and KLD averaged over frames and over videos, the frames scored and
-    the NaN frames dropped per metric. A missing prediction is an error unless --allow-missing;
+    the NaN frames dropped per metric. Predictions, maps and fixation maps (PNGs, or the benchmark's
+    fixation/maps/<frame>.mat) are paired by the frame number in their names; what does not pair is
+    counted and named. A missing prediction is an error unless --allow-missing or --predicted-only;
     predictions of another size are resized to the ground truth's as the benchmark resizes them.
     """
     from sal3d.stages.evaluate import EvaluateConfig, evaluate as run_evaluate

@@ -13,7 +13,7 @@ from PIL import Image
 from sal3d.pipeline.datasets import VideoEntry, discover
 from sal3d.pipeline.progress import say
 from sal3d.stages.evaluate.config import BASELINE_MARKER, EvaluateConfig, EvaluateError
-from sal3d.stages.evaluate.images import image_size
+from sal3d.stages.evaluate.images import ground_truth_size
 from sal3d.stages.evaluate.planning import ground_truth_frames
 
 
@@ -32,20 +32,21 @@ def center_bias_map(height: int, width: int, sigma: float = 0.25) -> np.ndarray:
 def write_center_bias(entries: list[VideoEntry], out_dir: Path | str, sigma: float = 0.25) -> int:
     """Write a centre-bias prediction set for `entries` under `out_dir`, in the prediction layout.
 
-    One PNG per ground-truth frame (``out_dir/<video id>/<frame name>.png``), at the ground truth's
-    size. Videos without ground truth get nothing. Returns the number of files written.
+    One PNG per ground-truth frame (`ground_truth_frames`; PairingError for ground-truth files that
+    share a frame number), ``out_dir/<video id>/<frame name>.png``, at the ground truth's size.
+    Videos without ground truth get nothing. Returns the number of files written.
     """
     out_dir = Path(out_dir)
     encoded: dict[tuple[int, int], bytes] = {}
     written = 0
     for entry in entries:
-        names, maps, fixations, _ = ground_truth_frames(entry)
-        if not names:
+        truth = ground_truth_frames(entry)
+        if not truth.names:
             continue
         video_dir = out_dir / entry.video_id
         video_dir.mkdir(parents=True, exist_ok=True)
-        for name, map_path, fixation_path in zip(names, maps, fixations):
-            size = image_size(map_path if map_path is not None else fixation_path)
+        for name, map_path, fixation_path in zip(truth.names, truth.map_files, truth.fixation_files):
+            size = ground_truth_size(map_path, fixation_path)
             if size not in encoded:
                 buffer = io.BytesIO()
                 Image.fromarray(center_bias_map(*size, sigma=sigma)).save(buffer, format="PNG")

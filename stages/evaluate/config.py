@@ -35,6 +35,9 @@ class EvaluateConfig:
     json_path: Path | None = None
     seed: int = 0
     allow_missing: bool = False
+    # score only the frames that have a prediction (those of `predict --max-frames`); the rest are
+    # left out of the evaluated set and counted
+    predicted_only: bool = False
     # scoring processes; 0 or 1: in this process
     workers: int | None = field(default=None, metadata={
         "auto": f"1 below {POOL_MIN_FRAMES} frames, else one per core, at most {MAX_WORKERS}"})
@@ -54,11 +57,15 @@ class EvaluateConfig:
 
 
 def check_config(config: EvaluateConfig) -> None:
-    """Raise EvaluateError for an unknown protocol or builtins."""
+    """Raise EvaluateError for an unknown protocol or builtins, or both ways of treating missing
+    predictions at once."""
     if config.protocol not in PROTOCOLS:
         raise EvaluateError(f"unknown protocol {config.protocol!r}; the protocols are {', '.join(PROTOCOLS)}")
     if config.builtins not in BUILTINS:
         raise EvaluateError(f"unknown builtins {config.builtins!r}; choose one of {', '.join(BUILTINS)}")
+    if config.allow_missing and config.predicted_only:
+        raise EvaluateError("--allow-missing scores frames without a prediction as all-zero maps, --predicted-only "
+                            "leaves them out: choose one")
 
 
 def default_workers(frames: int) -> int:

@@ -1,5 +1,6 @@
 """Which frames are scored: the ground truth of every evaluated video paired with the prediction file
-each frame asks for, and what is missing or left over (the package docstring, "What is scored").
+of each frame, by the frame number in their names (`pipeline.pairing`), and what did not pair (the
+package docstring, "What is scored").
 
 `plan(config)` -> `Plan` (layout, one `VideoPlan` per video with ground truth, what was found
 beside them); `missing_message` and `plan_notes` say what the plan found, in words."""
@@ -11,9 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sal3d.pipeline.datasets import VideoEntry, discover
+from sal3d.pipeline.datasets import VideoEntry, discover, numeric_key
+from sal3d.pipeline.pairing import PairingError, by_frame_number, frame_number, number_list, pair
 from sal3d.pipeline.postprocess import OVERLAY_DIR
 from sal3d.stages.evaluate.config import EvaluateConfig, EvaluateError
+
+
+@dataclass
+class GroundTruth:
+    """The frames of one video that have ground truth (a continuous map, a fixation map or both),
+    paired by frame number; the lists hold one entry per such frame, in frame order."""
+
+    numbers: list[int]  # frame numbers (`VideoEntry.frame_numbers`)
+    names: list[str]  # prediction file stems (`VideoEntry.frame_names`)
+    map_files: list[Path | None]  # None: the frame has no continuous map
+    fixation_files: list[Path | None]  # None: the frame has no fixation map
+    notes: list[str] = field(default_factory=list)  # what did not pair, in words
+    files_without_frames: list[str] = field(default_factory=list)  # ground-truth file names no frame has
 
 
 @dataclass
@@ -26,10 +41,12 @@ class VideoPlan:
     map_files: list[Path | None]
     fixation_files: list[Path | None]
     pred_dir: Path
-    missing: list[str] = field(default_factory=list)  # names without a prediction file
-    files: dict[str, str] = field(default_factory=dict)  # name -> prediction file name (.png, any case)
+    missing: list[str] = field(default_factory=list)  # names without a prediction file (scored as all-zero)
+    files: dict[str, str] = field(default_factory=dict)  # name -> prediction file name (paired by number)
     pred_dir_absent: bool = False
-    extra_predictions: int = 0  # PNGs in pred_dir that no ground-truth frame asks for
+    # PNGs in pred_dir whose frame number no ground-truth frame has (or whose name holds no number)
+    unpaired_predictions: list[str] = field(default_factory=list)
+    unpaired_ground_truth: list[str] = field(default_factory=list)  # ground-truth files no frame has
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -42,55 +59,119 @@ class Plan(NamedTuple):
 
     layout: str  # the dataset's layout, as discovered
     videos: list[VideoPlan]  # the videos with ground truth, in order (VideoPlan.index)
-    # "layout"; "videos_without_ground_truth": video ids; "unused_prediction_folders": folder names
+    # "layout"; "videos_without_ground_truth": video ids; "unused_prediction_folders": folder names;
+    # "left_out": {video id: names of the frames without a prediction} (predicted_only, else empty);
+    # "videos_left_out": ids of the videos none of whose frames has a prediction (predicted_only)
     extra: dict
 
 
-def ground_truth_frames(entry: VideoEntry) -> tuple[list[str], list[Path | None], list[Path | None], list[str]]:
-    """The frames of `entry` that have ground truth: (prediction names, map files, fixation files, notes).
+def ground_truth_frames(entry: VideoEntry) -> GroundTruth:
+    """The frames of `entry` that have ground truth, each paired with its map and fixation map by
+    frame number; raises PairingError for files that share a frame number or hold none.
 
-    Files are paired by position (numeric order); when the two lists differ in length, the longer
-    sets the frame count and the other's missing entries are None (those metrics are NaN there).
-    """
-    maps, fixations = entry.map_files(), entry.fixation_files()
-    notes = []
-    n = max(len(maps), len(fixations))
-    if maps and fixations and len(maps) != len(fixations):
-        notes.append(f"{len(maps)} continuous maps but {len(fixations)} fixation maps: frames past the "
-                     "shorter list are scored without it")
-    names = entry.frame_names(n)
-    if len(names) < n:
-        notes.append(f"{n} ground-truth frames but only {len(names)} source frames: scoring the first "
-                     f"{len(names)}")
-        n = len(names)
-    pad = lambda files: [files[i] if i < len(files) else None for i in range(n)]  # noqa: E731
-    return names, pad(maps), pad(fixations), notes
+    The frames are the source frames of a frame folder, or, for a video file (which is not decoded
+    here), frames 1 .. the highest ground-truth number (DHF1K numbers its maps from 1). A frame
+    without either kind of file is not scored; a file whose number no frame has is ignored; both
+    are named in the notes."""
+    maps = by_frame_number(entry.map_files(), "maps")
+    fixations = by_frame_number(entry.fixation_files(), "fixation maps")
+    if entry.frames:
+        by_frame_number(list(entry.frames), "frames")  # refuses frames that share a number or hold none
+        count = len(entry.frames)
+    else:
+        count = max(maps.keys() | fixations.keys(), default=0)
+    numbers, names = entry.frame_numbers(count), entry.frame_names(count)
+    keep = [i for i, n in enumerate(numbers) if n in maps or n in fixations]
+    truth = GroundTruth([numbers[i] for i in keep], [names[i] for i in keep],
+                        [maps.get(numbers[i]) for i in keep], [fixations.get(numbers[i]) for i in keep])
+    if not keep:
+        return truth
+    without = [n for n in numbers if n not in maps and n not in fixations]
+    if without:
+        truth.notes.append(f"frames without ground truth (no map, no fixation map): {number_list(without)}: "
+                           "not scored")
+    for files, other, what, metrics in ((maps, fixations, "maps", "CC, SIM and KLD"),
+                                        (fixations, maps, "fixation maps", "AUC-J, s-AUC and NSS")):
+        if not files:
+            continue  # the whole video lacks this kind: said once for the set (run._ground_truth_notes)
+        pairing = pair(numbers, files)
+        partial = [n for n in pairing.frames_without if n in other]
+        if partial:
+            truth.notes.append(f"frames without {what}: {number_list(partial)}: {metrics} not scored there")
+        if pairing.files_without:
+            unpaired = [p.name for p in pairing.files_without]
+            truth.files_without_frames += unpaired
+            truth.notes.append(f"{what} without a frame: {_shown(unpaired)}: ignored")
+    return truth
+
+
+def _shown(names: list[str], limit: int = 5) -> str:
+    """The first `limit` names, then how many more."""
+    return ", ".join(names[:limit]) + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+def pair_predictions(video: VideoPlan, numbers: list[int]) -> None:
+    """Pair the frames of `video` (their frame `numbers`, in `video.names` order) with the PNGs of
+    its prediction folder by frame number; fills `files`, `missing`, `unpaired_predictions` and
+    `pred_dir_absent`. Raises EvaluateError for two PNGs with one frame number."""
+    if not video.pred_dir.is_dir():
+        video.pred_dir_absent = True
+        video.missing = list(video.names)
+        return
+    pngs = [video.pred_dir / name for name in os.listdir(video.pred_dir) if name.lower().endswith(".png")]
+    try:
+        by_number = by_frame_number([p for p in pngs if frame_number(p) is not None], "predictions")
+    except PairingError as error:
+        raise EvaluateError(str(error)) from None
+    for number, name in zip(numbers, video.names):
+        if number in by_number:
+            video.files[name] = by_number[number].name
+        else:
+            video.missing.append(name)
+    wanted = set(numbers)
+    video.unpaired_predictions = sorted((p.name for p in pngs if frame_number(p) not in wanted), key=numeric_key)
+
+
+def keep_predicted(video: VideoPlan) -> list[str]:
+    """Drop the frames of `video` that have no prediction (``--predicted-only``); returns their names."""
+    left_out, video.missing = video.missing, []
+    keep = [i for i, name in enumerate(video.names) if name in video.files]
+    video.names = [video.names[i] for i in keep]
+    video.map_files = [video.map_files[i] for i in keep]
+    video.fixation_files = [video.fixation_files[i] for i in keep]
+    return left_out
 
 
 def plan(config: EvaluateConfig) -> Plan:
-    """Discover the dataset, pair ground truth with prediction paths, list what is missing."""
+    """Discover the dataset, pair ground truth with prediction files by frame number, list what is
+    missing (or, with ``predicted_only``, leave those frames out)."""
     root = Path(config.dataset)
     layout, entries = discover(root, config.layout, config.split, config.videos)
     if not entries:
         raise EvaluateError(f"{root}: no video in layout {layout}, split {config.split}")
     predictions = Path(config.predictions)
-    plans, no_gt = [], []
+    plans, no_gt, left_out, videos_left_out = [], [], {}, []
     for entry in entries:
-        names, maps, fixations, notes = ground_truth_frames(entry)
-        if not names:
+        try:
+            truth = ground_truth_frames(entry)
+        except PairingError as error:
+            raise EvaluateError(str(error)) from None
+        if not truth.names:
             no_gt.append(entry.video_id)
             continue
-        pred_dir = predictions / entry.video_id
-        video = VideoPlan(len(plans), entry.video_id, names, maps, fixations, pred_dir, notes=notes)
-        if pred_dir.is_dir():
-            present = {p[:-4]: p for p in os.listdir(pred_dir) if p.lower().endswith(".png")}
-            video.missing = [name for name in names if name not in present]
-            video.files = {name: present[name] for name in names if name in present}
-            video.extra_predictions = len(present.keys() - set(names))
-        else:
-            video.pred_dir_absent = True
-            video.missing = list(names)
+        video = VideoPlan(len(plans), entry.video_id, truth.names, truth.map_files, truth.fixation_files,
+                          predictions / entry.video_id, unpaired_ground_truth=truth.files_without_frames,
+                          notes=truth.notes)
+        pair_predictions(video, truth.numbers)
+        if config.predicted_only and video.missing:
+            left_out[video.video_id] = keep_predicted(video)
+            if not video.names:
+                videos_left_out.append(video.video_id)
+                continue
         plans.append(video)
+    if not plans and videos_left_out:
+        raise EvaluateError(f"{predictions}: no frame of the evaluated set has a prediction here "
+                            "(--predicted-only scores only those that have one); nothing to score")
     if not plans:
         raise EvaluateError(f"{root}: no video of layout {layout}, split {config.split} has ground truth "
                             "(continuous maps or fixation maps); nothing to score")
@@ -99,7 +180,8 @@ def plan(config: EvaluateConfig) -> Plan:
     unused = sorted(d.name for d in predictions.iterdir()
                     if d.is_dir() and d.name not in evaluated and d.name != OVERLAY_DIR) \
         if predictions.is_dir() else []
-    extra = {"layout": layout, "videos_without_ground_truth": no_gt, "unused_prediction_folders": unused}
+    extra = {"layout": layout, "videos_without_ground_truth": no_gt, "unused_prediction_folders": unused,
+             "left_out": left_out, "videos_left_out": videos_left_out}
     return Plan(layout, plans, extra)
 
 
@@ -112,12 +194,14 @@ def missing_message(plans: list[VideoPlan], predictions: Path, limit: int = 10) 
             + (f" ({len(absent)} video folders absent: {', '.join(absent[:limit])}"
                + (", ..." if len(absent) > limit else "") + ")" if absent else "")
             + ": " + ", ".join(files[:limit]) + (f", ... ({len(files) - limit} more)" if len(files) > limit else ""))
-    return text + "; pass --allow-missing to score them as constant (chance-level) maps"
+    return text + ("; pass --allow-missing to score them as constant (chance-level) maps, or --predicted-only "
+                   "to score only the frames that have a prediction")
 
 
 def plan_notes(planned: Plan) -> list[str]:
-    """The report's notes on the plan: videos without ground truth, each video's own notes, missing
-    and extra prediction files, prediction folders that are not videos of the evaluated set."""
+    """The report's notes on the plan: videos without ground truth, each video's own notes (what of
+    its ground truth did not pair), missing, left-out and unpaired prediction files, prediction
+    folders that are not videos of the evaluated set."""
     notes = []
     for video_id in planned.extra["videos_without_ground_truth"]:
         notes.append(f"{video_id}: no ground truth (no maps, no fixation maps): not scored")
@@ -131,8 +215,13 @@ def plan_notes(planned: Plan) -> list[str]:
             shown = ", ".join(f"{n}.png" for n in p.missing[:5]) + (", ..." if len(p.missing) > 5 else "")
             notes.append(f"{p.video_id}: {len(p.missing)} of {p.frames} frames without a prediction ({shown}): "
                          "scored as all-zero maps")
-        if p.extra_predictions:
-            notes.append(f"{p.video_id}: {p.extra_predictions} prediction files match no ground-truth frame: ignored")
+        if p.unpaired_predictions:
+            notes.append(f"{p.video_id}: {len(p.unpaired_predictions)} predictions without ground truth "
+                         f"({_shown(p.unpaired_predictions)}): ignored")
+    for video_id, names in planned.extra["left_out"].items():
+        where = "all its frames" if video_id in planned.extra["videos_left_out"] else f"{len(names)} frames"
+        notes.append(f"{video_id}: {where} without a prediction left out (--predicted-only): "
+                     f"{_shown([f'{n}.png' for n in names])}")
     if planned.extra["unused_prediction_folders"]:
         unused = planned.extra["unused_prediction_folders"]
         notes.append(f"{len(unused)} prediction folders are not videos of the evaluated set: ignored "

@@ -52,6 +52,8 @@ def _video_record(p: VideoPlan, tally: Tally, video_means: dict, counts: dict) -
         "constant_predictions": tally.constant[p.index],
         "frames_without_fixations": tally.no_fixation[p.index],
         "missing_frames": len(p.missing),
+        "predictions_without_ground_truth": p.unpaired_predictions,
+        "ground_truth_without_frames": p.unpaired_ground_truth,
         "prediction_folder_absent": p.pred_dir_absent,
         "resized_frames": count,
         "prediction_size": list(pred_size) if pred_size else None,  # (h, w) of the first resized one
@@ -68,8 +70,10 @@ def _settings(config: EvaluateConfig, layout: str, workers: int) -> dict:
         "split": config.split,
         "videos": config.videos,
         "allow_missing": config.allow_missing,
+        "predicted_only": config.predicted_only,
+        "pairing": "predictions, continuous maps and fixation maps paired by the frame number in their names",
         "baseline": ({"name": config.baseline, "sigma": config.center_sigma} if config.baseline else None),
-        "prediction": "first channel of the PNG, as double(imread(...))(:,:,1)",
+        "prediction": "first channel of the PNG, as double(imread(...))(:,:,1); a palette PNG's indices",
         "resize": "to the ground truth's size, MATLAB imresize: bicubic (a = -0.5), antialiased when "
                   "shrinking",
         "builtins": config.builtins,
@@ -100,6 +104,7 @@ def build_report(config: EvaluateConfig, planned: Plan, tally: Tally, notes: lis
     video_means, video_counts = means(np.asarray(video_rows, dtype=np.float64).reshape(-1, len(METRIC_NAMES)))
     total = sum(p.frames for p in plans)
     n_missing = sum(len(p.missing) for p in plans)
+    n_left_out = sum(len(names) for names in extra["left_out"].values())
     return {
         **{m: nan_to_none(frame_means[m]) for m in METRIC_NAMES},
         "video_mean": {m: nan_to_none(video_means[m]) for m in METRIC_NAMES},
@@ -114,6 +119,10 @@ def build_report(config: EvaluateConfig, planned: Plan, tally: Tally, notes: lis
             "frames_without_fixations": sum(tally.no_fixation.values()),
             "videos_per_metric": video_counts,
             "missing_frames": n_missing,
+            "left_out_frames": n_left_out,
+            "videos_left_out": len(extra["videos_left_out"]),
+            "predictions_without_ground_truth": sum(len(p.unpaired_predictions) for p in plans),
+            "ground_truth_without_frames": sum(len(p.unpaired_ground_truth) for p in plans),
             "missing_prediction_folders": sum(p.pred_dir_absent for p in plans),
             "videos_without_ground_truth": len(extra["videos_without_ground_truth"]),
             "resized_frames": sum(r[0] for r in tally.resized.values()),
@@ -124,7 +133,12 @@ def build_report(config: EvaluateConfig, planned: Plan, tally: Tally, notes: lis
             "prediction_folders_absent": [p.video_id for p in plans if p.pred_dir_absent],
             "videos_without_ground_truth": extra["videos_without_ground_truth"],
             "scored_as": "all-zero prediction" if n_missing else None,
-            "extra_prediction_files": sum(p.extra_predictions for p in plans),
+            "left_out_frames": {v: [f"{n}.png" for n in names] for v, names in extra["left_out"].items()},
+            "videos_left_out": extra["videos_left_out"],
+            "predictions_without_ground_truth": {p.video_id: p.unpaired_predictions for p in plans
+                                                 if p.unpaired_predictions},
+            "ground_truth_without_frames": {p.video_id: p.unpaired_ground_truth for p in plans
+                                            if p.unpaired_ground_truth},
             "unused_prediction_folders": extra["unused_prediction_folders"],
         },
         "protocol": config.protocol,
@@ -168,8 +182,14 @@ class EvaluateResult:
         return f"{n} worker" + ("s" if n > 1 else "")
 
     def line(self) -> str:
+        """The summary: what was scored, how fast, and the counts of what did not pair."""
         c = self.report["counts"]
+        missing = (f"{c['left_out_frames']} frames without a prediction left out (--predicted-only)"
+                   if self.report["settings"]["predicted_only"]
+                   else f"{c['missing_frames']} frames without a prediction")
+        unpaired = (f", {c['ground_truth_without_frames']} ground-truth files without a frame"
+                    if c["ground_truth_without_frames"] else "")
         return (f"evaluate: {c['videos']} videos, {c['frames']} frames in {self.seconds:.1f} s "
-                f"({self.frames_per_second:.1f} frames/s, {self._workers()}); "
-                f"{c['missing_frames']} frames without a prediction, {c['resized_frames']} resized, "
-                f"{c['constant_predictions']} constant")
+                f"({self.frames_per_second:.1f} frames/s, {self._workers()}); {missing}, "
+                f"{c['predictions_without_ground_truth']} predictions without ground truth{unpaired}, "
+                f"{c['resized_frames']} resized, {c['constant_predictions']} constant")
