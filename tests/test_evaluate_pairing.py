@@ -258,3 +258,12 @@ def test_predicted_only_with_no_prediction_at_all_is_refused(tmp_path):
     (tmp_path / "pred").mkdir()
     with pytest.raises(EvaluateError, match="no frame of the evaluated set has a prediction"):
         _evaluate(tmp_path / "pred", dataset, predicted_only=True)
+
+
+def test_center_bias_baseline_sized_by_mat_fixations(tmp_path):
+    # no continuous maps: the baseline's size comes from the .mat fixation map
+    dataset = _dhf1k(tmp_path / "set", {601: ((), range(1, 4))})
+    _fixations_as_mat(dataset, "0601")
+    report = _evaluate(tmp_path / "centre", dataset, baseline="center").report
+    assert report["counts"]["frames"] == 3 and report["counts"]["frames_per_metric"]["nss"] == 3
+    assert Image.open(tmp_path / "centre" / "0601" / "0003.png").size == SHAPE[::-1]

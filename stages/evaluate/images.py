@@ -38,8 +38,8 @@ def read_prediction(path: Path) -> np.ndarray:
     """
     try:
         with Image.open(path) as image:
-            if image.mode in ("P", "PA"):
-                return np.asarray(image.getchannel(0) if image.mode == "PA" else image)
+            if image.mode == "P":  # PIL reads every indexed PNG (transparency included) as "P"
+                return np.asarray(image)
             if len(image.getbands()) > 1:
                 image = image.getchannel(0)
             return np.asarray(image)
