@@ -126,6 +126,10 @@ def test_preset_gives_keras_block5_conv3_then_batchnorm_on_a_real_frame(keras, r
     assert difference < 1e-4
     # The BatchNormalization is Keras' untrained one: block5_conv3's ReLU output scaled by 1/sqrt(1.001).
     assert relative(ours, raw * BN_SCALE) < 1e-4 and relative(ours, raw) > 4e-4
+    # Keras 3's own legacy save of the same model (a full-model file, other weight names) loads alike.
+    vgg.save(tmp_path / "keras3.h5")
+    assert load_trunk(str(tmp_path / "keras3.h5"), KERAS_PRESET).fingerprint["weights_sha256"] == \
+        trunk.fingerprint["weights_sha256"]
 
 
 def test_weights_are_read_by_order_whatever_their_names(vgg_trunk, tmp_path):
