@@ -29,12 +29,13 @@ class Predictor:
         from sal3d.pipeline.device import resolve_device
         from sal3d.pipeline.inference import MapDecoder
         from sal3d.pipeline.postprocess import PostProcess
-        from sal3d.pipeline.trunk import TRUNK_BATCH, TrunkRunner, load_trunk, weights_for
+        from sal3d.pipeline.trunk import TRUNK_BATCH, TrunkRunner, load_trunk, preset_of, weights_for
 
         path = Path(checkpoint)
         saved = load_checkpoint(path)
-        trunk = load_trunk(weights_for(saved["config"]["trunk"], weights))
-        mismatch = fingerprint_mismatch(saved["config"]["trunk"], trunk.fingerprint)
+        checkpoint_trunk = saved["config"]["trunk"]
+        trunk = load_trunk(weights_for(checkpoint_trunk, weights), preset_of(checkpoint_trunk))
+        mismatch = fingerprint_mismatch(checkpoint_trunk, trunk.fingerprint)
         if mismatch:
             raise CheckpointError(f"{path}: trained on features of another trunk than --weights gives "
                                   f"(checkpoint vs trunk: {mismatch})")
@@ -54,7 +55,7 @@ class Predictor:
 
         path = Path(path)
         entry = VideoEntry(path.stem, path, frames=tuple(image_files(path)) if path.is_dir() else ())
-        reader = FrameReader(entry)
+        reader = FrameReader(entry, self.runner.preprocessing)
         info = reader.info()
         height, width = self.options.output_size(info.height, info.width)
         stream = (reader.read(start, min(start + self.trunk_batch, info.frame_count))
@@ -64,15 +65,11 @@ class Predictor:
     def predict_frames(self, frames: np.ndarray) -> np.ndarray:
         """(T, H, W, 3) uint8 RGB frames, in order -> (T, H, W) float32 maps in [0, 1] (224x224 with
         ``size="224"``); the window rule applies over the given sequence (its first frame starts it)."""
-        from PIL import Image
-
-        from sal3d.pipeline.preprocessing import resize_image
-
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
         height, width = self.options.output_size(*frames.shape[1:3])
-        stream = (np.stack([resize_image(Image.fromarray(f), "RGB") for f in frames[start:start + self.trunk_batch]])
+        stream = (self.runner.preprocessing.resize_all(frames[start:start + self.trunk_batch])
                   for start in range(0, len(frames), self.trunk_batch))
         maps = list(self._maps(stream, height, width))
         return np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
@@ -86,8 +83,10 @@ class Predictor:
 def load(checkpoint: str | Path, *, weights: str | None = None, device: str = "auto", **options) -> Predictor:
     """A `Predictor` for a checkpoint that ``sal3d train-decoder`` wrote.
 
-    weights: the trunk's weights (imagenet, random or a state_dict file); by default the ones the
-        checkpoint's trunk fingerprint names. A trunk other than the checkpoint's is refused.
+    weights: the trunk's weights (imagenet, random or a state_dict file; for a checkpoint of the
+        keras-3dsal trunk preset, Keras' VGG16 weights file); by default the ones the checkpoint's
+        trunk fingerprint names. The trunk preset is the checkpoint's; a trunk other than the
+        checkpoint's is refused.
     device: auto, cpu, cuda, cuda:N or mps.
     options: ``sal3d predict``'s post-processing and batch options: size ("original" or "224"),
         blur (sigma in pixels of the map), rescale (min-max per frame, default True), batch_size.
@@ -96,7 +95,7 @@ def load(checkpoint: str | Path, *, weights: str | None = None, device: str = "a
 
 
 def extract(dataset: str | Path, store: str, **options):
-    """``sal3d extract DATASET STORE``; options as its flags (layout, split, videos, weights, device,
+    """``sal3d extract DATASET STORE``; options as its flags (layout, split, videos, trunk, weights, device,
     batch_size, max_frames, workers, writers, scheduler). Returns the `ExtractSummary` (done, skipped,
     failed: video id -> reason, frames, seconds)."""
     from sal3d.stages.extract import ExtractConfig, extract as run

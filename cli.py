@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from sal3d.pipeline.choices import INITIALIZATIONS, SELECTION, SIZES, WEIGHTINGS
+from sal3d.pipeline.choices import INITIALIZATIONS, SELECTION, SIZES, TRUNKS, WEIGHTINGS
 from sal3d.pipeline.datasets import LAYOUTS, SPLITS
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.overlay import COLORMAPS
@@ -81,8 +81,13 @@ def main():
 @click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.extract:ExtractConfig", "split"),
               help="Official split to extract (from data_manifests/ or the dataset's folders).")
 @click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+@click.option("--trunk", type=click.Choice(TRUNKS), default=Default("sal3d.stages.extract:ExtractConfig", "trunk"),
+              help="Trunk preset: torchvision's VGG-16 (ImageNet-normalized RGB), or keras-3dsal, the features of the "
+                   "3DSal authors' published model (Keras' VGG16 weights file as --weights, BGR 0..255 frames "
+                   "resized by OpenCV, then their untrained BatchNormalization).")
 @click.option("--weights", default=Default("sal3d.stages.extract:ExtractConfig", "weights"), metavar="imagenet|random|FILE",
-              help="Trunk weights: torchvision's ImageNet VGG-16, seeded random (tests), or a state_dict file.")
+              help="Trunk weights: torchvision's ImageNet VGG-16, seeded random (tests), or a file: a state_dict, "
+                   "or with --trunk keras-3dsal Keras' vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5.")
 @click.option("--device", type=DEVICES, help="Where to compute: auto (cuda when torch sees one), cpu, cuda, cuda:N or mps.", default=Default("sal3d.stages.extract:ExtractConfig", "device"))
 @click.option("--batch-size", type=click.IntRange(min=1), default=Default("sal3d.stages.extract:ExtractConfig", "batch_size"),
               help="Frames per trunk batch (decoded, run through the trunk and written together).")
@@ -205,7 +210,8 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
 @click.option("--batch-size", type=click.IntRange(min=1), default=Default("sal3d.stages.predict:PredictConfig", "batch_size"),
               help="Windows per decoder batch (frames predicted together).")
 @click.option("--weights", default=Default("sal3d.stages.predict:PredictConfig", "weights"), metavar="imagenet|random|FILE",
-              help="Trunk weights for a dataset/video SOURCE.")
+              help="Trunk weights for a dataset/video SOURCE, run by the trunk preset the checkpoint names "
+                   "(a keras-3dsal checkpoint: Keras' VGG16 weights file).")
 @click.option("--cache", default=Default("sal3d.stages.predict:PredictConfig", "cache"), metavar="STORE",
               help="Feature store for a dataset/video SOURCE.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,

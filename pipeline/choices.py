@@ -2,6 +2,7 @@
 lists them without loading torch, and the modules that act on them import them from here.
 
 - `SIZES`: the map sizes predict writes (`pipeline.postprocess`).
+- `TRUNKS`, `DEFAULT_TRUNK`: the trunk presets extract offers (`pipeline.trunk`).
 - `WEIGHTINGS`: the window weightings, six coefficients each, oldest frame first (`pipeline.windows`
   applies them; DESIGN.md section 1).
 - `INITIALIZATIONS`, `DEFAULT_INITIALIZATION`, `TORCH_BATCHNORM`, `KERAS_BATCHNORM`: how the decoder's
@@ -15,6 +16,11 @@ import math
 
 #: Map sizes: the frame's own, or the decoder's 224x224.
 SIZES = ("original", "224")
+
+#: Trunk presets: torchvision's VGG-16 (ImageNet weights, RGB normalized), or the 3DSal authors' Keras
+#: VGG16 features (Keras' weights file, BGR 0..255, cv2 resize, untrained BatchNormalization).
+TRUNKS = ("torchvision", "keras-3dsal")
+DEFAULT_TRUNK = "torchvision"
 
 #: Weighting name -> six coefficients, oldest frame first.
 WEIGHTINGS: dict[str, tuple[float, ...]] = {

@@ -11,9 +11,12 @@ FEATURE_SHAPE = (512, 14, 14)  # VGG-16 relu5_3 of one INPUT_SIZE frame: (channe
 
 
 def fingerprint_mismatch(expected: dict, found: dict) -> str | None:
-    """None when two trunk fingerprints match, else a sentence naming the fields that differ."""
+    """None when two trunk fingerprints match, else a sentence naming the fields that differ.
+
+    A field `expected` holds as None is not compared: a checkpoint imported from Keras names its
+    trunk preset but not the weights file the user will pass (`pipeline.trunk.trunk_fingerprint`)."""
     keys = sorted(set(expected) | set(found))
-    differing = [k for k in keys if expected.get(k) != found.get(k)]
+    differing = [k for k in keys if expected.get(k) != found.get(k) and not (k in expected and expected[k] is None)]
     if not differing:
         return None
     return "; ".join(f"{k}: {expected.get(k)!r} vs {found.get(k)!r}" for k in differing)

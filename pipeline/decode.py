@@ -13,6 +13,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from sal3d.pipeline.datasets import VideoEntry
 from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.frames import FrameReader, FrameReadError, VideoInfo, read_maps
+from sal3d.pipeline.preprocessing import TORCHVISION, Preprocessing
 from sal3d.pipeline.store import VideoRecord
 
 
@@ -40,11 +41,14 @@ class DecodeStream(IterableDataset):
     """Decodes the work list in worker processes; worker k takes videos k, k + W, k + 2W, ...
 
     origins: the `pipeline.identity` origin of each entry (recorded with the video), or None.
-    strict: a source shorter than its container declares is an error instead of a note."""
+    strict: a source shorter than its container declares is an error instead of a note.
+    preprocessing: the trunk preset's, which says how frames are resized (`FrameReader`)."""
 
     def __init__(self, entries: list[VideoEntry], root: Path, batch_size: int, max_frames: int | None,
-                 origins: list[dict | None] | None = None, strict: bool = False):
+                 origins: list[dict | None] | None = None, strict: bool = False,
+                 preprocessing: Preprocessing = TORCHVISION):
         self.entries, self.root, self.batch_size, self.max_frames = entries, root, batch_size, max_frames
+        self.preprocessing = preprocessing
         self.origins = origins or [None] * len(entries)
         self.strict = strict
 
@@ -58,7 +62,7 @@ class DecodeStream(IterableDataset):
         """The messages of one video of the work list: begin, frames..., end (or error)."""
         entry = self.entries[index]
         try:
-            reader = FrameReader(entry)  # opened here, inside the worker: never across a fork
+            reader = FrameReader(entry, self.preprocessing)  # opened here, inside the worker: never across a fork
             info = reader.info()
             count = info.frame_count if self.max_frames is None else min(info.frame_count, self.max_frames)
             map_files, notes = entry.map_files(), []

@@ -1,5 +1,5 @@
-"""Frame sources: decode a video file (decord) or a folder of frame images into 224x224 RGB; read
-ground-truth maps as 8-bit grey.
+"""Frame sources: decode a video file (decord) or a folder of frame images into 224x224 RGB, resized
+as the trunk preset's `Preprocessing` says; read ground-truth maps as 8-bit grey.
 
 Readers are opened lazily, on first use: a decord VideoReader opened before a fork crashes in the
 child (DESIGN.md section 4), so worker processes must each open their own.
@@ -16,7 +16,7 @@ from PIL import Image
 from sal3d.pipeline.containers import declared_seconds
 from sal3d.pipeline.datasets import VideoEntry
 from sal3d.pipeline.errors import Sal3dError
-from sal3d.pipeline.preprocessing import INPUT_SIZE, resize_image
+from sal3d.pipeline.preprocessing import INPUT_SIZE, TORCHVISION, Preprocessing, resize_image
 
 
 class FrameReadError(Sal3dError):
@@ -52,10 +52,14 @@ def short_of(frames: int, decoded_seconds: float, declared: float | None) -> int
 
 
 class FrameReader:
-    """Reads frames of one VideoEntry as uint8 arrays (n, 224, 224, 3), in order, by index."""
+    """Reads frames of one VideoEntry as uint8 RGB arrays (n, 224, 224, 3), in order, by index.
 
-    def __init__(self, entry: VideoEntry):
+    preprocessing: the trunk preset's; it says whether decord decodes straight to 224x224 or at full
+    size, each frame then resized by `Preprocessing.resize`."""
+
+    def __init__(self, entry: VideoEntry, preprocessing: Preprocessing = TORCHVISION):
         self.entry = entry
+        self.preprocessing = preprocessing
         self._video = None
         self._info: VideoInfo | None = None
 
@@ -65,7 +69,8 @@ class FrameReader:
 
             path = str(self.entry.source)
             try:
-                self._video = decord.VideoReader(path, width=INPUT_SIZE, height=INPUT_SIZE, num_threads=1)
+                size = {"width": INPUT_SIZE, "height": INPUT_SIZE} if self.preprocessing.decoder_resizes else {}
+                self._video = decord.VideoReader(path, **size, num_threads=1)
                 original = decord.VideoReader(path, num_threads=1)
                 height, width = original[0].shape[:2] if len(original) else (0, 0)
                 fps = float(original.get_avg_fps())
@@ -100,11 +105,12 @@ class FrameReader:
         if self.entry.is_video_file:
             video = self._open_video()
             try:
-                return video.get_batch(list(range(start, stop))).asnumpy()
+                frames = video.get_batch(list(range(start, stop))).asnumpy()
             except Exception as error:
                 raise FrameReadError(f"{self.entry.source}: cannot decode frames {start}..{stop - 1} "
                                      f"({_first_line(error)})") from None
-        return np.stack([resize_image(_open_image(p), "RGB") for p in self.entry.frames[start:stop]])
+            return frames if self.preprocessing.decoder_resizes else self.preprocessing.resize_all(frames)
+        return np.stack([self.preprocessing.resize(_open_image(p)) for p in self.entry.frames[start:stop]])
 
 
 def read_maps(files: list[Path]) -> np.ndarray:

@@ -1,8 +1,16 @@
 """The frozen VGG-16 trunk, up to relu5_3: (N, 3, 224, 224) -> (N, 512, 14, 14).
 
-`load_trunk` builds it from one of three weight sources and returns a fingerprint that identifies
-exactly which features it makes (weights, preprocessing, input size); stores record it, and later
-stages refuse a store or checkpoint made with another.
+`load_trunk` builds it for a preset (`PRESETS`) from a weight source and returns a fingerprint that
+identifies exactly which features it makes (preset, weights, preprocessing, input size); stores
+record it, and later stages refuse a store or checkpoint made with another.
+
+- ``torchvision`` (the default): torchvision's VGG-16 up to relu5_3 on ImageNet-normalized RGB;
+  weights ``imagenet``, ``random`` (seeded; tests and demos) or a state_dict file.
+- ``keras-3dsal``: the features of the 3DSal authors' published model: Keras' VGG16 weights file
+  (`pipeline.keras_vgg16`) in the same network, up to block5_conv3 with its ReLU, then Keras'
+  BatchNormalization as they left it, untrained (gamma 1, beta 0, mean 0, variance 1, epsilon
+  1e-3: x / sqrt(1.001)), on BGR 0..255 frames resized by cv2 (`pipeline.preprocessing`); weights
+  a Keras ``.h5`` file, or ``random``.
 """
 
 from __future__ import annotations
@@ -18,14 +26,22 @@ import numpy as np
 import torch
 import torchvision
 
-from sal3d.pipeline import preprocessing
+from sal3d.pipeline.choices import DEFAULT_TRUNK, KERAS_BATCHNORM, TRUNKS
 from sal3d.pipeline.contract import FEATURE_SHAPE
 from sal3d.pipeline.device import compute_dtype
 from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.preprocessing import PREPROCESSINGS, TORCHVISION, Preprocessing
 from sal3d.pipeline.progress import say
 
 RELU5_3 = 30  # vgg16().features[:30] ends with relu5_3
 ARCH = "torchvision.models.vgg16().features[:30] (relu5_3)"
+KERAS_PRESET = "keras-3dsal"
+KERAS_ARCH = ("Keras VGG16 block1_conv1..block5_conv3 with its ReLU, as torchvision.models.vgg16().features[:30], "
+              f"then Keras BatchNormalization untrained (x / sqrt(1 + {KERAS_BATCHNORM['bn_eps']}))")
+#: The file the keras-3dsal preset wants: Keras' own VGG16 no-top weights (what keras.applications downloads).
+KERAS_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+#: Trunk presets: name -> (arch, preprocessing); `pipeline.choices.TRUNKS` lists the names.
+PRESETS = {"torchvision": (ARCH, TORCHVISION), KERAS_PRESET: (KERAS_ARCH, PREPROCESSINGS[KERAS_PRESET])}
 RANDOM_SEED = 0
 #: Frames per trunk batch when not given: extract's --batch-size default and the `Predictor`'s batch.
 TRUNK_BATCH = 32
@@ -41,42 +57,76 @@ class TrunkWeightsError(Sal3dError):
 
 @dataclass
 class Trunk:
-    """The trunk module (eval mode, frozen) and the fingerprint of the features it makes."""
+    """The trunk module (eval mode, frozen), the fingerprint of the features it makes, and how its
+    frames are prepared (its preset's `Preprocessing`)."""
 
     module: torch.nn.Sequential
     fingerprint: dict
+    preprocessing: Preprocessing = TORCHVISION
 
 
-def load_trunk(weights: str = "imagenet") -> Trunk:
-    """weights: ``imagenet`` (torchvision's VGG16_Weights.IMAGENET1K_V1, from the TORCH_HOME cache or
-    downloaded), ``random`` (seeded; for tests and demos only) or the path of a state_dict file
-    (a full VGG-16 state_dict or one of ``features`` alone)."""
-    if weights == "imagenet":
-        vgg, identity = _imagenet_vgg16(), "imagenet:VGG16_Weights.IMAGENET1K_V1"
-    elif weights == "random":
+def load_trunk(weights: str = "imagenet", preset: str = DEFAULT_TRUNK) -> Trunk:
+    """preset: ``torchvision`` or ``keras-3dsal`` (see the module's docstring).
+    weights: ``imagenet`` (torchvision's VGG16_Weights.IMAGENET1K_V1, from the TORCH_HOME cache or
+    downloaded; torchvision preset only), ``random`` (seeded; for tests and demos only) or the path
+    of a file: for torchvision a state_dict (a full VGG-16 one or one of ``features`` alone), for
+    keras-3dsal Keras' VGG16 weights file (``.h5``)."""
+    if preset not in PRESETS:
+        raise TrunkWeightsError(f"unknown trunk preset {preset!r} (expected one of {', '.join(TRUNKS)})")
+    arch, preprocessing = PRESETS[preset]
+    preprocessing.check()
+    if weights == "random":
         if _warn_random.get():
             say(RANDOM_WARNING)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
-            vgg, identity = torchvision.models.vgg16(weights=None), f"random:seed={RANDOM_SEED}"
+            features, identity = torchvision.models.vgg16(weights=None).features, f"random:seed={RANDOM_SEED}"
+    elif preset == KERAS_PRESET:
+        features, identity = _keras_features(weights), f"keras-h5:{Path(weights).name}"
+    elif weights == "imagenet":
+        features, identity = _imagenet_vgg16().features, "imagenet:VGG16_Weights.IMAGENET1K_V1"
     else:
-        vgg, identity = _file_vgg16(Path(weights)), f"file:{Path(weights).name}"
-    module = vgg.features[:RELU5_3].eval().requires_grad_(False)
-    fingerprint = {
-        "arch": ARCH,
-        "weights": identity,
-        "weights_sha256": _state_sha256(module),
-        "preprocessing": preprocessing.DESCRIPTION,
+        features, identity = _file_vgg16(Path(weights)).features, f"file:{Path(weights).name}"
+    module = features[:RELU5_3]
+    if preset == KERAS_PRESET:
+        # Keras' BatchNormalization as the authors left it: gamma 1, beta 0, mean 0, variance 1.
+        module.append(torch.nn.BatchNorm2d(FEATURE_SHAPE[0], eps=KERAS_BATCHNORM["bn_eps"]))
+    module = module.eval().requires_grad_(False)
+    return Trunk(module, trunk_fingerprint(preset, identity, _state_sha256(module)), preprocessing)
+
+
+def trunk_fingerprint(preset: str, weights: str | None, weights_sha256: str | None) -> dict:
+    """The fingerprint of `preset`'s features with the weights named `weights` (``keras-h5:NAME``,
+    ``random:seed=0``, ...) whose tensors digest to `weights_sha256`. The torchvision preset's has
+    no ``preset`` field (stores made before presets existed match it). A checkpoint imported from
+    Keras records None for the weights it cannot know (`pipeline.contract.fingerprint_mismatch`
+    does not compare them), so that it runs with whichever Keras VGG16 file the user passes."""
+    arch, preprocessing = PRESETS[preset]
+    fingerprint = {} if preset == DEFAULT_TRUNK else {"preset": preset}
+    fingerprint.update({
+        "arch": arch,
+        "weights": weights,
+        "weights_sha256": weights_sha256,
+        "preprocessing": preprocessing.description,
         "feature_shape": list(FEATURE_SHAPE),
-    }
-    return Trunk(module, fingerprint)
+    })
+    return fingerprint
+
+
+def preset_of(fingerprint: dict) -> str:
+    """The trunk preset a fingerprint names (stores and checkpoints of the torchvision preset name none)."""
+    return str(fingerprint.get("preset", DEFAULT_TRUNK))
 
 
 def weights_for(trunk: dict, explicit: str | None) -> str:
-    """The extract --weights value that rebuilds the trunk a checkpoint was trained with."""
+    """The extract --weights value that rebuilds the trunk a checkpoint was trained with (its preset
+    is `preset_of`)."""
     if explicit:
         return explicit
-    identity = str(trunk.get("weights", ""))
+    identity = str(trunk.get("weights") or "")
+    if preset_of(trunk) == KERAS_PRESET and identity != f"random:seed={RANDOM_SEED}":
+        raise TrunkWeightsError(f"the checkpoint's trunk is the {KERAS_PRESET} preset: pass --weights with Keras' "
+                                f"VGG16 weights file ({KERAS_WEIGHTS_FILE})")
     if identity.startswith("imagenet:"):
         return "imagenet"
     if identity == f"random:seed={RANDOM_SEED}":
@@ -107,6 +157,21 @@ def _imagenet_vgg16() -> torch.nn.Module:
         finally:
             socket.setdefaulttimeout(previous)
     return torchvision.models.vgg16(weights=weights)
+
+
+def _keras_features(weights: str) -> torch.nn.Sequential:
+    from sal3d.pipeline.keras_vgg16 import load_keras_vgg16  # imported here: h5py only for this preset
+
+    if weights == "imagenet":
+        raise TrunkWeightsError(f"the {KERAS_PRESET} trunk takes Keras' VGG16 weights file, not torchvision's "
+                                f"ImageNet weights: pass --weights {KERAS_WEIGHTS_FILE} (its path)")
+    if not Path(weights).is_file():
+        raise TrunkWeightsError(f"{weights}: weights file not found (the {KERAS_PRESET} trunk takes Keras' "
+                                f"VGG16 weights file, {KERAS_WEIGHTS_FILE}, or random)")
+    # VGG-16's features alone: its classifier (fc6-fc8, 124M parameters) is never used, so not built
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
+    load_keras_vgg16(weights, features)
+    return features
 
 
 def _file_vgg16(path: Path) -> torch.nn.Module:
@@ -146,6 +211,7 @@ class TrunkRunner:
     def __init__(self, trunk: Trunk, device: torch.device):
         self.device = device
         self.fingerprint = trunk.fingerprint
+        self.preprocessing = trunk.preprocessing
         self.module = trunk.module.to(device).to(memory_format=torch.channels_last)
         self.dtype = compute_dtype(device)
         if device.type == "cuda":
@@ -165,7 +231,7 @@ class TrunkRunner:
         if self.device.type == "cuda":
             frames = frames.pin_memory().to(self.device, non_blocking=True)
         with self.autocast():
-            features = self.module(preprocessing.normalize(frames))
+            features = self.module(self.preprocessing.normalize(frames))
         # Features are stored as float16: clamp so a large activation saturates instead of becoming inf.
         features = features.float().clamp_(-65504, 65504).to(torch.float16).contiguous()
         if self.device.type != "cuda":

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from sal3d.pipeline.choices import DEFAULT_TRUNK
 from sal3d.pipeline.cluster import cluster_workers, dask_client, gpu_resources
 from sal3d.pipeline.datasets import VideoEntry, discover
 from sal3d.pipeline.decode import (
@@ -53,6 +54,7 @@ class ExtractConfig:
     layout: str = "auto"
     split: str = "all"
     videos: list[str] | None = None
+    trunk: str = DEFAULT_TRUNK  # the trunk preset (pipeline.trunk)
     weights: str = "imagenet"
     device: str = "auto"
     batch_size: int = TRUNK_BATCH
@@ -128,12 +130,12 @@ class ExtractSummary:
 def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary:
     """Run stage one as configured; returns the summary (which says what failed, and why).
 
-    trunk: the trunk ``config.weights`` names, when the caller has loaded it already (it is not
-    loaded again)."""
+    trunk: the trunk ``config.trunk`` and ``config.weights`` name, when the caller has loaded it
+    already (it is not loaded again)."""
     root = Path(config.dataset)
     layout, entries = discover(root, config.layout, config.split, config.videos)
     device = resolve_device(config.device)
-    trunk = trunk or load_trunk(config.weights)
+    trunk = trunk or load_trunk(config.weights, config.trunk)
     store = FeatureStore(config.store, mode="a", trunk=trunk.fingerprint,
                          dataset={"layout": layout, "dataset": str(root.resolve())}, upgrade=True)
     summary = ExtractSummary()
@@ -151,7 +153,8 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
         return _extract_on_cluster(config, root, todo, origins, store, summary)
     runner = TrunkRunner(trunk, device)
     workers = default_workers(device) if config.workers is None else config.workers
-    loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames, origins, config.strict),
+    loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames, origins, config.strict,
+                                     trunk.preprocessing),
                         batch_size=None, num_workers=workers, collate_fn=as_is, prefetch_factor=4 if workers else None,
                         persistent_workers=False)
     lanes = default_writers(device) if config.writers is None else config.writers
@@ -278,7 +281,7 @@ class VideoFailed(Sal3dError):
 
 
 @functools.lru_cache(maxsize=2)
-def _process_trunk(weights: str, device: str) -> TrunkRunner:
+def _process_trunk(preset: str, weights: str, device: str) -> TrunkRunner:
     """The trunk of this (worker) process, loaded once and reused by every video task it runs.
 
     On a CPU it computes with OMP_NUM_THREADS threads when that is set: a Dask nanny sets it after
@@ -287,16 +290,17 @@ def _process_trunk(weights: str, device: str) -> TrunkRunner:
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         torch.set_num_threads(int(threads))
-    return TrunkRunner(load_trunk(weights), resolve_device(device))
+    return TrunkRunner(load_trunk(weights, preset), resolve_device(device))
 
 
 @dataclass(frozen=True)
 class VideoTaskSettings:
     """What every `extract_video` task of a cluster run shares: the dataset's root, the store (created
-    beforehand by the client), the trunk's weights and device, and how videos are decoded."""
+    beforehand by the client), the trunk's preset, weights and device, and how videos are decoded."""
 
     root: Path
     location: str
+    trunk: str
     weights: str
     device: str
     batch_size: int
@@ -306,7 +310,7 @@ class VideoTaskSettings:
     @classmethod
     def of(cls, config: ExtractConfig, root: Path, location: str) -> VideoTaskSettings:
         """The settings of `config`'s tasks, reading the dataset at `root` into the store at `location`."""
-        return cls(root, location, config.weights, config.device, config.batch_size, config.max_frames,
+        return cls(root, location, config.trunk, config.weights, config.device, config.batch_size, config.max_frames,
                    config.strict)
 
 
@@ -318,12 +322,12 @@ def extract_video(entry: VideoEntry, settings: VideoTaskSettings,
     raises `VideoFailed` / `StoreError` saying why (`VideoOwned`: another run writes the video). The
     worker claims the video as extract's writer processes do; killed mid-video, it leaves the video
     incomplete and the claim to lapse, and a rerun redoes it."""
-    runner = _process_trunk(settings.weights, settings.device)
+    runner = _process_trunk(settings.trunk, settings.weights, settings.device)
     # the store refuses a worker whose trunk has other weights than the store's features
     store = FeatureStore(settings.location, mode="a", trunk=runner.fingerprint)
     writer, frames, short = None, 0, None
     stream = DecodeStream([entry], settings.root, settings.batch_size, settings.max_frames, [origin],
-                          settings.strict)
+                          settings.strict, runner.preprocessing)
     try:
         for message in stream.decode_video(0):
             if message.kind == "error":

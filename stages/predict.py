@@ -12,9 +12,10 @@ the last two, stage one (`stages.extract`) first caches the trunk's features in 
 OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds the videos there and runs no trunk.
 A single video file ``DIR/NAME.EXT`` is extracted as the ``videos`` layout of DIR restricted to
 NAME, so its id (and prediction folder) is NAME and its frames are ``0001.png ...``. The trunk
-weights for extraction come from the checkpoint's trunk fingerprint (``imagenet:...`` ->
+preset and weights for extraction come from the checkpoint's trunk fingerprint (``imagenet:...`` ->
 imagenet, ``random:seed=0`` -> random) unless --weights says otherwise (needed for ``file:NAME``
-trunks); the loaded trunk must match the checkpoint's fingerprint before anything is extracted.
+trunks and for the keras-3dsal preset's Keras weights file); the loaded trunk must match the
+checkpoint's fingerprint before anything is extracted.
 
 Model. The window and weighting rule are `pipeline.windows`' with the checkpoint's coefficients;
 a store whose trunk fingerprint differs from the checkpoint's is refused. The decoder runs in bf16
@@ -78,7 +79,7 @@ from sal3d.pipeline.predictions import (
 )
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, DamagedVideo, FeatureStore
-from sal3d.pipeline.trunk import load_trunk, quiet_random_warning, weights_for
+from sal3d.pipeline.trunk import load_trunk, preset_of, quiet_random_warning, weights_for
 from sal3d.pipeline.windows import WEIGHTINGS, frames_needed
 
 PREDICT_JSON = "predict.json"
@@ -214,14 +215,14 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
         check_trunk(config.checkpoint, checkpoint_trunk, f"cache store {cache}", existing.fingerprint)
     todo = [e for e in entries if existing is None or existing.state(e.video_id)[0] != "complete"]
     if todo:
-        weights = weights_for(checkpoint_trunk, config.weights)
+        weights, preset = weights_for(checkpoint_trunk, config.weights), preset_of(checkpoint_trunk)
         with quiet_random_warning():
-            trunk = load_trunk(weights)
+            trunk = load_trunk(weights, preset)
         check_trunk(config.checkpoint, checkpoint_trunk, f"trunk --weights {weights}", trunk.fingerprint)
         say(f"predict: stage one for {len(todo)} of {len(entries)} videos into the cache {cache}")
         extracted = extract(ExtractConfig(dataset=root, store=cache, layout=layout, split="all",
-                                          videos=[e.video_id for e in todo], weights=weights, device=config.device,
-                                          max_frames=config.max_frames), trunk)
+                                          videos=[e.video_id for e in todo], trunk=preset, weights=weights,
+                                          device=config.device, max_frames=config.max_frames), trunk)
         del trunk
         summary.failed.update(extracted.failed)
         summary.extract_frames, summary.extract_seconds = extracted.frames, extracted.seconds
