@@ -60,6 +60,7 @@ __all__ = [
     "keras_parameter_count",
     "decoder_macs",
     "stage_shapes",
+    "layer_output_shape",
     "KERAS_PARAMETER_COUNT",
     "INPUT_SHAPE",
     "OUTPUT_SHAPE",
@@ -235,7 +236,7 @@ def keras_parameter_count(model: nn.Module) -> int:
     return total
 
 
-def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+def layer_output_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     """(C, T, H, W) after ``module``, by PyTorch's documented size formulas (dilation 1)."""
     c, *sizes = shape
     if isinstance(module, nn.Conv3d):
@@ -274,7 +275,7 @@ def stage_shapes(model: SaliencyDecoder | None = None) -> dict[str, tuple[int, i
     shapes = {}
     for name in model.STAGES:
         for layer in getattr(model, name):
-            shape = _out_shape(layer, shape)
+            shape = layer_output_shape(layer, shape)
         shapes[name] = shape
     return shapes
 
@@ -304,7 +305,7 @@ def decoder_macs(
     macs = 0
     for name in model.STAGES:
         for layer in getattr(model, name):
-            out = _out_shape(layer, shape)
+            out = layer_output_shape(layer, shape)
             if isinstance(layer, (nn.Conv3d, nn.ConvTranspose3d)):
                 kvol = 1
                 for k in layer.kernel_size:
