@@ -189,7 +189,7 @@ def test_imported_decoder_equals_keras_on_random_windows(authors_model):
     checkpoint = load_checkpoint(imported)
     assert np.abs(sal3d_maps(checkpoint, windows) - expected).max() < TOLERANCE
     # PyTorch's placement of the transposed convs' extra row (sal3d's own checkpoints) is not Keras'.
-    assert np.abs(sal3d_maps(checkpoint, windows, crop="start") - expected).max() > 0.01
+    assert np.abs(sal3d_maps(checkpoint, windows[:1], crop="start") - expected[:1]).max() > 0.01
 
 
 def test_authors_window_rule_is_their_batch_creation():
@@ -198,9 +198,9 @@ def test_authors_window_rule_is_their_batch_creation():
     ours = gather_windows(features, frames, rule="authors")[..., 0] * window_weights(frames, "linear", "authors")
     theirs = np.stack([authors_windows(features, i)[:, 0] for i in frames])
     np.testing.assert_allclose(ours, theirs)
-    # sal3d's own rule differs for frames 1..5 (indices, and frame 5 is weighted).
+    # sal3d's own rule differs for frames 0..5: other rows for 1..4, and it weights every window.
     sal3d_rule = gather_windows(features, frames)[..., 0] * window_weights(frames, "linear")
-    assert [i for i in frames if not np.allclose(sal3d_rule[i], theirs[i])] == [1, 2, 3, 4, 5]
+    assert [i for i in frames if not np.allclose(sal3d_rule[i], theirs[i])] == [0, 1, 2, 3, 4, 5]
 
 
 def test_predict_path_equals_keras_on_windows_from_a_real_clip(authors_model, real_sample, tmp_path, monkeypatch):
@@ -208,21 +208,21 @@ def test_predict_path_equals_keras_on_windows_from_a_real_clip(authors_model, re
     and load(...).predict_video decode with) builds the windows by the checkpoint's rule."""
     monkeypatch.setenv(CPU_DTYPE_VARIABLE, "float32")
     video = sorted((real_sample / "video").iterdir())[0]
-    dataset = tmp_path / "clip"
-    (dataset / "video").mkdir(parents=True)
-    shutil.copy(video, dataset / "video" / video.name)
+    dataset = tmp_path / "clip"  # a folder of video files
+    dataset.mkdir()
+    shutil.copy(video, dataset / video.name)
     store = tmp_path / "clip.zarr"
     assert not extract(ExtractConfig(dataset, str(store), weights="random", device="cpu", batch_size=4,
-                                     max_frames=8, workers=0, writers=0)).failed
+                                     max_frames=6, workers=0, writers=0)).failed
     reader = FeatureStore(str(store), mode="r")
-    features = np.asarray(reader.features(reader.video_ids()[0])[0:8])  # float16 (8, 512, 14, 14)
-    targets = np.array([1, 5, 7])
+    features = np.asarray(reader.features(reader.video_ids()[0])[0:6])  # float16 (6, 512, 14, 14)
+    targets = np.array([1, 5])
     model = authors_model[0]
     checkpoint = load_checkpoint(authors_model[3])
     decoder = MapDecoder.load(checkpoint, authors_model[3], torch.device("cpu"), PostProcess("224", 0.0, False))
     (frames, maps), = decoder.batches(features, targets, 0, 224, 224)
     assert frames.tolist() == targets.tolist()
-    windows = np.stack([authors_windows(features.astype(np.float32), i) for i in targets])  # (3, 6, 512, 14, 14)
+    windows = np.stack([authors_windows(features.astype(np.float32), i) for i in targets])  # (2, 6, 512, 14, 14)
     expected = keras_maps(model, windows.transpose(0, 1, 3, 4, 2))
     assert expected.std() > 0.01
     assert np.abs(maps - expected).max() < TOLERANCE
