@@ -18,7 +18,7 @@ The stage functions take the command's options as keyword arguments, named like 
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sal3d.api import Predictor, evaluate, extract, info, load, predict, train_decoder
+from sal3d.api import Predictor, evaluate, extract, import_keras, info, load, predict, train_decoder
 from sal3d.pipeline.errors import Sal3dError
 
 try:
@@ -26,5 +26,5 @@ try:
 except PackageNotFoundError:  # imported from a tree that was not installed
     __version__ = "0+unknown"
 
-__all__ = ["Predictor", "Sal3dError", "__version__", "evaluate", "extract", "info", "load", "predict",
+__all__ = ["Predictor", "Sal3dError", "__version__", "evaluate", "extract", "import_keras", "info", "load", "predict",
            "train_decoder"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Predictor", "evaluate", "extract", "info", "load", "predict", "train_decoder"]
+__all__ = ["Predictor", "evaluate", "extract", "import_keras", "info", "load", "predict", "train_decoder"]
 
 
 class Predictor:
@@ -137,6 +137,15 @@ def evaluate(predictions: str | Path, dataset: str | Path, **options) -> dict:
     if "json" in options:
         options["json_path"] = options.pop("json")
     return run(EvaluateConfig(predictions=Path(predictions), dataset=Path(dataset), **options)).report
+
+
+def import_keras(model: str | Path, checkpoint: str | Path) -> dict:
+    """``sal3d import-keras MODEL CHECKPOINT``: the authors' published Keras model (a full-model HDF5) as a
+    sal3d checkpoint that `load` and ``sal3d predict`` run with the keras-3dsal trunk. Returns the
+    checkpoint's config. A file that is not the authors' decoder is refused (`Sal3dError`)."""
+    from sal3d.pipeline.keras_import import import_keras as run
+
+    return run(model, checkpoint)
 
 
 def info(store: str, *, check: bool = False) -> dict:

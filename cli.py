@@ -344,6 +344,20 @@ def bench(dataset_dir, **options):
     click.echo(result["table"])
 
 
+@main.command("import-keras")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+def import_keras(model, checkpoint):
+    """Write the authors' published Keras model MODEL (their 3DSal-weighted .hdf5, a full-model file) as
+    the sal3d checkpoint CHECKPOINT, which sal3d predict runs with --trunk keras-3dsal and Keras' VGG16
+    weights file. A file that is not their decoder is refused, naming the first layer that differs."""
+    from sal3d.pipeline.keras_import import import_keras as run_import
+
+    config = run_import(model, checkpoint)
+    click.echo(f"import-keras: {len(config['imported']['layers'])} Keras layers -> {checkpoint} (trunk preset "
+               f"{config['trunk'].get('preset')}, {config['weighting']} weighting, the authors' window rule)")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--scores", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",

@@ -3,8 +3,10 @@
     {"model": decoder state_dict, "config": {...}, ...optional training state...}
 
 `config` carries what is needed to use the weights correctly and to refuse a mismatch: the
-weighting name and coefficients, the trunk fingerprint of the store it was trained on, the store
-format version, the epoch and the validation scores. Files are written atomically (temporary file
+weighting name and coefficients, the window rule (``window_rule``; sal3d's own when absent), the
+decoder's settings (``decoder``: BatchNorm momentum and epsilon, the transposed convs' crop), the
+trunk fingerprint of the store it was trained on, the store format version, the epoch and the
+validation scores. Files are written atomically (temporary file
 then rename; the temporary file is removed when the write fails) and loaded with
 ``weights_only=True``: loading never runs pickled code. Every failure is a `CheckpointError` of one
 line naming the file and the cause.
@@ -20,9 +22,10 @@ import torch
 from torch import nn
 
 from sal3d.pipeline.atomic import WriteError, atomic_write, write_error
-from sal3d.pipeline.decoder import SaliencyDecoder
+from sal3d.pipeline.decoder import DEFAULT_TRANSPOSED_CROP, TRANSPOSED_CROPS, SaliencyDecoder
 from sal3d.pipeline.device import decoder_memory_format
 from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.windows import DEFAULT_WINDOW_RULE, WINDOW_RULES
 
 REQUIRED_CONFIG = ("weighting", "coefficients", "trunk", "store_format_version")
 #: What train-decoder's last.pt holds beyond a decoder checkpoint: what --resume continues from.
@@ -124,6 +127,31 @@ def _load_problem(error: Exception) -> str:
     return f"not a loadable PyTorch checkpoint (truncated, or another kind of file: {first})"
 
 
+def decoder_settings(config: dict, path: Path | str) -> dict:
+    """The `SaliencyDecoder` keyword arguments a checkpoint's ``config.decoder`` records: bn_momentum,
+    bn_eps (numbers > 0) and transposed_crop (`TRANSPOSED_CROPS`); each one absent keeps the decoder's
+    default, which is what checkpoints written before it was recorded were trained with.
+    CheckpointError naming the file otherwise."""
+    settings = config.get("decoder", {})
+    numbers = {k: v for k, v in settings.items() if k != "transposed_crop"} if isinstance(settings, dict) else None
+    if (numbers is None or set(numbers) - {"bn_momentum", "bn_eps"}
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in numbers.values())
+            or settings.get("transposed_crop", DEFAULT_TRANSPOSED_CROP) not in TRANSPOSED_CROPS):
+        raise CheckpointError(f"{path}: config.decoder is not {{bn_momentum, bn_eps}} > 0 with transposed_crop "
+                              f"one of {', '.join(TRANSPOSED_CROPS)}: {settings!r}")
+    return dict(settings)
+
+
+def window_rule(config: dict, path: Path | str) -> str:
+    """The window rule a checkpoint's ``config.window_rule`` names (`pipeline.windows.WINDOW_RULES`;
+    ``sal3d``'s when absent: every checkpoint written before the rule was recorded); CheckpointError
+    naming the file when it names none of them."""
+    rule = config.get("window_rule", DEFAULT_WINDOW_RULE)
+    if not isinstance(rule, str) or rule not in WINDOW_RULES:
+        raise CheckpointError(f"{path}: config.window_rule is {rule!r}, not one of {', '.join(WINDOW_RULES)}")
+    return rule
+
+
 class FloatSigmoid(nn.Module):
     """The decoder's last sigmoid, computed in fp32 from the (bf16) logits."""
 
@@ -134,11 +162,7 @@ class FloatSigmoid(nn.Module):
 def load_decoder(checkpoint: dict, path: Path, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """The decoder of a loaded checkpoint, for inference: eval mode, no gradients, on `device` in `dtype`
     (channels_last_3d on CUDA), its last sigmoid in fp32. Weights that do not fit are a CheckpointError."""
-    settings = checkpoint["config"].get("decoder", {})  # the BatchNorm settings it was trained with
-    if (not isinstance(settings, dict) or set(settings) - {"bn_momentum", "bn_eps"}
-            or not all(isinstance(v, (int, float)) and v > 0 for v in settings.values())):
-        raise CheckpointError(f"{path}: config.decoder is not {{bn_momentum, bn_eps}} > 0: {settings!r}")
-    model = SaliencyDecoder(**settings)
+    model = SaliencyDecoder(**decoder_settings(checkpoint["config"], path))
     model.load_state_dict(check_decoder_weights(path, checkpoint["model"]), strict=True)
     if isinstance(model.block6[-1], nn.Sigmoid):
         model.block6[-1] = FloatSigmoid()

@@ -23,11 +23,13 @@ out    drop T (size 1)                                                  (N, 1, 2
 
 Every conv has a bias and "same" padding (h, w and t kept): (1,1,1) for k3x3x3, (0,1,1) for
 k(1,3,3). Every transposed conv doubles H and W and keeps T, like Keras' ``padding='same'``
-transposed conv with strides (1,2,2): padding (0,1,1) / output_padding (0,1,1) for k(1,3,3) and
-padding (1,1,1) / output_padding (0,1,1) for k(3,3,3). (Same shapes as Keras; the alignment differs
-by one pixel -- PyTorch crops the full 2H+1 transposed output at the start, TensorFlow at the end --
-which only matters if Keras weights were ever ported.) ReLU follows every conv and transposed conv
-except the last conv, which has a sigmoid.
+transposed conv with strides (1,2,2) (:class:`SameConvTranspose3d`): its full output has 2H+1 rows
+(and columns), and one of them goes. Where is the decoder's `transposed_crop` setting
+(:data:`TRANSPOSED_CROPS`): ``start`` (PyTorch's padding 1 / output_padding 1; what sal3d trains
+with, and what every checkpoint that records no setting was trained with) or ``end`` (TensorFlow's
+and Keras' 'same'; the authors' published model, imported by `pipeline.keras_import`). The two
+differ by a one-pixel shift per transposed conv; with ``end`` the decoder computes the authors' Keras
+network. ReLU follows every conv and transposed conv except the last conv, which has a sigmoid.
 
 Parameter count, Keras style (weights + biases + BatchNorm gamma, beta, running mean and running
 variance, i.e. without ``num_batches_tracked``): 31,447,841 -- see :func:`keras_parameter_count`.
@@ -51,10 +53,14 @@ from sal3d.pipeline.choices import INITIALIZATIONS, TORCH_BATCHNORM
 
 __all__ = [
     "SaliencyDecoder",
+    "SameConvTranspose3d",
+    "TRANSPOSED_CROPS",
+    "DEFAULT_TRANSPOSED_CROP",
     "initialize",
     "keras_parameter_count",
     "decoder_macs",
     "stage_shapes",
+    "layer_output_shape",
     "KERAS_PARAMETER_COUNT",
     "INPUT_SHAPE",
     "OUTPUT_SHAPE",
@@ -68,10 +74,15 @@ OUTPUT_SHAPE = (1, 224, 224)
 KERAS_PARAMETER_COUNT = 31_447_841
 
 
+#: Where a transposed conv's full output (2H+1 rows and columns) loses its extra row and column:
+#: ``start`` (PyTorch's padding/output_padding) or ``end`` (TensorFlow's and Keras' 'same').
+TRANSPOSED_CROPS = ("start", "end")
+#: What sal3d trains with, and what a checkpoint that records no setting was trained with.
+DEFAULT_TRANSPOSED_CROP = "start"
+
 _K3 = (3, 3, 3)
 _K133 = (1, 3, 3)
 _UP = (1, 2, 2)  # transposed-conv stride: double H, W; keep T
-_OUTPAD = (0, 1, 1)  # with the paddings above: H -> 2H exactly, T unchanged
 
 
 def _conv(cin: int, cout: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
@@ -80,16 +91,34 @@ def _conv(cin: int, cout: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
     return nn.Conv3d(cin, cout, kernel, stride=1, padding=padding, bias=True)
 
 
-def _deconv(cin: int, cout: int, kernel: tuple[int, int, int]) -> nn.ConvTranspose3d:
-    """ConvTranspose3d with bias, stride (1,2,2): doubles H, W and keeps T (Keras 'same').
+class SameConvTranspose3d(nn.ConvTranspose3d):
+    """ConvTranspose3d with bias, stride (1,2,2), odd kernel: (N, C_in, T, H, W) -> (N, C_out, T, 2H, 2W),
+    like Keras' ``Conv3DTranspose(strides=(1, 2, 2), padding='same')``.
 
-    out = (in - 1) * stride - 2 * padding + kernel + output_padding:
-    T: (T-1)*1 - 2*(k//2) + k + 0 = T;  H: (H-1)*2 - 2 + 3 + 1 = 2H.
+    The full transposed output has (H-1)*2 + 3 = 2H+1 rows (and columns); `crop` says which one goes:
+    ``start``: padding (t, 1, 1) and output_padding (0, 1, 1), PyTorch's way (rows 1 .. 2H kept);
+    ``end``: padding (t, 0, 0), then the last row and column dropped, TensorFlow's (rows 0 .. 2H-1).
+    T keeps its size by padding k//2 either way. The weights (``weight``, ``bias``) are the same
+    parameters as an ``nn.ConvTranspose3d``'s, so a state_dict loads into either.
     """
-    padding = tuple(k // 2 for k in kernel)
-    return nn.ConvTranspose3d(
-        cin, cout, kernel, stride=_UP, padding=padding, output_padding=_OUTPAD, bias=True
-    )
+
+    def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int], crop: str = DEFAULT_TRANSPOSED_CROP):
+        if crop not in TRANSPOSED_CROPS:
+            raise ValueError(f"transposed_crop must be one of {', '.join(TRANSPOSED_CROPS)}, got {crop!r}")
+        at_start = crop == "start"
+        padding = (kernel[0] // 2, int(at_start), int(at_start))
+        super().__init__(cin, cout, kernel, stride=_UP, padding=padding,
+                         output_padding=(0, int(at_start), int(at_start)), bias=True)
+        self.crop = crop
+        #: rows/columns dropped after the transposed conv, per dimension (T, H, W)
+        self.trim = (0, 0, 0) if at_start else (0, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        return y if self.crop == "start" else y[..., :-1, :-1]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, crop={self.crop!r}"
 
 
 class SaliencyDecoder(nn.Module):
@@ -113,10 +142,15 @@ class SaliencyDecoder(nn.Module):
     STAGES = ("block1", "pool1", "block2", "block3", "pool3", "block4", "block5", "block6")
 
     def __init__(self, bn_momentum: float = TORCH_BATCHNORM["bn_momentum"],
-                 bn_eps: float = TORCH_BATCHNORM["bn_eps"]) -> None:
+                 bn_eps: float = TORCH_BATCHNORM["bn_eps"], transposed_crop: str = DEFAULT_TRANSPOSED_CROP) -> None:
         """bn_momentum, bn_eps: every BatchNorm's (PyTorch's defaults, `TORCH_BATCHNORM`, so that a
-        checkpoint without them loads as it was trained; `KERAS_BATCHNORM` is the authors' model's)."""
+        checkpoint without them loads as it was trained; `KERAS_BATCHNORM` is the authors' model's).
+        transposed_crop: every transposed conv's (:data:`TRANSPOSED_CROPS`; ``end`` for the authors' model)."""
         super().__init__()
+
+        def _deconv(cin: int, cout: int, kernel: tuple[int, int, int]) -> SameConvTranspose3d:
+            return SameConvTranspose3d(cin, cout, kernel, transposed_crop)
+
         self.block1 = nn.Sequential(
             _conv(512, 512, _K3), nn.ReLU(inplace=True),
             _conv(512, 512, _K3), nn.ReLU(inplace=True),
@@ -202,7 +236,7 @@ def keras_parameter_count(model: nn.Module) -> int:
     return total
 
 
-def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+def layer_output_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     """(C, T, H, W) after ``module``, by PyTorch's documented size formulas (dilation 1)."""
     c, *sizes = shape
     if isinstance(module, nn.Conv3d):
@@ -212,10 +246,11 @@ def _out_shape(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
         ]
         return (module.out_channels, *sizes)
     if isinstance(module, nn.ConvTranspose3d):
+        trim = getattr(module, "trim", (0, 0, 0))  # SameConvTranspose3d's rows dropped after the conv
         sizes = [
-            (n - 1) * s - 2 * p + k + op
-            for n, k, s, p, op in zip(
-                sizes, module.kernel_size, module.stride, module.padding, module.output_padding
+            (n - 1) * s - 2 * p + k + op - cut
+            for n, k, s, p, op, cut in zip(
+                sizes, module.kernel_size, module.stride, module.padding, module.output_padding, trim
             )
         ]
         return (module.out_channels, *sizes)
@@ -240,7 +275,7 @@ def stage_shapes(model: SaliencyDecoder | None = None) -> dict[str, tuple[int, i
     shapes = {}
     for name in model.STAGES:
         for layer in getattr(model, name):
-            shape = _out_shape(layer, shape)
+            shape = layer_output_shape(layer, shape)
         shapes[name] = shape
     return shapes
 
@@ -270,7 +305,7 @@ def decoder_macs(
     macs = 0
     for name in model.STAGES:
         for layer in getattr(model, name):
-            out = _out_shape(layer, shape)
+            out = layer_output_shape(layer, shape)
             if isinstance(layer, (nn.Conv3d, nn.ConvTranspose3d)):
                 kvol = 1
                 for k in layer.kernel_size:

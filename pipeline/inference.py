@@ -3,7 +3,8 @@ post-processed maps. `sal3d predict` (`stages.predict`, from a feature store) an
 `Predictor` (`api`, from frames through the trunk) both decode with `MapDecoder`, so they give the
 same maps for the same checkpoint and post-processing options.
 
-The window rule and weighting are `pipeline.windows`' (`gather_windows`, `apply_weighting`); the
+The window rule and weighting are `pipeline.windows`' (`gather_windows`, `window_weights`,
+`apply_weighting`), the rule the checkpoint records (`pipeline.checkpoint.window_rule`); the
 decoder computes in `compute_dtype` with inputs in `decoder_memory_format`; post-processing is
 `pipeline.postprocess`'. Batch sizes: windows per decoder batch (`GPU_BATCH`, `CPU_BATCH`, see
 `decoder_batch`); frames per trunk batch are `pipeline.trunk.TRUNK_BATCH`.
@@ -18,11 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from sal3d.pipeline.checkpoint import load_decoder
+from sal3d.pipeline.checkpoint import load_decoder, window_rule
 from sal3d.pipeline.contract import FEATURE_SHAPE
 from sal3d.pipeline.device import compute_dtype, decoder_memory_format
 from sal3d.pipeline.postprocess import PostProcess, postprocess, postprocess_float
-from sal3d.pipeline.windows import WINDOW, apply_weighting, gather_windows
+from sal3d.pipeline.windows import DEFAULT_WINDOW_RULE, WINDOW, apply_weighting, gather_windows, window_weights
 
 __all__ = ["CPU_BATCH", "GPU_BATCH", "MapDecoder", "decoder_batch"]
 
@@ -44,14 +45,16 @@ class MapDecoder:
     """
 
     def __init__(self, model: nn.Module, device: torch.device, coefficients, options: PostProcess,
-                 batch: int | None = None, eight_bit: bool = False):
+                 batch: int | None = None, eight_bit: bool = False, rule: str = DEFAULT_WINDOW_RULE):
         """model: the decoder as `load_decoder` gives it (on `device`, in `compute_dtype(device)`);
         coefficients: the six weighting coefficients, oldest frame first; batch: windows per decoder
-        batch (None: `decoder_batch(device)`)."""
+        batch (None: `decoder_batch(device)`); rule: the window rule (`pipeline.windows.WINDOW_RULES`)."""
         self.model, self.device, self.options = model, device, options
         self.dtype = compute_dtype(device)
         self.memory_format = decoder_memory_format(device)
-        self.coefficients = torch.tensor(coefficients, dtype=self.dtype, device=device)
+        self.host_coefficients = np.asarray(coefficients, dtype=np.float64)
+        self.coefficients = torch.tensor(self.host_coefficients, dtype=self.dtype, device=device)
+        self.rule = rule
         self.batch = batch or decoder_batch(device)
         self.finish = postprocess if eight_bit else postprocess_float
 
@@ -59,9 +62,10 @@ class MapDecoder:
     def load(cls, checkpoint: dict, path: Path, device: torch.device, options: PostProcess,
              batch: int | None = None, eight_bit: bool = False) -> MapDecoder:
         """The decoder of a loaded checkpoint (`load_checkpoint`; `path` names it in errors) with the
-        checkpoint's weighting coefficients."""
+        checkpoint's weighting coefficients and window rule."""
         model = load_decoder(checkpoint, path, device, compute_dtype(device))
-        return cls(model, device, checkpoint["config"]["coefficients"], options, batch, eight_bit)
+        config = checkpoint["config"]
+        return cls(model, device, config["coefficients"], options, batch, eight_bit, window_rule(config, path))
 
     def batches(self, features: np.ndarray, targets: np.ndarray, first: int, height: int,
                 width: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -82,10 +86,16 @@ class MapDecoder:
         for offset in range(0, len(targets), self.batch):
             frames = targets[offset:offset + self.batch]
             with torch.inference_mode():
-                windows = gather_windows(features, frames, first=first)  # (b, 6, 512, 14, 14)
-                x = apply_weighting(windows, self.coefficients, dtype=self.dtype, memory_format=self.memory_format)
+                windows = gather_windows(features, frames, first=first, rule=self.rule)  # (b, 6, 512, 14, 14)
+                x = apply_weighting(windows, self.weights(frames), dtype=self.dtype, memory_format=self.memory_format)
                 maps = self.finish(self.model(x)[:, 0], height, width, self.options).cpu().numpy()
             yield frames, maps
+
+    def weights(self, frames: np.ndarray) -> torch.Tensor | np.ndarray:
+        """The weights of the windows of `frames` (`window_weights`): the checkpoint's six coefficients
+        (kept on the device) when every window has them, else one row of six per window."""
+        rows = window_weights(frames, self.host_coefficients, self.rule)  # (b, 6)
+        return self.coefficients if (rows == self.host_coefficients).all() else rows
 
     def stream(self, feature_batches: Iterable[np.ndarray], height: int, width: int) -> Iterator[np.ndarray]:
         """Maps of every frame of a video, in order, from its features in consecutive batches (float16

@@ -2,12 +2,17 @@
 
 Training and prediction both cut windows and weight them with the functions here.
 
-Window rule
-    Frame ``t``'s window is frames ``t-5 .. t``, oldest first; at the start of a video the first
-    frame is repeated to fill it (``t=0 -> [0]*6``, ``t=2 -> [0,0,0,0,1,2]``, ``t=7 -> [2..7]``).
-    Causal: nothing after ``t`` is used, so every frame of every video -- including videos shorter
-    than six frames -- gets a window. Frame ``t`` needs the frames ``max(0, t-5) .. t`` and nothing
-    else (:func:`frames_needed`).
+Window rules (:data:`WINDOW_RULES`; a checkpoint records its own, ``sal3d`` when it records none)
+    ``sal3d`` (what sal3d trains with): frame ``t``'s window is frames ``t-5 .. t``, oldest first; at
+    the start of a video the first frame is repeated to fill it (``t=0 -> [0]*6``,
+    ``t=2 -> [0,0,0,0,1,2]``, ``t=7 -> [2..7]``), and every window is weighted alike.
+    ``authors`` (the authors' ``Batch_Creation``, which made the published model's inputs): the
+    first five frames have their own index rows (:data:`AUTHORS_START`: ``t=1 -> [0,0,1,1,1,1]``,
+    ...), and frames ``0 .. 5`` are not weighted (coefficients 1); from ``t=6`` on, frames
+    ``t-5 .. t`` weighted like the ``sal3d`` rule's windows.
+    Both are causal: nothing after ``t`` is used, so every frame of every video -- including videos
+    shorter than six frames -- gets a window. Frame ``t`` needs the frames ``max(0, t-5) .. t`` and
+    nothing else (:func:`frames_needed`).
 
 Layouts
     The feature store holds, per video, features of shape ``(T, 512, 14, 14)`` (frame-major). A
@@ -38,18 +43,39 @@ from sal3d.pipeline.choices import DEFAULT_WEIGHTING, WEIGHTINGS  # names and co
 
 __all__ = [
     "WINDOW",
+    "WINDOW_RULES",
+    "DEFAULT_WINDOW_RULE",
+    "AUTHORS_START",
+    "AUTHORS_WEIGHTED_FROM",
     "WEIGHTINGS",
     "DEFAULT_WEIGHTING",
     "window_indices",
     "window_index_array",
     "frames_needed",
     "weighting_coefficients",
+    "window_weights",
     "apply_weighting",
     "gather_windows",
 ]
 
 #: Frames per window (the current frame and the five before it).
 WINDOW = 6
+
+#: Window rule name -> what it is, in words (predict.json's "window"; the ``sal3d`` text is the one
+#: predict.json has always held, so that earlier OUT_DIRs still take reruns).
+WINDOW_RULES = {
+    "sal3d": "frames t-5..t, oldest first, first frame repeated at the start (pipeline.windows)",
+    "authors": "the authors' Batch_Creation: frames 0-4 by their own index rows, frames 0-5 unweighted, "
+               "then frames t-5..t weighted (pipeline.windows)",
+}
+#: What sal3d trains with, and what a checkpoint that records no rule was trained with.
+DEFAULT_WINDOW_RULE = "sal3d"
+#: The ``authors`` rule's index rows of frames 0 .. 4, oldest first (their ``Batch_Creation``).
+AUTHORS_START = ((0, 0, 0, 0, 0, 0), (0, 0, 1, 1, 1, 1), (0, 1, 1, 2, 2, 2), (0, 1, 2, 3, 3, 3),
+                 (0, 1, 2, 3, 4, 4))
+#: The ``authors`` rule weights the windows of frames from this one on (their code leaves frame 5's
+#: window, ``X0 .. X5``, unweighted as well).
+AUTHORS_WEIGHTED_FROM = 6
 
 FrameIndices = Union[np.ndarray, range, Sequence[int], int]
 Coefficients = Union[str, Sequence[float], np.ndarray, torch.Tensor]
@@ -90,19 +116,34 @@ def _as_frame_array(frames: FrameIndices) -> np.ndarray:
     return arr
 
 
-def window_index_array(frames: FrameIndices, length: int = WINDOW) -> np.ndarray:
+def _check_rule(rule: str, length: int) -> None:
+    if rule not in WINDOW_RULES:
+        raise ValueError(f"unknown window rule {rule!r}; valid choices: {', '.join(map(repr, WINDOW_RULES))}")
+    if rule == "authors" and length != WINDOW:
+        raise ValueError(f"the authors' window rule has windows of {WINDOW} frames, not {length}")
+
+
+def window_index_array(frames: FrameIndices, length: int = WINDOW, rule: str = DEFAULT_WINDOW_RULE) -> np.ndarray:
     """Vectorized :func:`window_indices`: an ``(n, length)`` int64 array, row ``i`` = window of
-    ``frames[i]``, oldest first. ``frames`` may be an array, a range, a list or one int.
+    ``frames[i]``, oldest first, by window rule `rule` (:data:`WINDOW_RULES`). ``frames`` may be an
+    array, a range, a list or one int.
 
     >>> window_index_array(range(3)).tolist()
     [[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 1, 2]]
+    >>> window_index_array(range(3), rule="authors").tolist()
+    [[0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1], [0, 1, 1, 2, 2, 2]]
     """
     length = operator.index(length)
     if length < 1:
         raise ValueError(f"window length must be >= 1, got {length}")
+    _check_rule(rule, length)
     arr = _as_frame_array(frames)
     offsets = np.arange(-(length - 1), 1, dtype=np.int64)
-    return np.clip(arr[:, None] + offsets[None, :], 0, None)
+    rows = np.clip(arr[:, None] + offsets[None, :], 0, None)
+    if rule == "authors":
+        start = arr < len(AUTHORS_START)
+        rows[start] = np.asarray(AUTHORS_START, dtype=np.int64)[arr[start]]
+    return rows
 
 
 def frames_needed(frames: FrameIndices, length: int = WINDOW) -> tuple[int, int]:
@@ -126,6 +167,26 @@ def weighting_coefficients(name: str) -> tuple[float, ...]:
         raise ValueError(f"unknown weighting {name!r}; valid choices: {valid}") from None
 
 
+def window_weights(frames: FrameIndices, coefficients: Coefficients, rule: str = DEFAULT_WINDOW_RULE) -> np.ndarray:
+    """The weights of the windows of target ``frames`` by window rule `rule`: ``(n, 6)`` float64, row
+    ``i`` the six coefficients of ``frames[i]``'s window, oldest first -- `coefficients` (a weighting
+    name or six numbers) for every frame under the ``sal3d`` rule; under the ``authors`` rule, ones for
+    the frames before :data:`AUTHORS_WEIGHTED_FROM`. :func:`apply_weighting` takes the result."""
+    _check_rule(rule, WINDOW)
+    if isinstance(coefficients, str):
+        coefficients = weighting_coefficients(coefficients)
+    if isinstance(coefficients, torch.Tensor):
+        coefficients = coefficients.detach().cpu().double().numpy()
+    coef = np.asarray(coefficients, dtype=np.float64).reshape(-1)
+    if coef.size != WINDOW:
+        raise ValueError(f"{coef.size} coefficients for windows of {WINDOW} frames")
+    arr = _as_frame_array(frames)
+    weights = np.broadcast_to(coef, (len(arr), WINDOW)).copy()
+    if rule == "authors":
+        weights[arr < AUTHORS_WEIGHTED_FROM] = 1.0
+    return weights
+
+
 def apply_weighting(
     windows: torch.Tensor,
     coefficients: Coefficients = DEFAULT_WEIGHTING,
@@ -138,13 +199,15 @@ def apply_weighting(
         windows: ``(N, 6, 512, 14, 14)`` -- the window layout (time before channels, time oldest
             first), as :func:`gather_windows` returns and the feature store naturally yields;
             any float dtype (the store's float16 is fine). A numpy array is accepted too.
-        coefficients: a weighting name (see :data:`WEIGHTINGS`) or six numbers, oldest first.
+        coefficients: a weighting name (see :data:`WEIGHTINGS`) or six numbers, oldest first, for
+            every window; or ``(N, 6)``, one row per window (:func:`window_weights`).
         dtype: dtype of the result (default float32).
         memory_format: of the result: ``torch.contiguous_format`` (default) or
             ``torch.channels_last_3d``.
 
     Returns:
-        ``(N, 512, 6, 14, 14)``, time step ``k`` = ``windows[:, k] * coefficients[k]``.
+        ``(N, 512, 6, 14, 14)``, time step ``k`` = ``windows[:, k] * coefficients[k]`` (with one row
+        per window: ``windows[i, k] * coefficients[i, k]``).
 
     The permute, the cast and the multiply are one elementwise pass writing straight into a
     freshly allocated output of the requested layout.
@@ -157,12 +220,19 @@ def apply_weighting(
     n, t, c, h, w = windows.shape
     if isinstance(coefficients, str):
         coefficients = weighting_coefficients(coefficients)
-    coef = torch.as_tensor(coefficients, dtype=dtype, device=windows.device).flatten()
-    if coef.numel() != t:
-        raise ValueError(f"{coef.numel()} coefficients for windows of {t} time steps")
+    coef = torch.as_tensor(coefficients, dtype=dtype, device=windows.device)
+    if coef.dim() == 2:  # one row per window
+        if tuple(coef.shape) != (n, t):
+            raise ValueError(f"coefficients of shape {tuple(coef.shape)} for {n} windows of {t} time steps")
+        coef = coef.reshape(n, 1, t, 1, 1)
+    else:
+        coef = coef.flatten()
+        if coef.numel() != t:
+            raise ValueError(f"{coef.numel()} coefficients for windows of {t} time steps")
+        coef = coef.reshape(1, 1, t, 1, 1)
     out = torch.empty((n, c, t, h, w), dtype=dtype, device=windows.device, memory_format=memory_format)
     # (N, T, C, H, W) -> (N, C, T, H, W) view; coefficients broadcast along T (dim 2).
-    torch.mul(windows.permute(0, 2, 1, 3, 4), coef.reshape(1, 1, t, 1, 1), out=out)
+    torch.mul(windows.permute(0, 2, 1, 3, 4), coef, out=out)
     return out
 
 
@@ -171,6 +241,7 @@ def gather_windows(
     frames: FrameIndices,
     first: int = 0,
     length: int = WINDOW,
+    rule: str = DEFAULT_WINDOW_RULE,
 ) -> np.ndarray | torch.Tensor:
     """Cut the windows of target ``frames`` out of a run of already-read features.
 
@@ -180,11 +251,12 @@ def gather_windows(
         frames: target frame indices (absolute, within the video).
         first: the video frame index of ``features[0]``.
         length: frames per window (6).
+        rule: the window rule (:data:`WINDOW_RULES`).
 
     Returns:
         ``(n, 6, 512, 14, 14)``, same type (numpy or torch) and dtype as ``features``: row ``i`` is
-        ``features[window_indices(frames[i]) - first]``, oldest first. Nothing is re-read: a frame
-        used by several windows is copied from the same run.
+        ``features[window_index_array(frames, rule=rule)[i] - first]``, oldest first. Nothing is
+        re-read: a frame used by several windows is copied from the same run.
 
     The run must hold frames ``max(0, t-5) .. t`` for every target ``t`` (see
     :func:`frames_needed`); otherwise ValueError.
@@ -192,7 +264,7 @@ def gather_windows(
     first = operator.index(first)
     if first < 0:
         raise ValueError(f"first must be >= 0, got {first}")
-    idx = window_index_array(frames, length) - first
+    idx = window_index_array(frames, length, rule) - first
     run = len(features)
     if idx.size:
         lo, hi = int(idx.min()), int(idx.max())

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from sal3d.pipeline.atomic import write_text_atomic
-from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint
+from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint, window_rule
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
 from sal3d.pipeline.device import compute_dtype, resolve_device
@@ -80,7 +80,7 @@ from sal3d.pipeline.predictions import (
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, DamagedVideo, FeatureStore
 from sal3d.pipeline.trunk import load_trunk, preset_of, quiet_random_warning, weights_for
-from sal3d.pipeline.windows import WEIGHTINGS, frames_needed
+from sal3d.pipeline.windows import DEFAULT_WINDOW_RULE, WEIGHTINGS, WINDOW_RULES, frames_needed
 
 PREDICT_JSON = "predict.json"
 FORMAT = "sal3d-predictions/1"
@@ -272,7 +272,7 @@ def _settings(checkpoint: dict, sha256: str, coefficients: list[float], options:
         "trunk": config["trunk"],
         "weighting": config["weighting"],
         "coefficients": coefficients,
-        "window": "frames t-5..t, oldest first, first frame repeated at the start (pipeline.windows)",
+        "window": WINDOW_RULES[config.get("window_rule", DEFAULT_WINDOW_RULE)],  # checked by _open_checkpoint
         "postprocess": options.record(),
     })
 
@@ -374,6 +374,7 @@ def _open_checkpoint(path: Path) -> tuple[dict, list[float]]:
     checkpoint["model"] = check_decoder_weights(path, checkpoint["model"])
     ck_config = checkpoint["config"]
     coefficients = [float(c) for c in ck_config["coefficients"]]
+    window_rule(ck_config, path)  # a rule this sal3d does not know is refused before anything is written
     if ck_config.get("store_format_version") not in FEATURE_COMPATIBLE_VERSIONS:
         raise PredictError(f"{path}: trained on store format {ck_config.get('store_format_version')}, this "
                            f"sal3d reads the features of store formats "
