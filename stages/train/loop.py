@@ -17,7 +17,14 @@ from sal3d.pipeline import distributed
 from sal3d.pipeline.atomic import is_temporary, write_text_atomic
 from sal3d.pipeline.checkpoint import save_checkpoint
 from sal3d.pipeline.device import compute_dtype, resolve_device
-from sal3d.pipeline.loader import LoaderOptions, WindowLoader, default_loader_workers, plan_runs, validation_runs
+from sal3d.pipeline.loader import (
+    LoaderOptions,
+    WindowLoader,
+    default_loader_workers,
+    frames_without_targets,
+    plan_runs,
+    validation_runs,
+)
 from sal3d.pipeline.progress import Progress, say as say_always
 from sal3d.pipeline.store import FeatureStore, StoreError
 from sal3d.pipeline.tensorboard_log import TensorBoardLog
@@ -204,9 +211,12 @@ def _loaders(config: TrainConfig, store: FeatureStore, split: Split, device: tor
     at most ``val_windows`` validation windows, in order)."""
     workers = default_loader_workers(device) if config.workers is None else config.workers
     options = LoaderOptions(device=device, workers=workers, mix_runs=config.mix_runs, memory_format=memory_format)
-    train_loader = WindowLoader(store.location, plan_runs(split.train, config.run_length), config.batch_size,
+    # frames without a ground-truth map are window context only, never a target (their records say which)
+    without = frames_without_targets(store, [*split.train, *split.val])
+    train_loader = WindowLoader(store.location, plan_runs(split.train, config.run_length, without), config.batch_size,
                                 config.weighting, replace(options, seed=config.seed, shuffle=True))
-    val_runs = validation_runs(plan_runs(split.val, config.run_length), config.val_windows, VALIDATION_SUBSET_SEED)
+    val_runs = validation_runs(plan_runs(split.val, config.run_length, without), config.val_windows,
+                               VALIDATION_SUBSET_SEED)
     val_loader = WindowLoader(store.location, val_runs, config.batch_size, config.weighting,
                               replace(options, shuffle=False))
     return train_loader, val_loader
