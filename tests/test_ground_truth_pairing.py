@@ -243,3 +243,23 @@ def test_predict_fails_only_the_video_with_duplicate_frame_names(tmp_path):
     assert "predict: failed bad: " in result.output and "video bad has duplicate frame names" in result.output
     assert sorted(p.name for p in (out / "good").iterdir()) == ["0001.png"]
     assert not (out / "bad").exists()
+
+
+def test_train_decoder_never_validates_on_a_frame_without_a_map(tmp_path):
+    """The records' frames_without_maps reach the training and validation loaders: the validation
+    video's 3 frames, 2 of them without a map, give 1 validation window."""
+    store = FeatureStore(str(tmp_path / "s.zarr"), mode="a",
+                         trunk={"arch": "test", "weights": "test:features", "weights_sha256": "a" * 64})
+    rng = np.random.default_rng(0)
+    for video, split, without in (("a", "train", [1]), ("v", "val", [0, 2])):
+        writer = store.begin_video(video, 3, True, {"split": split, "height": 224, "width": 224,
+                                                    "frames_without_maps": without})
+        maps = rng.integers(1, 256, (3, 224, 224), dtype=np.uint8)
+        maps[without] = 0
+        writer.append(rng.standard_normal((3, 512, 14, 14)).astype(np.float16), maps)
+        writer.finish()
+    result = CliRunner().invoke(cli_main, ["train-decoder", str(tmp_path / "s.zarr"), str(tmp_path / "run"),
+                                           "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1",
+                                           "--val-windows", "0", "--bn-windows", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "validate epoch 1/1: 100.0% 1/1 windows" in result.output, result.output
