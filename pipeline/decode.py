@@ -44,7 +44,8 @@ class DecodeStream(IterableDataset):
     """Decodes the work list in worker processes; worker k takes videos k, k + W, k + 2W, ...
 
     origins: the `pipeline.identity` origin of each entry (recorded with the video), or None.
-    strict: a source shorter than its container declares is an error instead of a note."""
+    strict: a source shorter than its container declares, or with frames without a map (`pair_maps`),
+    is an error instead of a note."""
 
     def __init__(self, entries: list[VideoEntry], root: Path, batch_size: int, max_frames: int | None,
                  origins: list[dict | None] | None = None, strict: bool = False):

@@ -63,7 +63,7 @@ class ExtractConfig:
     writers: int | None = field(default=None, metadata={"auto": DEFAULT_WRITERS_TEXT})
     # a dask.distributed scheduler address or local:N; None: in this process
     scheduler: str | None = field(default=None, metadata={"auto": "in this process"})
-    strict: bool = False  # a source shorter than its container declares fails instead of being kept
+    strict: bool = False  # a truncated source, or one with frames without maps, fails instead of being kept
 
 
 WAIT_LABELS = {"decode": "waiting for decode", "trunk": "trunk", "writes": "waiting for writes"}
