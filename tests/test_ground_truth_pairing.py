@@ -29,6 +29,8 @@ from sal3d.pipeline.decoder import SaliencyDecoder
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, VideoRecord
 from sal3d.pipeline.windows import weighting_coefficients
 from sal3d.stages.extract import no_fixations_line
+from sal3d.stages.train import TrainConfig, split_videos
+from sal3d.stages.train.loop import target_runs
 
 FRAMES = 20
 MISSING = (5, 20)  # DHF1K map numbers (1-based frame numbers) removed from the sample
@@ -245,21 +247,16 @@ def test_predict_fails_only_the_video_with_duplicate_frame_names(tmp_path):
     assert not (out / "bad").exists()
 
 
-def test_train_decoder_never_validates_on_a_frame_without_a_map(tmp_path):
-    """The records' frames_without_maps reach the training and validation loaders: the validation
-    video's 3 frames, 2 of them without a map, give 1 validation window."""
+def test_training_and_validation_targets_leave_out_the_frames_without_maps(tmp_path):
+    """The records' frames_without_maps reach train-decoder's runs (`stages.train.loop.target_runs`)."""
     store = FeatureStore(str(tmp_path / "s.zarr"), mode="a",
                          trunk={"arch": "test", "weights": "test:features", "weights_sha256": "a" * 64})
-    rng = np.random.default_rng(0)
-    for video, split, without in (("a", "train", [1]), ("v", "val", [0, 2])):
+    for video, split, without in (("a", "train", [1]), ("v", "val", [0, 2]), ("w", "val", None)):
         writer = store.begin_video(video, 3, True, {"split": split, "height": 224, "width": 224,
                                                     "frames_without_maps": without})
-        maps = rng.integers(1, 256, (3, 224, 224), dtype=np.uint8)
-        maps[without] = 0
-        writer.append(rng.standard_normal((3, 512, 14, 14)).astype(np.float16), maps)
+        writer.append(np.zeros((3, 512, 14, 14), np.float16), np.zeros((3, 224, 224), np.uint8))
         writer.finish()
-    result = CliRunner().invoke(cli_main, ["train-decoder", str(tmp_path / "s.zarr"), str(tmp_path / "run"),
-                                           "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1",
-                                           "--val-windows", "0", "--bn-windows", "1", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    assert "validate epoch 1/1: 100.0% 1/1 windows" in result.output, result.output
+    split = split_videos(store, seed=0)
+    train, val = target_runs(store, split, TrainConfig(store=str(tmp_path / "s.zarr"), run_dir=tmp_path / "r"))
+    assert [(r.video, r.start, r.stop) for r in train] == [("a", 0, 1), ("a", 2, 3)]
+    assert [(r.video, r.start, r.stop) for r in val] == [("v", 1, 2), ("w", 0, 3)]
