@@ -18,6 +18,7 @@ from sal3d.cli import main as cli_main
 from sal3d.pipeline.checkpoint import save_checkpoint
 from sal3d.pipeline.datasets import VideoEntry, discover
 from sal3d.pipeline.decode import DecodeStream, check_frame_names
+from sal3d.pipeline.decoder import SaliencyDecoder
 from sal3d.pipeline.device import compute_dtype
 from sal3d.pipeline.frames import read_maps
 from sal3d.pipeline.identity import origin_of, pairing_change
@@ -25,7 +26,6 @@ from sal3d.pipeline.loader import LoaderOptions, WindowLoader, frames_without_ta
 from sal3d.pipeline.pairing import PairingError
 from sal3d.pipeline.predictions import stored_frames_note
 from sal3d.pipeline.sample import SampleSpec, make_sample
-from sal3d.pipeline.decoder import SaliencyDecoder
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, VideoRecord
 from sal3d.pipeline.windows import weighting_coefficients
 from sal3d.stages.extract import no_fixations_line
