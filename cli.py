@@ -103,7 +103,7 @@ def main():
                    "straight into STORE.")
 @click.option("--strict", is_flag=True,
               help="Fail a video whose file holds fewer frames than its container declares (truncated), "
-                   "instead of keeping the frames found and saying so.")
+                   "or that has frames without a ground-truth map, instead of keeping them and saying so.")
 def extract(dataset_dir, store, videos, **options):
     """Cache VGG-16 relu5_3 features of DATASET_DIR in the Zarr store STORE (a path or an fsspec URL:
     s3://..., gs://..., file://...).

@@ -4,7 +4,8 @@ of stage one's decode and store-write sides."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -13,8 +14,11 @@ from torch.utils.data import IterableDataset, get_worker_info
 from sal3d.pipeline.datasets import VideoEntry
 from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.frames import FrameReader, FrameReadError, VideoInfo, read_maps
+from sal3d.pipeline.pairing import Pairing, PairingError, by_frame_number, number_list, pair
 from sal3d.pipeline.preprocessing import TORCHVISION, Preprocessing
 from sal3d.pipeline.store import VideoRecord
+
+_DIGIT_RUNS = re.compile(r"(\d+)")
 
 
 @dataclass
@@ -41,7 +45,8 @@ class DecodeStream(IterableDataset):
     """Decodes the work list in worker processes; worker k takes videos k, k + W, k + 2W, ...
 
     origins: the `pipeline.identity` origin of each entry (recorded with the video), or None.
-    strict: a source shorter than its container declares is an error instead of a note.
+    strict: a source shorter than its container declares, or with frames without a map (`pair_maps`),
+    is an error instead of a note.
     preprocessing: the trunk preset's, which says how frames are resized (`FrameReader`)."""
 
     def __init__(self, entries: list[VideoEntry], root: Path, batch_size: int, max_frames: int | None,
@@ -65,12 +70,11 @@ class DecodeStream(IterableDataset):
             reader = FrameReader(entry, self.preprocessing)  # opened here, inside the worker: never across a fork
             info = reader.info()
             count = info.frame_count if self.max_frames is None else min(info.frame_count, self.max_frames)
-            map_files, notes = entry.map_files(), []
-            if map_files and len(map_files) != info.frame_count:
-                notes.append(f"{info.frame_count} frames but {len(map_files)} maps: keeping the "
-                             f"{min(count, len(map_files))} frames that have both")
-                count = min(count, len(map_files))
-            short = None
+            check_frame_names(entry)
+            maps = pair_maps(entry, info.frame_count, count)
+            notes, short = list(maps.notes), None
+            if self.strict and maps.refused:
+                raise FrameReadError(f"{entry.source}: {maps.refused} (--strict)")
             if info.expected_frames is not None:
                 short = (info.frame_count, info.expected_frames)
                 problem = short_video(info)
@@ -81,21 +85,98 @@ class DecodeStream(IterableDataset):
                 frame_count=count, height=info.height, width=info.width, fps=info.fps,
                 source=str(entry.source.relative_to(self.root)), split=entry.split,
                 source_frame_count=info.frame_count, expected_frames=info.expected_frames,
-                has_maps=bool(map_files), has_fixations=bool(entry.fixation_files()),
-                frame_names=entry.frame_names(count), origin=self.origins[index])
+                has_maps=bool(maps.files), has_fixations=bool(entry.fixation_files()),
+                frame_names=entry.frame_names(count), frames_without_maps=maps.frames_without or None,
+                origin=self.origins[index])
             yield Decoded(index, "begin", info={"frame_count": count, "record": record.to_attrs(), "notes": notes,
                                                 "short": short})
             for start in range(0, count, self.batch_size):
                 stop = min(start + self.batch_size, count)
                 frames = reader.read(start, stop)
-                maps = read_maps(map_files[start:stop]) if map_files else None
+                targets = read_maps(maps.files[start:stop]) if maps.files else None
                 yield Decoded(index, "frames", start, torch.from_numpy(frames),
-                              None if maps is None else torch.from_numpy(maps))
+                              None if targets is None else torch.from_numpy(targets))
             yield Decoded(index, "end")
-        except FrameReadError as error:
+        except (FrameReadError, PairingError) as error:
             yield Decoded(index, "error", message=str(error))
         except Exception as error:  # anything else about this one video must not stop the dataset
             yield Decoded(index, "error", message=f"{entry.source}: {type(error).__name__}: {error}")
+
+
+def check_frame_names(entry: VideoEntry) -> None:
+    """Refuse a frame folder in which two files would be one frame: PairingError naming them. Two
+    files clash when their names, without extension, are equal once each run of digits is read as a
+    number: ``0002.png`` beside ``0002.jpg``; ``1.png``, ``01.png`` and ``0001.png``; ``a.png`` beside
+    ``a.jpg`` in a folder whose names hold no digits (such folders are ordered by name)."""
+    same: dict[tuple, list[Path]] = {}
+    for path in entry.frames:
+        same.setdefault(tuple(int(part) if part.isdigit() else part for part in _DIGIT_RUNS.split(path.stem)),
+                        []).append(path)
+    clashes = [" and ".join(p.name for p in paths) for paths in same.values() if len(paths) > 1]
+    if clashes:
+        raise PairingError(f"{entry.source}: frames that would be one frame: {'; '.join(clashes[:5])}"
+                           + (f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else "")
+                           + "; keep one file per frame")
+
+
+def source_frame_numbers(entry: VideoEntry, frame_count: int) -> list[int]:
+    """The frame numbers (`pipeline.pairing`) of all `frame_count` frames of `entry`, in frame order,
+    by which its ground truth is paired: 1, 2, ... for a video file; the number in each frame's name
+    for a frame folder, or 1, 2, ... in name order when no name holds a digit. PairingError names
+    the frames of a folder that share a number, or a name without a number among numbered ones."""
+    numbers = entry.frame_numbers(frame_count)
+    if entry.is_video_file or all(number is None for number in numbers):
+        return list(range(1, frame_count + 1))
+    by_frame_number(list(entry.frames), "frames")  # refuses shared numbers and names without one
+    return numbers
+
+
+@dataclass(frozen=True)
+class PairedMaps:
+    """The ground-truth maps of a video's stored frames, paired by frame number (`pair_maps`).
+
+    files: per stored frame, its map file or None (no map: an all-zero map is stored, never a target);
+    empty when the video is stored without maps. frames_without: 0-based indices of the stored frames
+    without a map. notes: lines for the user. refused: why ``--strict`` refuses the video, else "".
+    """
+
+    files: tuple[Path | None, ...] = ()
+    frames_without: list[int] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    refused: str = ""
+
+
+def pair_maps(entry: VideoEntry, frame_count: int, count: int) -> PairedMaps:
+    """Pair the map files of `entry` (a source of `frame_count` frames, of which the first `count` are
+    stored) with its frames by frame number. Frames without a map are kept, without a target: their
+    neighbours' windows and their own prediction need them. Maps whose number no frame has are
+    ignored. Both are named in a note. When map files exist but none pairs with a stored frame, the
+    video is stored without maps, and a note says so. PairingError for files that cannot be told apart."""
+    map_files = entry.map_files()
+    if not map_files:
+        return PairedMaps()
+    numbers = source_frame_numbers(entry, frame_count)
+    numbered = by_frame_number(map_files, "maps")
+    whole = pair(numbers, numbered)
+    files = whole.files[:count]
+    without = [i for i, path in enumerate(files) if path is None]
+    if len(without) == count:
+        why = (f"none of its {len(map_files)} maps has the number of a stored frame (maps "
+               f"{number_list(list(numbered))}; frames {number_list(numbers[:count])})")
+        return PairedMaps(notes=(f"{why}: stored without maps",), refused=why)
+    frames_without = Pairing(files, tuple(numbers[i] for i in without), ())
+    maps_without = Pairing(files, (), whole.files_without)
+    if frames_without.complete and maps_without.complete:
+        return PairedMaps(files)
+    parts = []
+    if not frames_without.complete:
+        parts.append(f"{frames_without.describe('maps')} (kept without a target: window context only, "
+                     "never a training target)")
+    if not maps_without.complete:
+        parts.append(f"{maps_without.describe('maps')} (ignored)")
+    note = "ground truth paired by frame number: " + "; ".join(parts)
+    refused = frames_without.describe("maps")
+    return PairedMaps(files, without, (note,), refused)
 
 
 def as_is(message):
@@ -103,9 +184,11 @@ def as_is(message):
     return message
 
 
-def video_arguments(video_id: str, info: dict) -> tuple:
-    """`FeatureStore.begin_video`'s arguments for a video, from a decoder's ``begin`` message info."""
-    return video_id, info["frame_count"], info["record"]["has_maps"], info["record"]
+def video_arguments(video_id: str, info: dict, trunk_dtype: torch.dtype) -> tuple:
+    """`FeatureStore.begin_video`'s arguments for a video, from a decoder's ``begin`` message info;
+    the record names `trunk_dtype`, the dtype the trunk computes the video's features in."""
+    record = {**info["record"], "trunk_dtype": str(trunk_dtype).removeprefix("torch.")}
+    return video_id, info["frame_count"], record["has_maps"], record
 
 
 def short_video(info: VideoInfo) -> str:

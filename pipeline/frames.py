@@ -113,9 +113,11 @@ class FrameReader:
         return np.stack([self.preprocessing.resize(_open_image(p)) for p in self.entry.frames[start:stop]])
 
 
-def read_maps(files: list[Path]) -> np.ndarray:
-    """Grey ground-truth map images -> uint8 (n, 224, 224): `read_grey_8bit`, then resized bilinearly."""
-    return np.stack([resize_image(Image.fromarray(read_grey_8bit(p)), "L") for p in files])
+def read_maps(files: list[Path | None]) -> np.ndarray:
+    """Grey ground-truth map images -> uint8 (n, 224, 224): `read_grey_8bit`, then resized bilinearly.
+    None (a frame without a map) gives an all-zero map."""
+    empty = np.zeros((INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    return np.stack([empty if p is None else resize_image(Image.fromarray(read_grey_8bit(p)), "L") for p in files])
 
 
 def read_grey_8bit(path: Path | str) -> np.ndarray:

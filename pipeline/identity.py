@@ -8,7 +8,10 @@ The origin of a video (recorded in its `pipeline.store.VideoRecord`) is::
                                                          frame's name and size, and the first and
                                                          last frame's samples)
      "maps": {...} or None,                              the same of its ground-truth map files
-     "max_frames": 8 or None}                            --max-frames as asked
+     "max_frames": 8 or None,                            --max-frames as asked
+     "pairing": "frame number"}                          how maps were paired with frames (absent in
+                                                         records of an older sal3d, which paired the
+                                                         n-th map with the n-th frame)
 
 Modification times are not part of it: a dataset copied to another disk keeps its features. A file
 rewritten in place with the same size, the same first and last 64 KiB and the same name is taken for
@@ -21,8 +24,11 @@ import hashlib
 from pathlib import Path
 
 from sal3d.pipeline.datasets import VideoEntry
+from sal3d.pipeline.decode import check_frame_names, source_frame_numbers
+from sal3d.pipeline.pairing import PairingError, frame_number
 
 SAMPLE_BYTES = 64 * 1024
+PAIRING = "frame number"  # maps are paired with frames by the frame number in their names
 
 
 def _sample(path: Path, size: int, digest) -> None:
@@ -62,6 +68,7 @@ def origin_of(entry: VideoEntry, root: Path, max_frames: int | None) -> dict:
         "content": file_content(entry.source) if entry.is_video_file else files_content(list(entry.frames)),
         "maps": files_content(maps) if maps else None,
         "max_frames": max_frames,
+        "pairing": PAIRING,
     }
 
 
@@ -94,3 +101,25 @@ def origin_change(stored: dict | None, wanted: dict, frame_count: int, source_fr
                     if stored.get("max_frames") else f"it holds all {frame_count} frames")
             return f"{held}; this run asks for {asked}"
     return None
+
+
+def pairing_change(stored: dict | None, entry: VideoEntry, frame_count: int) -> str | None:
+    """None when the maps of a stored video of `frame_count` frames, extracted from `entry` with the
+    origin `stored`, are paired with its frames as this sal3d pairs them; else why not, in words.
+    An older sal3d (no "pairing" in its origin) gave the n-th stored frame the n-th map file: that
+    holds only where each of those maps carries its frame's number. A frame folder whose files
+    clash (`pipeline.decode.check_frame_names`) is never right: redone, it fails, named."""
+    if stored is None or stored.get("pairing") == PAIRING:
+        return None
+    try:
+        if not entry.is_video_file:
+            check_frame_names(entry)
+        maps = entry.map_files()
+        if not maps:
+            return None
+        numbers = source_frame_numbers(entry, len(entry.frames) if entry.frames else frame_count)[:frame_count]
+    except PairingError as error:
+        return str(error)
+    if len(maps) >= frame_count and [frame_number(path) for path in maps[:frame_count]] == numbers:
+        return None
+    return "its maps were paired with its frames by position (an older sal3d), not by frame number"

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +53,7 @@ __all__ = [
     "Run",
     "Batch",
     "plan_runs",
+    "frames_without_targets",
     "epoch_groups",
     "validation_runs",
     "GroupReader",
@@ -101,15 +102,45 @@ class Batch:
         return len(self.frames)
 
 
-def plan_runs(frame_counts: dict[str, int], run_length: int = DEFAULT_RUN_LENGTH) -> list[Run]:
-    """Chunk-aligned runs of every video (``video id -> frame count``), in sorted video order."""
+def plan_runs(frame_counts: dict[str, int], run_length: int = DEFAULT_RUN_LENGTH,
+              without_targets: Mapping[str, Collection[int]] | None = None) -> list[Run]:
+    """Chunk-aligned runs of every video (``video id -> frame count``), in sorted video order.
+
+    without_targets: ``video id -> frame indices`` that are never targets (frames without a
+    ground-truth map, `frames_without_targets`): a run is split around them, so they are read only
+    as the window context of the frames after them."""
     if run_length < 1:
         raise ValueError(f"run_length must be >= 1, got {run_length}")
     runs = []
     for video in sorted(frame_counts):
         count = int(frame_counts[video])
-        runs += [Run(video, start, min(start + run_length, count)) for start in range(0, count, run_length)]
+        skipped = set((without_targets or {}).get(video) or ())
+        for start in range(0, count, run_length):
+            stop = min(start + run_length, count)
+            runs += _around(Run(video, start, stop), skipped) if skipped else [Run(video, start, stop)]
     return runs
+
+
+def _around(run: Run, skipped: set[int]) -> list[Run]:
+    """The parts of `run` between the frames in `skipped` (none of them a target)."""
+    parts, first = [], run.start
+    for frame in range(run.start, run.stop + 1):
+        if frame == run.stop or frame in skipped:
+            if frame > first:
+                parts.append(Run(run.video, first, frame))
+            first = frame + 1
+    return parts
+
+
+def frames_without_targets(store: FeatureStore, videos: Collection[str]) -> dict[str, list[int]]:
+    """``video id -> frame indices`` of `videos` whose frames have no ground-truth map (their
+    records' ``frames_without_maps``; videos where every frame has one are left out)."""
+    found = {}
+    for video in videos:
+        without = store.video_record(video).frames_without_maps
+        if without:
+            found[video] = [int(frame) for frame in without]
+    return found
 
 
 def epoch_groups(runs: Sequence[Run], seed: int, epoch: int, mix_runs: int = DEFAULT_MIX_RUNS,

@@ -95,10 +95,9 @@ def plan_video(store: FeatureStore, video_id: str, out_dir: Path, options: PostP
         _plain_name(name, f"video {video_id}: frame name")
     if len(set(names)) != count:
         raise PredictError(f"{store.location}: video {video_id} has duplicate frame names")
-    source_count = attrs.get("source_frame_count")
-    if source_count and source_count > count:
-        say(f"predict: note: the store holds {count} of the {source_count} frames of video {video_id} "
-            "(extracted with --max-frames?); only those are predicted")
+    note = stored_frames_note(video_id, attrs)
+    if note:
+        say(f"predict: note: {note}")
     try:
         height, width = options.output_size(attrs.get("height"), attrs.get("width"))
     except ValueError as error:
@@ -121,6 +120,23 @@ def plan_video(store: FeatureStore, video_id: str, out_dir: Path, options: PostP
     no_overlay = missing[overlay_folder] if overlay_folder is not None else np.zeros(count, dtype=bool)
     return VideoPlan(video_id, count, list(names), height, width, folder, overlay_folder,
                      np.flatnonzero(no_map), source, np.flatnonzero(no_overlay & ~no_map))
+
+
+def stored_frames_note(video_id: str, attrs: dict) -> str | None:
+    """Why a stored video (its record's `attrs`) holds fewer frames than its source, from what the
+    record says, or None when it holds them all: --max-frames as extract was asked (its origin); an
+    older sal3d that kept only the frames that had maps; or a cause the record does not tell."""
+    count, source_count = int(attrs["frame_count"]), attrs.get("source_frame_count")
+    if not source_count or source_count <= count:
+        return None
+    max_frames = (attrs.get("origin") or {}).get("max_frames")
+    if max_frames and count == min(source_count, max_frames):
+        why = f"extracted with --max-frames {max_frames}"
+    elif attrs.get("has_maps") and (attrs.get("origin") or {}).get("pairing") is None:
+        why = "an older sal3d kept only as many frames as the video had maps; extract again to store them all"
+    else:
+        why = "its record does not say why"
+    return f"the store holds {count} of the {source_count} frames of video {video_id} ({why}); only those are predicted"
 
 
 # ---------------------------------------------------------------------------- overlays

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from sal3d.pipeline.choices import DEFAULT_INITIALIZATION, TORCH_BATCHNORM
 from sal3d.pipeline.decoder import SaliencyDecoder, initialize
 from sal3d.pipeline.device import decoder_memory_format
-from sal3d.pipeline.loader import WindowLoader
+from sal3d.pipeline.loader import WindowLoader, frames_without_targets
 from sal3d.pipeline.metrics import cc, nss
 from sal3d.pipeline.progress import Progress
 from sal3d.pipeline.store import FeatureStore
@@ -29,8 +29,10 @@ PRIOR_SAMPLES = 64  # training maps averaged for the output-bias initialization
 
 
 def map_mean(store: FeatureStore, videos: dict[str, int], seed: int, samples: int = PRIOR_SAMPLES) -> float:
-    """Mean of the training targets (maps / 255), over up to `samples` seeded random training frames."""
-    targets = [(v, t) for v in sorted(videos) for t in range(videos[v])]
+    """Mean of the training targets (maps / 255), over up to `samples` seeded random training frames
+    (frames without a ground-truth map are not targets: `pipeline.loader.frames_without_targets`)."""
+    without = {v: set(frames) for v, frames in frames_without_targets(store, videos).items()}
+    targets = [(v, t) for v in sorted(videos) for t in range(videos[v]) if t not in without.get(v, ())]
     rng = np.random.default_rng([seed, 1])
     picked = sorted(targets[i] for i in rng.permutation(len(targets))[:samples])
     values = [float(np.asarray(store.maps(v)[t], dtype=np.float64).mean()) / 255.0 for v, t in picked]

@@ -38,7 +38,7 @@ from sal3d.pipeline.decode import (
 )
 from sal3d.pipeline.device import resolve_device
 from sal3d.pipeline.errors import Sal3dError
-from sal3d.pipeline.identity import origin_change, origin_of
+from sal3d.pipeline.identity import origin_change, origin_of, pairing_change
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore, StoreError, VideoOwned
 from sal3d.pipeline.store_writers import StoreWriters
@@ -65,7 +65,7 @@ class ExtractConfig:
     writers: int | None = field(default=None, metadata={"auto": DEFAULT_WRITERS_TEXT})
     # a dask.distributed scheduler address or local:N; None: in this process
     scheduler: str | None = field(default=None, metadata={"auto": "in this process"})
-    strict: bool = False  # a source shorter than its container declares fails instead of being kept
+    strict: bool = False  # a truncated source, or one with frames without maps, fails instead of being kept
 
 
 WAIT_LABELS = {"decode": "waiting for decode", "trunk": "trunk", "writes": "waiting for writes"}
@@ -146,6 +146,9 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     say(f"extract: {len(entries)} videos in {root} (layout {layout}, split {config.split}): "
         f"{len(summary.skipped)} already complete, {len(todo)} to do"
         + (f", {len(summary.owned)} being written by another run" if summary.owned else "") + f", on {device}")
+    unscorable = no_fixations_line(entries)
+    if unscorable:
+        say(unscorable)
     if not todo:
         return summary.report()
 
@@ -164,6 +167,21 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     return summary.report()
 
 
+def no_fixations_line(entries: list[VideoEntry]) -> str | None:
+    """The one line that says which videos with ground-truth maps have no fixation maps (images in
+    ``fixation/``, or the benchmark's ``fixation/maps/*.mat``), so that evaluate cannot score the
+    fixation metrics on them; None when every video with maps has them, or none has maps."""
+    with_maps = [entry for entry in entries if entry.maps_dir is not None]
+    without = [entry.video_id for entry in with_maps if not entry.fixation_files()]
+    if not without:
+        return None
+    if len(without) == len(with_maps):
+        return "extract: no fixation maps (fixation/*.png or fixation/maps/*.mat): AUC-J, s-AUC and NSS cannot be scored"
+    named = ", ".join(without[:5]) + (", ..." if len(without) > 5 else "")
+    return (f"extract: no fixation maps for {len(without)} of the {len(with_maps)} videos with maps ({named}): "
+            "AUC-J, s-AUC and NSS cannot be scored on them")
+
+
 def plan(store: FeatureStore, entries: list[VideoEntry], root: Path, max_frames: int | None,
          summary: ExtractSummary) -> tuple[list[VideoEntry], list[dict]]:
     """The videos to extract, with the origin each would record (`pipeline.identity`). Complete
@@ -180,7 +198,8 @@ def plan(store: FeatureStore, entries: list[VideoEntry], root: Path, max_frames:
             continue
         state, record, why = store.state(video_id)
         if state == "complete":
-            why = origin_change(record.origin, origin, record.frame_count, record.source_frame_count)
+            why = (origin_change(record.origin, origin, record.frame_count, record.source_frame_count)
+                   or pairing_change(record.origin, entry, record.frame_count))
             if why is None:
                 summary.skipped.append(video_id)
                 continue
@@ -258,7 +277,7 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
                 say(f"\nextract: {video_id} ({todo[index].source}): {note}")
             if message.info["short"]:
                 summary.short[video_id] = message.info["short"]
-            record(writes.begin(index, *video_arguments(video_id, message.info)))
+            record(writes.begin(index, *video_arguments(video_id, message.info, runner.dtype)))
         elif message.kind == "end":
             record(writes.finish(index))
             summary.done.append(video_id)
@@ -334,7 +353,7 @@ def extract_video(entry: VideoEntry, settings: VideoTaskSettings,
                 raise VideoFailed(message.message)
             if message.kind == "begin":
                 short = message.info["short"]
-                writer = store.begin_video(*video_arguments(entry.video_id, message.info))
+                writer = store.begin_video(*video_arguments(entry.video_id, message.info, runner.dtype))
             elif message.kind == "frames":
                 writer.append(runner(message.frames), None if message.maps is None else message.maps.numpy())
                 frames += len(message.frames)

@@ -321,7 +321,7 @@ def predict(config: PredictConfig) -> PredictSummary:
 
     kind, store, entries, selected = _open_source(config, checkpoint_path, ck_config["trunk"], summary)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plans, videos_todo = _plans(config, store, entries, selected, options)
+    plans, videos_todo = _plans(config, store, entries, selected, options, summary.failed)
     summary.skipped = [p.video_id for p in plans if p.complete]
     work = [p for p in plans if not p.complete]
     total = int(sum(len(p.todo) for p in work))
@@ -409,15 +409,19 @@ def _open_source(config: PredictConfig, checkpoint_path: Path, checkpoint_trunk:
 
 
 def _plans(config: PredictConfig, store: FeatureStore, entries: dict[str, VideoEntry], selected: list[str],
-           options: PostProcess) -> tuple[list[VideoPlan], list[VideoPlan]]:
+           options: PostProcess, failed: dict[str, str]) -> tuple[list[VideoPlan], list[VideoPlan]]:
     """(a plan per selected video, those whose overlay video is asked for and missing); refused when
-    overlays are asked for and a video's frames are not found."""
+    overlays are asked for and a video's frames are not found. A video whose record cannot be
+    planned is left out, with why, in `failed`."""
     out_dir = Path(config.out_dir)
     plans = []
     for video_id in selected:
         source = entries[video_id].source if video_id in entries else \
             _store_source(store, video_id, store.video_attrs(video_id))
-        plans.append(plan_video(store, video_id, out_dir, options, config.overlay, source))
+        try:
+            plans.append(plan_video(store, video_id, out_dir, options, config.overlay, source))
+        except PredictError as error:  # this video's record (e.g. duplicate frame names): it fails alone
+            failed[video_id] = str(error)
     videos_todo = [p for p in plans if config.overlay_video and not overlay_video_path(out_dir, p.video_id).exists()]
     if config.overlay or videos_todo:
         lost = [f"{p.video_id} ({p.source})" for p in plans

@@ -125,14 +125,16 @@ def test_bad_videos_fail_alone_and_the_run_says_which(sample_dir, tmp_path):
     assert store.video_ids() == ["good"] and store.features("good").shape[0] == 2
 
 
-def test_map_count_mismatch_keeps_frames_with_both(sample_dir, tmp_path, capsys):
+def test_a_missing_map_leaves_its_frame_kept_without_a_target(sample_dir, tmp_path, capsys):
     data = copy_tree(sample_dir, tmp_path / "data")
     (data / "annotation" / "0001" / "maps" / f"{SAMPLE_SPEC.frames:04d}.png").unlink()
     summary = run_extract(data, tmp_path / "s.zarr", videos=["0001"])
     assert summary.done == ["0001"]
-    assert f"{SAMPLE_SPEC.frames} frames but {SAMPLE_SPEC.frames - 1} maps" in capsys.readouterr().err
+    assert f"frames without maps: {SAMPLE_SPEC.frames} (kept without a target" in capsys.readouterr().err
     store = FeatureStore(str(tmp_path / "s.zarr"))
-    assert store.features("0001").shape[0] == store.maps("0001").shape[0] == SAMPLE_SPEC.frames - 1
+    assert store.features("0001").shape[0] == store.maps("0001").shape[0] == SAMPLE_SPEC.frames
+    assert store.video_record("0001").frames_without_maps == [SAMPLE_SPEC.frames - 1]
+    assert not store.maps("0001")[SAMPLE_SPEC.frames - 1].any()
 
 
 def test_another_trunk_is_refused(sample_dir, sample_store, tmp_path):

@@ -60,7 +60,11 @@ class VideoRecord(VideoFacts):
     """The attributes of one video group: the one definition of what a store says about a video.
 
     The `VideoFacts`, and: frame_names: one name per stored frame (the prediction PNG names).
-    origin: what was extracted ({"source", "content", "maps", "max_frames"}: see
+    frames_without_maps: 0-based indices of the stored frames that have no ground-truth map (their
+    stored map is all zero: window context, never a target); None when every frame has one, or the
+    video has no maps. trunk_dtype: the dtype the trunk computed its features in (``float32``,
+    ``bfloat16``: `pipeline.device.compute_dtype`); None in stores made before it was recorded.
+    origin: what was extracted ({"source", "content", "maps", "max_frames", "pairing"}: see
     `pipeline.identity`), to skip only the same thing on a rerun. complete: the writer finished it.
     owner: the writer's claim (`Owner`). integrity: per array, {"sizes": stored bytes per chunk,
     "crc32c": CRC-32C of each chunk's data}, written with ``complete = true``. damage: why a
@@ -68,6 +72,8 @@ class VideoRecord(VideoFacts):
     """
 
     frame_names: list[str] | None = None
+    frames_without_maps: list[int] | None = None
+    trunk_dtype: str | None = None
     origin: dict | None = None
     complete: bool = False
     owner: dict | None = None

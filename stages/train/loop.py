@@ -17,7 +17,15 @@ from sal3d.pipeline import distributed
 from sal3d.pipeline.atomic import is_temporary, write_text_atomic
 from sal3d.pipeline.checkpoint import save_checkpoint
 from sal3d.pipeline.device import compute_dtype, resolve_device
-from sal3d.pipeline.loader import LoaderOptions, WindowLoader, default_loader_workers, plan_runs, validation_runs
+from sal3d.pipeline.loader import (
+    LoaderOptions,
+    Run,
+    WindowLoader,
+    default_loader_workers,
+    frames_without_targets,
+    plan_runs,
+    validation_runs,
+)
 from sal3d.pipeline.progress import Progress, say as say_always
 from sal3d.pipeline.store import FeatureStore, StoreError
 from sal3d.pipeline.tensorboard_log import TensorBoardLog
@@ -204,12 +212,22 @@ def _loaders(config: TrainConfig, store: FeatureStore, split: Split, device: tor
     at most ``val_windows`` validation windows, in order)."""
     workers = default_loader_workers(device) if config.workers is None else config.workers
     options = LoaderOptions(device=device, workers=workers, mix_runs=config.mix_runs, memory_format=memory_format)
-    train_loader = WindowLoader(store.location, plan_runs(split.train, config.run_length), config.batch_size,
-                                config.weighting, replace(options, seed=config.seed, shuffle=True))
-    val_runs = validation_runs(plan_runs(split.val, config.run_length), config.val_windows, VALIDATION_SUBSET_SEED)
+    train_runs, val_runs = target_runs(store, split, config)
+    train_loader = WindowLoader(store.location, train_runs, config.batch_size, config.weighting,
+                                replace(options, seed=config.seed, shuffle=True))
     val_loader = WindowLoader(store.location, val_runs, config.batch_size, config.weighting,
                               replace(options, shuffle=False))
     return train_loader, val_loader
+
+
+def target_runs(store: FeatureStore, split: Split, config: TrainConfig) -> tuple[list[Run], list[Run]]:
+    """(the runs of every training target, the runs of the fixed subset of at most ``config.val_windows``
+    validation targets): `plan_runs` of the split's videos, without the frames that have no
+    ground-truth map (their records say which: window context only, never a target)."""
+    without = frames_without_targets(store, [*split.train, *split.val])
+    return (plan_runs(split.train, config.run_length, without),
+            validation_runs(plan_runs(split.val, config.run_length, without), config.val_windows,
+                            VALIDATION_SUBSET_SEED))
 
 
 def _steps_per_epoch(config: TrainConfig, train_loader: WindowLoader, world: distributed.World) -> int:
