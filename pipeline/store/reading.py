@@ -171,11 +171,12 @@ class StoreReader:
             return None
         if (video_id, name) not in self._opened:
             self._opened[video_id, name] = VideoArray(self.location, video_id, name, checked_array(
-                self.location, video_id, record, self._groups[video_id], name))
+                self.location, video_id, record, self._groups[video_id], name), record.integrity[name]["crc32c"])
         return self._opened[video_id, name]
 
     def features(self, video_id: str) -> VideoArray:
-        """float16 (T, 512, 14, 14) of a complete video, checked against its record (`check_video`)."""
+        """float16 (T, 512, 14, 14) of a complete video, checked against its record (`check_video`);
+        every chunk read is compared with its recorded data CRC-32C (`VideoArray`)."""
         return self._array(video_id, "features")
 
     def maps(self, video_id: str) -> VideoArray | None:
