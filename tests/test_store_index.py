@@ -164,7 +164,7 @@ def test_info_json_on_the_sample_store(sample_store, tmp_path):
     store = FeatureStore(str(sample_store))
     videos = store.complete_videos()
     assert found["format_version"] == 3 and found["indexed"] and found["trunk"] == store.fingerprint
-    assert found["videos"] == {"complete": 3, "incomplete": 0, "owned": 0, "damaged": 0, "unreadable": 0}
+    assert found["videos"] == {"complete": 3, "incomplete": 0, "owned": 0, "damaged": 0, "unreadable": 0, "foreign": 0}
     assert found["frames"] == sum(s.frame_count for s in videos.values()) == 18
     assert found["splits"] == {"train": {"videos": 2, "frames": 12}, "val": {"videos": 1, "frames": 6}}
     chunks = sum(f.stat().st_size for f in Path(sample_store).rglob("c.*"))

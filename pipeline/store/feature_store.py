@@ -215,12 +215,17 @@ class FeatureStore(StoreReader):
     # ------------------------------------------------------------------ the index
 
     def _sync_index(self, video_id: str, record: VideoRecord | None) -> None:
-        """On a writable store, make the video's index entry agree with its record (None: no group)."""
+        """On a writable store, make the video's index entry agree with its record (None: no group). A
+        write the store refuses leaves the entry as it was (the index is a guide; the repair that needs
+        the write says so)."""
         if not self.writable:
             return
         wanted = VideoSummary.of(record) if self._indexable(record) else None
         if wanted != (self.index or {}).get(video_id):
-            self.set_index_entry(video_id, wanted)
+            try:
+                self.set_index_entry(video_id, wanted)
+            except StoreWriteError:
+                pass
 
     def _indexable(self, record: VideoRecord | None) -> bool:
         """Whether a video with this record belongs in the index: complete, made by this store's trunk."""
