@@ -96,12 +96,12 @@ class FeatureStore(StoreReader):
                 self._rebuild_index()
                 if self.upgraded_from:
                     self.root.attrs["format_version"] = FORMAT_VERSION
-        if rebuilt:
-            say(f"{self.location}: {rebuilt}: rewritten, and its index rebuilt from the videos' own records "
-                f"({len(self.index)} complete videos)")
             if self.upgraded_from == 2:
                 say(f"{self.location}: store format 2 upgraded to {FORMAT_VERSION} (its index written: "
                     f"{len(self.index)} complete videos; no video redone)")
+        if rebuilt:
+            say(f"{self.location}: {rebuilt}: rewritten, and its index rebuilt from the videos' own records "
+                f"({len(self.index)} complete videos)")
 
     def _open_videos_group(self) -> str | None:
         """Open the ``videos`` group (it holds the index). Its metadata (``videos/zarr.json``) cannot be
