@@ -6,9 +6,11 @@ chunk is stored, even one equal to the fill value, under a flat key (``c.<t>.0.0
 per array shows them all. When a video is finished its record gets ``integrity``: per array, every
 chunk's stored size and the CRC-32C of the data the writer gave it (`data_crc`). A reader checks the
 listing against that record when it first opens a video (`pipeline.store.reading.check_chunks`):
-a missing, truncated or extra chunk is refused before any of its data is used. `sal3d verify` reads
-everything and compares the data with the recorded CRCs as well (a valid chunk of another video or an
-older run is caught there).
+a missing, truncated or extra chunk is refused before any of its data is used. Every read then compares
+the data of each chunk it touches with the recorded CRC (`VideoArray`), so a valid chunk copied from
+another position, another video or an older run is refused, never served; `sal3d verify` reads every
+chunk that way. The cost: CRC-32C runs at several GB/s (google-crc32c, in hardware), about a tenth of
+a window's read and 1 % of the loader's windows/s on a CPU.
 """
 
 from __future__ import annotations
