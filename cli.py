@@ -390,20 +390,25 @@ def report(run_dir, scores, **options):
                    "they open a video; sal3d verify reads the data too).")
 def info(store, as_json, check):
     """Say what the feature store STORE holds: its format and trunk, its videos (complete, incomplete,
-    being written, damaged, unreadable), frames, splits and size. The complete videos come from the
-    store's index (one read); only the others are read one by one, to say why.
+    being written, damaged, unreadable, not sal3d), frames, splits and size. The complete videos come
+    from the store's index (one read); only the others are read one by one, to say why.
+
+    Exits 1 when it finds a damaged video or a group whose metadata cannot be read (as sal3d verify
+    does; with --check every complete video's chunks are looked at too), 0 otherwise.
     """
     from sal3d.stages.info import InfoConfig, info as run_info
 
     found = run_info(InfoConfig(store=store, check=check))
     click.echo(found.to_json() if as_json else "\n".join(found.lines()))
+    sys.exit(1 if found.damage else 0)
 
 
 @main.command()
 @click.argument("store")
 @click.option("--repair", is_flag=True,
-              help="Mark damaged videos incomplete (discard groups whose metadata cannot be read), so that the "
-                   "next sal3d extract redoes them.")
+              help="Mark damaged videos incomplete and remove video groups whose metadata cannot be read (only "
+                   "when they hold nothing but zarr.json, features and maps), so that the next sal3d extract "
+                   "redoes them; rebuild the store index. Folders sal3d did not write are left as they are.")
 @click.option("--quick", is_flag=True,
               help="Only compare each video's chunk listing with its record (what readers check when they open "
                    "a video); no chunk is read.")
@@ -411,6 +416,10 @@ def info(store, as_json, check):
 def verify(store, repair, quick, videos):
     """Check every complete video of the feature store STORE: every chunk there, whole (its CRC-32C), and
     holding the data its writer recorded. Incomplete videos are counted and left alone.
+
+    --repair changes nothing else: it never removes a folder of videos/ that sal3d did not write (no
+    zarr.json, a Zarr array, a group without a sal3d record, other files): those are reported and left.
+    A write the store refuses (a full disk, a read-only store) is said, and that video is left unrepaired.
 
     Exits 1 when a damaged video (or a group whose metadata cannot be read) is left unrepaired.
     """

@@ -4,7 +4,8 @@ The complete videos and their attributes come from the store index (one read, se
 only the videos the index does not list as complete are read one by one, to say why (incomplete,
 being written, damaged, unreadable). With ``check``, every complete video's chunk listing is also
 compared with its record (what a reader checks when it opens a video; `sal3d verify` reads the data
-as well), and those that fail count as damaged.
+as well), and those that fail count as damaged. Folders in ``videos/`` that sal3d did not write are
+counted as ``foreign`` ("not sal3d"). The CLI exits 1 when a video is damaged or unreadable (`damage`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore
 
-STATES = ("complete", "incomplete", "owned", "damaged", "unreadable")
-STATE_WORDS = {"owned": "being written"}
+STATES = ("complete", "incomplete", "owned", "damaged", "unreadable", "foreign")
+STATE_WORDS = {"owned": "being written", "foreign": "not sal3d"}
+#: The states that are damage: `sal3d info` exits 1 when it finds one (as `sal3d verify` does).
+DAMAGE = ("damaged", "unreadable")
 SHOWN_PROBLEMS = 10  # videos named in the text output per state; --json names them all
 
 
@@ -54,6 +57,11 @@ class StoreInfo:
     checked: bool
     problems: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+
+    @property
+    def damage(self) -> int:
+        """How many videos are damaged or have metadata that cannot be read."""
+        return sum(self.videos[state] for state in DAMAGE)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -95,6 +103,7 @@ def info(config: InfoConfig) -> StoreInfo:
     if config.check and complete:
         _, damaged = store.check_videos(list(complete))
         problems.update({v: ["damaged", why] for v, why in damaged.items()})
+        complete = store.complete_videos()  # an index entry the records contradict is now the record's
     if others:
         progress = Progress("info", total=len(others), unit="videos")
         for video_id in others:  # the few the index does not list: each read to say why

@@ -57,20 +57,19 @@ def test_the_index_lists_complete_videos_with_their_attributes_and_chunk_bytes(s
     assert index["a"]["stored_bytes"] == sum(f.stat().st_size for f in chunk_files) > 0
 
 
-def test_listing_and_splitting_read_no_video_record(store_path, monkeypatch):
-    def no_reads(self, video_id):
-        raise AssertionError(f"read the record of {video_id}")
-
+def test_listing_reads_no_video_record_and_splitting_reads_each_once(store_path, monkeypatch):
     store = FeatureStore(str(store_path))
-    partial_read = []
+    reads = []
     original = FeatureStore.read_video_group
-    monkeypatch.setattr(FeatureStore, "read_video_group",
-                        lambda self, v: no_reads(self, v) if v != "partial" else partial_read.append(v) or original(self, v))
+    monkeypatch.setattr(FeatureStore, "read_video_group", lambda self, v: reads.append(v) or original(self, v))
     videos = store.complete_videos()
     assert list(videos) == ["a", "b", "v"] and videos["b"] == VideoSummary.from_attrs(stored_index(store_path)["b"])
+    assert reads == ["partial"]  # only the video the index does not list
     split = split_videos(store, seed=0)
     assert split.train == {"a": 9, "b": 4} and split.val == {"v": 5}
-    assert partial_read == ["partial", "partial"]  # only the video the index does not list, once a listing
+    # the split comes from each video's own record, read once and checked (training needs the check anyway)
+    assert reads == ["partial", "partial", "a", "b", "v"]
+    assert store.check_videos(["a", "b", "v"]) == (["a", "b", "v"], {}) and len(reads) == 5  # cached
 
 
 def test_a_lost_index_update_costs_a_read_never_a_video(store_path):
@@ -165,7 +164,7 @@ def test_info_json_on_the_sample_store(sample_store, tmp_path):
     store = FeatureStore(str(sample_store))
     videos = store.complete_videos()
     assert found["format_version"] == 3 and found["indexed"] and found["trunk"] == store.fingerprint
-    assert found["videos"] == {"complete": 3, "incomplete": 0, "owned": 0, "damaged": 0, "unreadable": 0}
+    assert found["videos"] == {"complete": 3, "incomplete": 0, "owned": 0, "damaged": 0, "unreadable": 0, "foreign": 0}
     assert found["frames"] == sum(s.frame_count for s in videos.values()) == 18
     assert found["splits"] == {"train": {"videos": 2, "frames": 12}, "val": {"videos": 1, "frames": 6}}
     chunks = sum(f.stat().st_size for f in Path(sample_store).rglob("c.*"))

@@ -3,7 +3,8 @@
 Its modules, one job each:
 
 - `format`: the format's version, layout, chunking and codecs (and the older formats).
-- `errors`: `StoreError`, `DamagedVideo`, `VideoOwned`.
+- `errors`: `StoreError`, `DamagedVideo`, `VideoOwned`, `NotAVideo`, `StoreWriteError`,
+  `UnreadableIndex`.
 - `records`: what the store says of a video: `VideoRecord` (its group's attributes), `VideoSummary`
   (its index entry).
 - `ownership`: a writer's claim on a video (`Owner`) and its lease.
@@ -18,7 +19,15 @@ Its modules, one job each:
 Every name below imports from ``sal3d.pipeline.store`` as it always has.
 """
 
-from sal3d.pipeline.store.errors import DamagedVideo, StoreError, VideoOwned, redo_hint
+from sal3d.pipeline.store.errors import (
+    DamagedVideo,
+    NotAVideo,
+    StoreError,
+    StoreWriteError,
+    UnreadableIndex,
+    VideoOwned,
+    redo_hint,
+)
 from sal3d.pipeline.store.feature_store import FeatureStore
 from sal3d.pipeline.store.format import (
     ARRAYS,
@@ -42,7 +51,7 @@ from sal3d.pipeline.store.writing import VideoWriter
 __all__ = [
     "ARRAYS", "CHECK_THREADS", "CHUNK_FRAMES", "CHUNK_KEYS", "FEATURE_CODEC", "FEATURE_COMPATIBLE_VERSIONS",
     "FORMAT_VERSION", "INDEX_ATTRIBUTE", "LEASE_SECONDS", "MAP_CODEC", "RENEW_SECONDS", "SETTLE_SECONDS",
-    "WRITE_CONFIG", "DamagedVideo", "FeatureStore", "Owner", "StoreError", "VideoArray", "VideoFacts",
-    "VideoOwned", "VideoRecord", "VideoSummary", "VideoWriter", "chunk_sizes", "data_crc", "local_or_url",
+    "WRITE_CONFIG", "DamagedVideo", "FeatureStore", "NotAVideo", "Owner", "StoreError", "StoreWriteError",
+    "UnreadableIndex", "VideoArray", "VideoFacts", "VideoOwned", "VideoRecord", "VideoSummary", "VideoWriter", "chunk_sizes", "data_crc", "local_or_url",
     "redo_hint", "trunk_digest",
 ]

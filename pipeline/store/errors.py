@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.store.format import CHUNK_FRAMES
 
@@ -40,6 +42,38 @@ class DamagedVideo(StoreError):
 
 class VideoOwned(StoreError):
     """A video that another writer is writing (or has just completed); this writer leaves it alone."""
+
+
+class UnreadableIndex(StoreError):
+    """The store's ``videos`` group (``videos/zarr.json``, which holds the index) cannot be read; a
+    store opened for writing (`sal3d verify --repair`, `sal3d extract`) rebuilds it from the records."""
+
+
+class NotAVideo(StoreError):
+    """A folder in the store's ``videos/`` that sal3d did not write (no group metadata, a Zarr array, a
+    group without a sal3d record, or files sal3d never writes): never changed or removed."""
+
+
+#: The errors of a write that the store refuses to this process, whatever is written.
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class StoreWriteError(StoreError):
+    """A write to the store that failed (a full disk, a read-only store). The message names the store,
+    what could not be written and why; `read_only` is True when the store refuses every write."""
+
+    def __init__(self, location: str, what: str, error: OSError):
+        self.location, self.what, self.error = location, what, error
+        self.read_only = error.errno in READ_ONLY_ERRNOS
+        cause = (error.strerror or first_line(error)) if error.errno != errno.ENOSPC else "no space left on device"
+        cause = cause[0].lower() + cause[1:] if cause else type(error).__name__
+        if self.read_only:
+            super().__init__(f"{location}: the store is read-only ({cause}): could not {what}")
+        else:
+            super().__init__(f"{location}: could not {what} ({cause}); what the store held before is kept")
+
+    def __reduce__(self):  # across processes it arrives as the StoreError it is
+        return StoreError, (str(self),)
 
 
 def first_line(error: Exception) -> str:

@@ -9,8 +9,10 @@ read-modify-writes of that attribute, one at a time per process and, on a local 
 processes (`index_lock`); on an object store two writers finishing at once can lose one update.
 So readers treat it as a guide: `FeatureStore.complete_videos` checks it against one listing of the
 store (a listed video the index lacks is read from its own record), `FeatureStore.check_video` reads
-the record itself and refuses a video rewritten since the index was read, and a writer's
-`FeatureStore.state` (every video extract or verify --repair visits) puts a stale entry right.
+the record itself (an entry it contradicts is said and the record used; a video rewritten since the
+index was read is refused), plans for training take their counts and splits from the checked records,
+and a writer's `FeatureStore.state` (every video extract or verify --repair visits) puts a stale entry
+right. A ``videos`` group whose metadata cannot be read is rebuilt from the records by writers.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import zarr
 
 from sal3d.pipeline.progress import say
-from sal3d.pipeline.store.errors import DamagedVideo, StoreError, first_line, redo_hint
-from sal3d.pipeline.store.format import ARRAYS
+from sal3d.pipeline.store.errors import DamagedVideo, NotAVideo, StoreError, first_line, redo_hint
+from sal3d.pipeline.store.format import ARRAYS, INDEX_ATTRIBUTE
+from sal3d.pipeline.store.index import parse_index
 from sal3d.pipeline.store.integrity import VideoArray, checked_array, chunk_sizes
 from sal3d.pipeline.store.records import VideoRecord, VideoSummary
 from sal3d.pipeline.store.storage import store_listing
@@ -82,7 +83,8 @@ class StoreReader:
                 except StoreError as error:
                     if video_id not in self._unreadable:
                         self._unreadable.add(video_id)
-                        say(f"note: {error}; counted as incomplete (sal3d extract redoes it)")
+                        say(f"note: {error}" if isinstance(error, NotAVideo) else
+                            f"note: {error}; counted as incomplete (sal3d extract redoes it)")
                     continue
                 if not record.finished:
                     continue
@@ -102,6 +104,9 @@ class StoreReader:
             return zarr.open_group(self.root.store, path=self.video_group_path(video_id), mode="r", zarr_format=3)
         except FileNotFoundError:
             raise
+        except zarr.errors.ContainsArrayError:
+            raise NotAVideo(f"{self.location}: videos/{video_id} is not a sal3d video (a Zarr array, not a group): "
+                            "left as is") from None
         except Exception as error:
             raise StoreError(f"{self.location}: video {video_id}: metadata cannot be read "
                              f"({type(error).__name__}: {first_line(error)})") from None
@@ -112,14 +117,35 @@ class StoreReader:
         return dict(self.read_video_group(video_id).attrs)
 
     def _record_of(self, video_id: str, group: zarr.Group) -> VideoRecord:
-        return VideoRecord.from_attrs(dict(group.attrs), f"{self.location}: video {video_id}")
+        attrs = dict(group.attrs)
+        if not {"frame_count", "complete", "owner"} & set(attrs):  # every record sal3d writes has all three
+            raise NotAVideo(f"{self.location}: videos/{video_id} is not a sal3d video (a Zarr group without a "
+                            "sal3d record): left as is")
+        return VideoRecord.from_attrs(attrs, f"{self.location}: video {video_id}")
+
+    def not_a_video(self, video_id: str) -> str | None:
+        """Why the folder ``videos/<video id>`` is not one sal3d wrote, judged by its names alone (one
+        listing): it has no group metadata (``zarr.json``), or holds a name other than ``zarr.json`` and
+        the arrays (hidden temporary files aside). None when it may be sal3d's, or is absent."""
+        listing = store_listing(self.root.store, self.video_group_path(video_id))
+        if not listing:
+            return None
+        names = {name for name in listing if not name.startswith(".")}
+        where = f"{self.location}: videos/{video_id} is not a sal3d video"
+        if "zarr.json" not in names:
+            return f"{where} (no zarr.json: a folder sal3d did not write): left as is"
+        others = sorted(names - {"zarr.json", *ARRAYS})
+        if others:
+            return f"{where} (it holds {others[0]!r}, which sal3d never writes there): left as is"
+        return None
 
     def video_record(self, video_id: str) -> VideoRecord:
         """The video's `VideoRecord`; StoreError when the group is absent or its metadata unreadable."""
         try:
             group = self.read_video_group(video_id)
         except FileNotFoundError:
-            raise StoreError(f"{self.location}: no video {video_id}") from None
+            foreign = self.not_a_video(video_id)
+            raise (NotAVideo(foreign) if foreign else StoreError(f"{self.location}: no video {video_id}")) from None
         return self._record_of(video_id, group)
 
     def video_attrs(self, video_id: str) -> dict:
@@ -156,14 +182,31 @@ class StoreReader:
         if not record.complete:
             raise StoreError(f"{self.location}: video {video_id} is incomplete (an interrupted or failed "
                              "extract? rerun sal3d extract)")
-        indexed = (self.index or {}).get(video_id)
-        if indexed is not None and (indexed.frame_count, indexed.has_maps) != (record.frame_count, record.has_maps):
-            raise StoreError(f"{self.location}: video {video_id} was rewritten after this store was opened (the "
-                             f"index said {indexed.frame_count} frames, its record says {record.frame_count}): "
-                             "start again")
+        self._trust_record(video_id, record)
         check_chunks(self, video_id, record)
         self._checked[video_id], self._groups[video_id] = record, group
         return record
+
+    def _trust_record(self, video_id: str, record: VideoRecord) -> None:
+        """Where the index entry of a video and its record disagree on what plans use (frames, maps,
+        split), the record is the truth. If the index stored now agrees with the record, the video was
+        rewritten after this store was opened: StoreError (a plan made from the old entry must not read
+        the new data). Otherwise the entry is wrong: said once, and replaced in memory by the record's."""
+        indexed = (self.index or {}).get(video_id)
+        truth = VideoSummary.of(record)
+        if indexed is None or planned_facts(indexed) == planned_facts(truth):
+            return
+        said, records = (", ".join(v for v, w in zip(planned_facts(a), planned_facts(b)) if v != w)
+                         for a, b in ((indexed, truth), (truth, indexed)))
+        stored = zarr.open_group(self.root.store, path=self.videos_group.path, mode="r", zarr_format=3).attrs
+        now = (parse_index(stored.get(INDEX_ATTRIBUTE)) or {}).get(video_id)
+        if now is not None and planned_facts(now) == planned_facts(truth):
+            raise StoreError(f"{self.location}: video {video_id} was rewritten after this store was opened (the "
+                             f"index said {said}, its record says {records}): start again")
+        say(f"note: {self.location}: the store index says video {video_id} has {said}, its record {records}: "
+            f"using the record (the index is only a guide); `sal3d verify {self.location} --quick --repair` "
+            "rewrites the index")
+        self.index = {**(self.index or {}), video_id: truth}
 
     def _array(self, video_id: str, name: str) -> VideoArray | None:
         record = self.check_video(video_id)
@@ -171,11 +214,12 @@ class StoreReader:
             return None
         if (video_id, name) not in self._opened:
             self._opened[video_id, name] = VideoArray(self.location, video_id, name, checked_array(
-                self.location, video_id, record, self._groups[video_id], name))
+                self.location, video_id, record, self._groups[video_id], name), record.integrity[name]["crc32c"])
         return self._opened[video_id, name]
 
     def features(self, video_id: str) -> VideoArray:
-        """float16 (T, 512, 14, 14) of a complete video, checked against its record (`check_video`)."""
+        """float16 (T, 512, 14, 14) of a complete video, checked against its record (`check_video`);
+        every chunk read is compared with its recorded data CRC-32C (`VideoArray`)."""
         return self._array(video_id, "features")
 
     def maps(self, video_id: str) -> VideoArray | None:
@@ -207,6 +251,11 @@ class StoreReader:
                 problems = list(pool.map(check, video_ids))
         good = [v for v, problem in zip(video_ids, problems) if problem is None]
         return good, {v: problem for v, problem in zip(video_ids, problems) if problem is not None}
+
+
+def planned_facts(summary: VideoSummary) -> tuple[str, str, str]:
+    """What plans take from a video's summary (its frames, whether it has maps, its split), in words."""
+    return (f"{summary.frame_count} frames", "maps" if summary.has_maps else "no maps", f"split {summary.split}")
 
 
 def check_chunks(store: StoreReader, video_id: str, record: VideoRecord) -> None:

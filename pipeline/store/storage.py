@@ -54,3 +54,10 @@ def delete_folder(store, path: str) -> None:
     from zarr.core.sync import sync  # noqa: PLC0415 (see store_listing)
 
     sync(store.delete_dir(path))
+
+
+def delete_key(store, key: str) -> None:
+    """Remove one key (a file) of a Zarr store; nothing happens when it is not there."""
+    from zarr.core.sync import sync  # noqa: PLC0415 (see store_listing)
+
+    sync(store.delete(key))

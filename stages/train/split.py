@@ -42,9 +42,15 @@ def open_training_store(location: str) -> FeatureStore:
 
 
 def split_videos(store: FeatureStore, seed: int) -> Split:
-    """Train / validation videos of a store (see the module docstring)."""
+    """Train / validation videos of a store (see the module docstring). Each video's frame count, maps
+    and split come from its own record, checked against its chunks (`FeatureStore.check_videos`), never
+    from the store index alone (a guide: an entry that disagrees is said and the record used). A
+    damaged video is placed by its index entry, so that training refuses it by name before any step."""
     candidates, val, ignored = {}, {}, {}
-    for video, summary in store.complete_videos().items():
+    complete = store.complete_videos()
+    good, damaged = store.check_videos(list(complete))
+    facts = {**{v: store.check_video(v) for v in good}, **{v: complete[v] for v in damaged}}  # checks are cached
+    for video, summary in sorted(facts.items()):
         count = summary.frame_count
         if not summary.has_maps:
             ignored[video] = "no ground-truth maps"
