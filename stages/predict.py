@@ -40,8 +40,9 @@ Failures. A video that cannot be predicted fails alone, named with the reason in
 predict.json's run record, and the others go on (the exit status says something failed): a video
 stage one could not extract, one whose stored chunks do not match its record (checked before any
 decoding), and one whose chunk fails its checksum as it is read (a chunk altered but not resized
-passes the check). For the last, the PNGs written before the damaged run of frames stay (they were
-decoded from good chunks); the frames of that run and every later one have none, so the video's
+passes the check), or one whose decoded maps come out NaN or infinite (non-finite features: a blank
+PNG is never written for them). For the last two, the PNGs written before the failing frames stay
+(they were decoded from good chunks); those frames and every later one have none, so the video's
 folder is incomplete and a rerun tries them again.
 """
 
@@ -64,7 +65,7 @@ from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
 from sal3d.pipeline.device import compute_dtype, resolve_device
-from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, decoder_batch
+from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, NonFiniteMaps, decoder_batch
 from sal3d.pipeline.overlay import DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OverlayStyle
 from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
 from sal3d.pipeline.predictions import (
@@ -502,9 +503,9 @@ class DecoderRun:
             self.progress.close()
         self.summary.seconds = time.perf_counter() - start_time
 
-    def fail(self, plan: VideoPlan, targets: np.ndarray, error: DamagedVideo) -> None:
-        """Give up `plan`'s video, whose run of frames `targets` could not be read: it is recorded as
-        failed (the other videos go on) and its frames from this run on leave the progress total."""
+    def fail(self, plan: VideoPlan, targets: np.ndarray, error: DamagedVideo | NonFiniteMaps) -> None:
+        """Give up `plan`'s video, whose frames `targets` could not be read or decoded: it is recorded as
+        failed (the other videos go on) and its frames from these on leave the progress total."""
         self.summary.failed[plan.video_id] = str(error)
         self.progress.total -= int(np.count_nonzero(plan.todo >= targets[0]))
         self.progress.update(0, note=f"{plan.video_id} failed")
@@ -523,14 +524,18 @@ class DecoderRun:
             if folder is not None and folder not in self.created:
                 folder.mkdir(parents=True, exist_ok=True)
                 self.created.add(folder)
-        pending = self.pending
-        for frames, maps in self.decoder.batches(features, targets, first, plan.height, plan.width):
-            for t, saliency in zip(frames.tolist(), maps):
-                pending.append(self.pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
-            if plan.overlay_folder is not None:
-                pending.append(self.overlays.submit(overlay_batch, self.overlay_state, plan, frames.tolist(), maps,
-                                                    self.pool))
-            while len(pending) > self.limit or (pending and pending[0].done()):
-                pending.popleft().result()  # raises a writer's error here
-            self.summary.frames += len(frames)
-            self.progress.update(len(frames), note=plan.video_id)
+        pending, written = self.pending, 0
+        try:
+            for frames, maps in self.decoder.batches(features, targets, first, plan.height, plan.width):
+                for t, saliency in zip(frames.tolist(), maps):
+                    pending.append(self.pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
+                if plan.overlay_folder is not None:
+                    pending.append(self.overlays.submit(overlay_batch, self.overlay_state, plan, frames.tolist(),
+                                                        maps, self.pool))
+                while len(pending) > self.limit or (pending and pending[0].done()):
+                    pending.popleft().result()  # raises a writer's error here
+                written += len(frames)
+                self.summary.frames += len(frames)
+                self.progress.update(len(frames), note=plan.video_id)
+        except NonFiniteMaps as error:  # no blank PNG for them: the video fails, the maps before stay
+            self.fail(plan, targets[written:], error)
