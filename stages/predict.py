@@ -7,7 +7,9 @@ Output layout (what the DHF1K benchmark accepts, and what `sal3d evaluate` reads
     OUT_DIR/overlays/<video id>/<frame>.png with --overlay: the map drawn over the frame (RGB)
     OUT_DIR/overlays/<video id>.mp4         with --overlay-video: the same, as a video (pipeline.overlay)
 
-Sources. SOURCE is a feature store (used as is), a dataset directory or a single video file. For
+Sources. SOURCE is a feature store (used as is: its videos not complete yet, being written or
+interrupted, are named and left out, and listed in the run record's ``left_out``), a dataset
+directory or a single video file. For
 the last two, stage one (`stages.extract`) first caches the trunk's features in a store next to
 OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds the videos there and runs no trunk.
 A single video file ``DIR/NAME.EXT`` is extracted as the ``videos`` layout of DIR restricted to
@@ -79,6 +81,7 @@ from sal3d.pipeline.predictions import (
 )
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, DamagedVideo, FeatureStore
+from sal3d.pipeline.store.unfinished import unfinished_videos
 from sal3d.pipeline.trunk import load_trunk, quiet_random_warning, weights_for
 from sal3d.pipeline.windows import WEIGHTINGS, frames_needed
 
@@ -128,6 +131,7 @@ class PredictSummary:
     extract_seconds: float = 0.0
     total_seconds: float = 0.0  # everything, extraction and model loading included
     overlay_videos: list[str] = field(default_factory=list)  # videos whose overlay video this run wrote
+    left_out: dict[str, str] = field(default_factory=dict)  # a store SOURCE's incomplete videos -> why
 
     @property
     def frames_per_second(self) -> float:
@@ -233,7 +237,9 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
     return store, {e.video_id: e for e in entries}, selected
 
 
-def _select_from_store(store: FeatureStore, config: PredictConfig) -> list[str]:
+def _select_from_store(store: FeatureStore, config: PredictConfig, summary: PredictSummary) -> list[str]:
+    """The ids of the store's videos to predict; those left out as not complete yet (being written,
+    interrupted) are said, with why, and kept in `summary.left_out`."""
     videos = store.complete_videos()
     complete = list(videos)
     if config.videos:
@@ -242,13 +248,17 @@ def _select_from_store(store: FeatureStore, config: PredictConfig) -> list[str]:
         if unknown:
             shown = ", ".join(complete[:10]) + (" ..." if len(complete) > 10 else "")
             raise PredictError(f"{store.location}: no video {', '.join(unknown)} in the store (it has {shown})")
-        partial = [v for v in config.videos if v not in complete]
+        partial = unfinished_videos(store, [v for v in config.videos if v not in complete])
         if partial:
-            raise PredictError(f"{store.location}: video {', '.join(partial)} is incomplete in the store "
-                               "(an interrupted extract? rerun sal3d extract)")
+            raise PredictError(f"{store.location}: " + "; ".join(f"video {v} is not complete in the store ({why})"
+                                                                 for v, why in partial.items())
+                               + "; let sal3d extract finish it (rerun it for an interrupted one)")
         selected = list(dict.fromkeys(config.videos))
     else:
         selected = complete
+        summary.left_out = unfinished_videos(store)
+        for video_id, why in summary.left_out.items():
+            say(f"predict: not predicted: {video_id} (not complete in the store: {why})")
     if config.split != "all":
         selected = [v for v in selected if videos[v].split == config.split]
     if not selected:
@@ -394,7 +404,7 @@ def _open_source(config: PredictConfig, checkpoint_path: Path, checkpoint_trunk:
             raise PredictError("--cache applies to a dataset or video SOURCE, not to a feature store")
         store = FeatureStore(str(config.source), mode="r")
         check_trunk(checkpoint_path, checkpoint_trunk, f"store {store.location}", store.fingerprint)
-        selected = _select_from_store(store, config)
+        selected = _select_from_store(store, config, summary)
         entries: dict[str, VideoEntry] = {}
     else:
         store, entries, selected = _prepare_cache(config, kind, checkpoint_trunk, summary)
@@ -433,7 +443,7 @@ def _finish_run(run: dict, summary: PredictSummary) -> None:
     run.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": True,
                 "frames": summary.frames, "seconds": round(summary.seconds, 3),
                 "frames_per_second": round(summary.frames_per_second, 3),
-                "skipped_videos": summary.skipped, "failed": summary.failed,
+                "skipped_videos": summary.skipped, "failed": summary.failed, "left_out": summary.left_out,
                 "extract_frames": summary.extract_frames, "extract_seconds": round(summary.extract_seconds, 3),
                 "total_seconds": round(summary.total_seconds, 3)})
 
