@@ -227,8 +227,8 @@ def predict(source, checkpoint, out_dir, videos, **options):
     one first caches the features in a store next to OUT_DIR (reused by later runs). The layout is
     the DHF1K benchmark's: 8-bit grey maps named like the frames (0001.png, ...), at the frames'
     size. OUT_DIR/predict.json records the checkpoint, the store and the post-processing. A rerun
-    predicts only the frames that lack a PNG. Exits with status 1 when a video failed (in stage one, or
-    a damaged chunk found while reading its features).
+    predicts only the frames that lack a PNG. Exits with status 1 when a video failed (in stage one, a
+    damaged chunk found while reading its features, or maps that came out NaN or infinite).
     """
     from sal3d.stages.predict import PredictConfig, predict as run_predict
 
