@@ -9,9 +9,9 @@ Output layout (what the DHF1K benchmark accepts, and what `sal3d evaluate` reads
 
 Sources. SOURCE is a feature store (used as is: its videos not complete yet, being written or
 interrupted, are named and left out, and listed in the run record's ``left_out``), a dataset
-directory or a single video file. For
-the last two, stage one (`stages.extract`) first caches the trunk's features in a store next to
-OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds the videos there and runs no trunk.
+directory or a single video file. For the last two, stage one (`stages.extract`) first caches the
+trunk's features in a store next to OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds
+the videos there and runs no trunk.
 A single video file ``DIR/NAME.EXT`` is extracted as the ``videos`` layout of DIR restricted to
 NAME, so its id (and prediction folder) is NAME and its frames are ``0001.png ...``. The trunk
 weights for extraction come from the checkpoint's trunk fingerprint (``imagenet:...`` ->
