@@ -30,6 +30,21 @@ class DeviceType(click.ParamType):
 DEVICES = DeviceType()
 
 
+def split_video_ids(ctx, param, values) -> tuple[str, ...]:
+    """--videos as given, repeated and/or comma-separated (``--videos 0001,0601 --videos 0602``) -> the ids
+    in order; an empty id (``--videos 0001,``) is refused rather than read as "every video"."""
+    ids = tuple(part.strip() for value in values for part in value.split(","))
+    if any(not video_id for video_id in ids):
+        raise click.BadParameter(f"an empty video id in {', '.join(map(repr, values))}", ctx, param)
+    return ids
+
+
+#: The --videos option of every command that takes one (the README's synopses write it the same way).
+VIDEOS_OPTION = click.option("--videos", multiple=True, metavar="ID[,ID...]", callback=split_video_ids,
+                             help="Only these video ids: a comma-separated list (--videos 0001,0601), or the "
+                                  "option repeated (--videos 0001 --videos 0601).")
+
+
 class Default:
     """An option's default, owned by a field of a stage's config dataclass (``"sal3d.stages.extract:ExtractConfig"``,
     ``"batch_size"``). The stage is imported only when the default is needed, so ``sal3d --help`` does not
@@ -80,7 +95,7 @@ def main():
               help="Dataset layout; auto recognizes it.")
 @click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.extract:ExtractConfig", "split"),
               help="Official split to extract (from data_manifests/ or the dataset's folders).")
-@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+@VIDEOS_OPTION
 @click.option("--trunk", type=click.Choice(TRUNKS), default=Default("sal3d.stages.extract:ExtractConfig", "trunk"),
               help="Trunk preset: torchvision's VGG-16 (ImageNet-normalized RGB), or keras-3dsal, the features of the "
                    "3DSal authors' published model (Keras' VGG16 weights file as --weights, BGR 0..255 frames "
@@ -138,7 +153,7 @@ def make_sample(directory, train, val, frames, seed):
               help="Dataset layout; auto recognizes it.")
 @click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.evaluate:EvaluateConfig", "split"),
               help="Official split to score (DHF1K reports val: its test ground truth is not public).")
-@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+@VIDEOS_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the scores, counts and settings to this JSON file.")
 @click.option("--protocol", default=Default("sal3d.stages.evaluate:EvaluateConfig", "protocol"), metavar="NAME",
@@ -183,7 +198,7 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
 @click.argument("source")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+@VIDEOS_OPTION
 @click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.predict:PredictConfig", "split"),
               help="Only the videos of this official split.")
 @click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default("sal3d.stages.predict:PredictConfig", "layout"),
@@ -223,8 +238,8 @@ def predict(source, checkpoint, out_dir, videos, **options):
     one first caches the features in a store next to OUT_DIR (reused by later runs). The layout is
     the DHF1K benchmark's: 8-bit grey maps named like the frames (0001.png, ...), at the frames'
     size. OUT_DIR/predict.json records the checkpoint, the store and the post-processing. A rerun
-    predicts only the frames that lack a PNG. Exits with status 1 when a video failed (in stage one, or
-    a damaged chunk found while reading its features).
+    predicts only the frames that lack a PNG. Exits with status 1 when a video failed (in stage one, a
+    damaged chunk found while reading its features, or maps that came out NaN or infinite).
     """
     from sal3d.stages.predict import PredictConfig, predict as run_predict
 
@@ -412,7 +427,7 @@ def info(store, as_json, check):
 @click.option("--quick", is_flag=True,
               help="Only compare each video's chunk listing with its record (what readers check when they open "
                    "a video); no chunk is read.")
-@click.option("--videos", multiple=True, metavar="ID", help="Only these video ids (repeatable).")
+@VIDEOS_OPTION
 def verify(store, repair, quick, videos):
     """Check every complete video of the feature store STORE: every chunk there, whole (its CRC-32C), and
     holding the data its writer recorded. Incomplete videos are counted and left alone.

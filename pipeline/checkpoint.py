@@ -64,7 +64,7 @@ def load_checkpoint(path: Path | str, map_location="cpu", resume: bool = False) 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path}: {_load_problem(error)}") from None
+        raise CheckpointError(f"{path}: {_load_problem(path, error)}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"{path}: not a sal3d checkpoint (expected a dict with 'model' and 'config')")
     config = checkpoint["config"]
@@ -94,8 +94,9 @@ def load_checkpoint(path: Path | str, map_location="cpu", resume: bool = False) 
 
 def check_decoder_weights(path: Path | str, state: dict) -> dict:
     """The decoder state_dict `state` with wrapper prefixes removed (torch.compile's ``_orig_mod.``,
-    DataParallel's ``module.``), checked against the 3DSAL decoder's parameter names and shapes;
-    CheckpointError naming the file and the first differences otherwise."""
+    DataParallel's ``module.``), checked against the 3DSAL decoder's parameter names and shapes, and
+    for finite values (NaN or infinite weights, from a run that diverged, would write blank maps);
+    CheckpointError naming the file and the first differences, or the first non-finite tensor, otherwise."""
     clean = {}
     for key, value in state.items():
         for prefix in ("_orig_mod.", "module."):
@@ -110,11 +111,22 @@ def check_decoder_weights(path: Path | str, state: dict) -> dict:
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CheckpointError(f"{path}: weights do not fit the 3DSAL decoder: {'; '.join(problems[:3])}{more}")
+    for key, value in clean.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(f"{path}: non-finite weights: {key} holds {bad} NaN or infinite value(s) of "
+                                  f"{value.numel()} (saved from a run that diverged?); refusing to use them")
     return clean
 
 
-def _load_problem(error: Exception) -> str:
-    """Why torch.load failed, in one line; never torch's advice to load the file unsafely."""
+#: How a file torch.save wrote begins: a zip archive (PyTorch >= 1.6), or a pickle (the legacy format).
+ZIP_MAGIC, PICKLE_MAGIC = b"PK\x03\x04", b"\x80"
+
+
+def _load_problem(path: Path, error: Exception) -> str:
+    """Why torch.load failed on `path`, in one whole line; never torch's advice to load the file unsafely.
+    What the file is comes from its first bytes, not from torch's wording: a zip archive or a pickle that
+    torch cannot read is a PyTorch file truncated or damaged; anything else is not a PyTorch file."""
     text = str(error)
     if "weights only load failed" in text.lower() or "weights_only" in text:
         found = re.search(r"GLOBAL ([\w.]+)", text)
@@ -123,8 +135,21 @@ def _load_problem(error: Exception) -> str:
                 "them could run code; sal3d loads checkpoints with weights_only=True")
     if isinstance(error, OSError) and error.strerror:
         return f"cannot read ({error.strerror})"
-    first = (text.strip().splitlines() or [type(error).__name__])[0][:200]
-    return f"not a loadable PyTorch checkpoint (truncated, or another kind of file: {first})"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as failure:
+        return f"cannot read ({failure.strerror or type(failure).__name__})"
+    if size == 0:
+        return "not a sal3d checkpoint (an empty file)"
+    if head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_MAGIC):
+        kind = "zip archive" if head.startswith(ZIP_MAGIC) else "file of the legacy (pickle) format"
+        # torch's first sentence says what it could not read; the rest is advice
+        first = re.split(r"(?<=[.!?])\s", (text.strip().splitlines() or [""])[0])[0].rstrip(".")
+        reason = f": {first}" if first and len(first) <= 160 else ""
+        return f"truncated or damaged ({size} bytes; a PyTorch {kind} that cannot be read{reason})"
+    return f"not a sal3d checkpoint (not a PyTorch file: {size} bytes beginning {head!r})"
 
 
 def decoder_settings(config: dict, path: Path | str) -> dict:

@@ -22,13 +22,25 @@ from torch import nn
 from sal3d.pipeline.checkpoint import load_decoder, window_rule
 from sal3d.pipeline.contract import FEATURE_SHAPE
 from sal3d.pipeline.device import compute_dtype, decoder_memory_format
+from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.postprocess import PostProcess, postprocess, postprocess_float
 from sal3d.pipeline.windows import DEFAULT_WINDOW_RULE, WINDOW, apply_weighting, gather_windows, window_weights
 
-__all__ = ["CPU_BATCH", "GPU_BATCH", "MapDecoder", "decoder_batch"]
+__all__ = ["CPU_BATCH", "GPU_BATCH", "MapDecoder", "NonFiniteMaps", "decoder_batch"]
 
 #: Windows per decoder batch when not given, on a GPU and elsewhere.
 GPU_BATCH, CPU_BATCH = 32, 4
+
+
+class NonFiniteMaps(Sal3dError):
+    """The decoder gave NaN or infinite values for some frames (a map would come out blank); `frames`:
+    their indices in the video."""
+
+    def __init__(self, frames: list[int]):
+        self.frames = frames
+        shown = ", ".join(str(t + 1) for t in frames[:5]) + (" ..." if len(frames) > 5 else "")
+        super().__init__(f"the decoder gave NaN or infinite values for {len(frames)} frame(s) (frame number "
+                         f"{shown}): non-finite features in the store, or weights that overflow")
 
 
 def decoder_batch(device: torch.device) -> int:
@@ -75,7 +87,8 @@ class MapDecoder:
             of one video; it must hold every target's window (`pipeline.windows.frames_needed`).
         targets: (n,) int frame indices of the video, ascending.
         Yields (frames, maps) per batch: frames (b,), a slice of `targets`; maps (b, height, width),
-        float32 in [0, 1] or uint8 with ``eight_bit``, on the CPU.
+        float32 in [0, 1] or uint8 with ``eight_bit``, on the CPU. NonFiniteMaps, naming the frames,
+        when the decoder's output for a batch is not finite (the batches before it were yielded).
         """
         with torch.inference_mode():
             features = torch.from_numpy(np.ascontiguousarray(features))
@@ -88,7 +101,11 @@ class MapDecoder:
             with torch.inference_mode():
                 windows = gather_windows(features, frames, first=first, rule=self.rule)  # (b, 6, 512, 14, 14)
                 x = apply_weighting(windows, self.weights(frames), dtype=self.dtype, memory_format=self.memory_format)
-                maps = self.finish(self.model(x)[:, 0], height, width, self.options).cpu().numpy()
+                output = self.model(x)[:, 0]
+                finite = torch.isfinite(output).flatten(1).all(dim=1)  # (b,), read once the maps are on the CPU
+                maps = self.finish(output, height, width, self.options).cpu().numpy()
+            if not bool(finite.all()):
+                raise NonFiniteMaps([int(t) for t in np.asarray(frames)[~finite.cpu().numpy()]])
             yield frames, maps
 
     def weights(self, frames: np.ndarray) -> torch.Tensor | np.ndarray:

@@ -7,9 +7,11 @@ Output layout (what the DHF1K benchmark accepts, and what `sal3d evaluate` reads
     OUT_DIR/overlays/<video id>/<frame>.png with --overlay: the map drawn over the frame (RGB)
     OUT_DIR/overlays/<video id>.mp4         with --overlay-video: the same, as a video (pipeline.overlay)
 
-Sources. SOURCE is a feature store (used as is), a dataset directory or a single video file. For
-the last two, stage one (`stages.extract`) first caches the trunk's features in a store next to
-OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds the videos there and runs no trunk.
+Sources. SOURCE is a feature store (used as is: its videos not complete yet, being written or
+interrupted, are named and left out, and listed in the run record's ``left_out``), a dataset
+directory or a single video file. For the last two, stage one (`stages.extract`) first caches the
+trunk's features in a store next to OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds
+the videos there and runs no trunk.
 A single video file ``DIR/NAME.EXT`` is extracted as the ``videos`` layout of DIR restricted to
 NAME, so its id (and prediction folder) is NAME and its frames are ``0001.png ...``. The trunk
 preset and weights for extraction come from the checkpoint's trunk fingerprint (``imagenet:...`` ->
@@ -41,8 +43,9 @@ Failures. A video that cannot be predicted fails alone, named with the reason in
 predict.json's run record, and the others go on (the exit status says something failed): a video
 stage one could not extract, one whose stored chunks do not match its record (checked before any
 decoding), and one whose chunk fails its checksum as it is read (a chunk altered but not resized
-passes the check). For the last, the PNGs written before the damaged run of frames stay (they were
-decoded from good chunks); the frames of that run and every later one have none, so the video's
+passes the check), or one whose decoded maps come out NaN or infinite (non-finite features: a blank
+PNG is never written for them). For the last two, the PNGs written before the failing frames stay
+(they were decoded from good chunks); those frames and every later one have none, so the video's
 folder is incomplete and a rerun tries them again.
 """
 
@@ -65,7 +68,7 @@ from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint, wi
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
 from sal3d.pipeline.device import compute_dtype, resolve_device
-from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, decoder_batch
+from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, NonFiniteMaps, decoder_batch
 from sal3d.pipeline.overlay import DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OverlayStyle
 from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
 from sal3d.pipeline.predictions import (
@@ -79,6 +82,7 @@ from sal3d.pipeline.predictions import (
 )
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, DamagedVideo, FeatureStore
+from sal3d.pipeline.store.unfinished import unfinished_videos
 from sal3d.pipeline.trunk import load_trunk, preset_of, quiet_random_warning, weights_for
 from sal3d.pipeline.windows import DEFAULT_WINDOW_RULE, WEIGHTINGS, WINDOW_RULES, frames_needed
 
@@ -128,6 +132,7 @@ class PredictSummary:
     extract_seconds: float = 0.0
     total_seconds: float = 0.0  # everything, extraction and model loading included
     overlay_videos: list[str] = field(default_factory=list)  # videos whose overlay video this run wrote
+    left_out: dict[str, str] = field(default_factory=dict)  # a store SOURCE's incomplete videos -> why
 
     @property
     def frames_per_second(self) -> float:
@@ -233,7 +238,9 @@ def _prepare_cache(config: PredictConfig, kind: str, checkpoint_trunk: dict, sum
     return store, {e.video_id: e for e in entries}, selected
 
 
-def _select_from_store(store: FeatureStore, config: PredictConfig) -> list[str]:
+def _select_from_store(store: FeatureStore, config: PredictConfig, summary: PredictSummary) -> list[str]:
+    """The ids of the store's videos to predict; those left out as not complete yet (being written,
+    interrupted) are said, with why, and kept in `summary.left_out`."""
     videos = store.complete_videos()
     complete = list(videos)
     if config.videos:
@@ -242,13 +249,17 @@ def _select_from_store(store: FeatureStore, config: PredictConfig) -> list[str]:
         if unknown:
             shown = ", ".join(complete[:10]) + (" ..." if len(complete) > 10 else "")
             raise PredictError(f"{store.location}: no video {', '.join(unknown)} in the store (it has {shown})")
-        partial = [v for v in config.videos if v not in complete]
+        partial = unfinished_videos(store, [v for v in config.videos if v not in complete])
         if partial:
-            raise PredictError(f"{store.location}: video {', '.join(partial)} is incomplete in the store "
-                               "(an interrupted extract? rerun sal3d extract)")
+            raise PredictError(f"{store.location}: " + "; ".join(f"video {v} is not complete in the store ({why})"
+                                                                 for v, why in partial.items())
+                               + "; let sal3d extract finish it (rerun it for an interrupted one)")
         selected = list(dict.fromkeys(config.videos))
     else:
         selected = complete
+        summary.left_out = unfinished_videos(store)
+        for video_id, why in summary.left_out.items():
+            say(f"predict: not predicted: {video_id} (not complete in the store: {why})")
     if config.split != "all":
         selected = [v for v in selected if videos[v].split == config.split]
     if not selected:
@@ -395,7 +406,7 @@ def _open_source(config: PredictConfig, checkpoint_path: Path, checkpoint_trunk:
             raise PredictError("--cache applies to a dataset or video SOURCE, not to a feature store")
         store = FeatureStore(str(config.source), mode="r")
         check_trunk(checkpoint_path, checkpoint_trunk, f"store {store.location}", store.fingerprint)
-        selected = _select_from_store(store, config)
+        selected = _select_from_store(store, config, summary)
         entries: dict[str, VideoEntry] = {}
     else:
         store, entries, selected = _prepare_cache(config, kind, checkpoint_trunk, summary)
@@ -438,7 +449,7 @@ def _finish_run(run: dict, summary: PredictSummary) -> None:
     run.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": True,
                 "frames": summary.frames, "seconds": round(summary.seconds, 3),
                 "frames_per_second": round(summary.frames_per_second, 3),
-                "skipped_videos": summary.skipped, "failed": summary.failed,
+                "skipped_videos": summary.skipped, "failed": summary.failed, "left_out": summary.left_out,
                 "extract_frames": summary.extract_frames, "extract_seconds": round(summary.extract_seconds, 3),
                 "total_seconds": round(summary.total_seconds, 3)})
 
@@ -508,9 +519,9 @@ class DecoderRun:
             self.progress.close()
         self.summary.seconds = time.perf_counter() - start_time
 
-    def fail(self, plan: VideoPlan, targets: np.ndarray, error: DamagedVideo) -> None:
-        """Give up `plan`'s video, whose run of frames `targets` could not be read: it is recorded as
-        failed (the other videos go on) and its frames from this run on leave the progress total."""
+    def fail(self, plan: VideoPlan, targets: np.ndarray, error: DamagedVideo | NonFiniteMaps) -> None:
+        """Give up `plan`'s video, whose frames `targets` could not be read or decoded: it is recorded as
+        failed (the other videos go on) and its frames from these on leave the progress total."""
         self.summary.failed[plan.video_id] = str(error)
         self.progress.total -= int(np.count_nonzero(plan.todo >= targets[0]))
         self.progress.update(0, note=f"{plan.video_id} failed")
@@ -529,14 +540,18 @@ class DecoderRun:
             if folder is not None and folder not in self.created:
                 folder.mkdir(parents=True, exist_ok=True)
                 self.created.add(folder)
-        pending = self.pending
-        for frames, maps in self.decoder.batches(features, targets, first, plan.height, plan.width):
-            for t, saliency in zip(frames.tolist(), maps):
-                pending.append(self.pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
-            if plan.overlay_folder is not None:
-                pending.append(self.overlays.submit(overlay_batch, self.overlay_state, plan, frames.tolist(), maps,
-                                                    self.pool))
-            while len(pending) > self.limit or (pending and pending[0].done()):
-                pending.popleft().result()  # raises a writer's error here
-            self.summary.frames += len(frames)
-            self.progress.update(len(frames), note=plan.video_id)
+        pending, written = self.pending, 0
+        try:
+            for frames, maps in self.decoder.batches(features, targets, first, plan.height, plan.width):
+                for t, saliency in zip(frames.tolist(), maps):
+                    pending.append(self.pool.submit(write_png, plan.folder / f"{plan.names[t]}.png", saliency))
+                if plan.overlay_folder is not None:
+                    pending.append(self.overlays.submit(overlay_batch, self.overlay_state, plan, frames.tolist(),
+                                                        maps, self.pool))
+                while len(pending) > self.limit or (pending and pending[0].done()):
+                    pending.popleft().result()  # raises a writer's error here
+                written += len(frames)
+                self.summary.frames += len(frames)
+                self.progress.update(len(frames), note=plan.video_id)
+        except NonFiniteMaps as error:  # no blank PNG for them: the video fails, the maps before stay
+            self.fail(plan, targets[written:], error)

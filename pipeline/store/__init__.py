@@ -15,6 +15,7 @@ Its modules, one job each:
 - `feature_store`: `FeatureStore`, the store opened for reading or extraction: opening, a video's
   state for a writer, claims, and keeping the index current.
 - `writing`: `VideoWriter`, which writes one claimed video.
+- `unfinished`: the videos readers leave out as not complete, and why (`unfinished_videos`).
 
 Every name below imports from ``sal3d.pipeline.store`` as it always has.
 """

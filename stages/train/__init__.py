@@ -16,9 +16,12 @@ Run directory
                       mid-epoch every ``checkpoint_steps`` steps and/or ``checkpoint_seconds``.
     ``best.pt``       the weights of the best epoch so far by ``select_by`` ("Model selection": the
                       lowest validation loss, or the highest validation CC / NSS).
-Both checkpoints are written atomically by :func:`pipeline.checkpoint.save_checkpoint` and load
-with ``torch.load(path, weights_only=True)``: ``{"model": state_dict, "config": {weighting,
-coefficients, trunk, store_format_version, epoch, validation, ...}}``; ``last.pt`` adds
+RUN_DIR is written once the store and settings pass their checks; a new run that stops before its
+first checkpoint (a chunk found damaged as it is read, an interrupt) removes what it wrote there, so
+that a rerun starts afresh. Both checkpoints are written atomically by
+:func:`pipeline.checkpoint.save_checkpoint` and load with ``torch.load(path, weights_only=True)``:
+``{"model": state_dict, "config": {weighting, coefficients, trunk, store_format_version, epoch,
+validation, ...}}``; ``last.pt`` adds
 ``optimizer``, ``scheduler``, ``state`` (epoch counters, early-stopping state, the running epoch
 loss) and ``rng`` (torch / CUDA / numpy / python generator states, as tensors and plain values).
 

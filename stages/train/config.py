@@ -105,7 +105,7 @@ def resolve_config(config: TrainConfig, explicit: set[str] | None) -> tuple[Trai
         return config, None
     if not saved_path.exists():
         raise TrainError(f"--resume: {run_dir} holds no training run (no config.json)")
-    saved = _upgrade_saved(json.loads(saved_path.read_text()))
+    saved = read_saved_config(saved_path)
     ours = run_settings(config)
     given = set(TRAINING_SETTINGS) if explicit is None else set(explicit)
     values = {}
@@ -123,6 +123,30 @@ def resolve_config(config: TrainConfig, explicit: set[str] | None) -> tuple[Trai
                              f"{key}={ours[key]!r}; resume with the run's settings or start a new RUN_DIR")
         values[key] = before
     return TrainConfig(**{**asdict(config), **values, "run_dir": run_dir}), saved
+
+
+def read_saved_config(path: Path) -> dict:
+    """A run's config.json as `write_run_config` wrote it (an earlier version's upgraded): a dict with
+    ``settings`` (each of TRAINING_SETTINGS), ``store`` and ``videos``. TrainError naming the file and
+    the problem when it cannot be read, is not JSON (cut short, edited by hand) or lacks one of them."""
+    try:
+        saved = json.loads(path.read_text())
+    except OSError as error:
+        raise TrainError(f"--resume: {path}: cannot read ({error.strerror or error})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TrainError(f"--resume: {path}: damaged, not a run's config.json (not JSON: {error}); restore it "
+                         "or start a new RUN_DIR") from None
+    missing = [key for key in ("settings", "store", "videos") if not isinstance(saved, dict)
+               or not isinstance(saved.get(key), dict)]
+    if not missing:
+        saved = _upgrade_saved(saved)
+        missing = [f"settings.{key}" for key in TRAINING_SETTINGS if key not in saved["settings"]]
+        missing += [f"store.{key}" for key in ("location", "trunk", "format_version") if key not in saved["store"]]
+        missing += [f"videos.{key}" for key in ("train", "val", "validation_rule") if key not in saved["videos"]]
+    if missing:
+        raise TrainError(f"--resume: {path}: damaged, not a run's config.json (it lacks {', '.join(missing[:5])}); "
+                         "restore it or start a new RUN_DIR")
+    return saved
 
 
 def _upgrade_saved(saved: dict) -> dict:

@@ -53,6 +53,7 @@ from sal3d.stages.train.run_dir import (
     StepLog,
     append_jsonl,
     checkpoint_config,
+    discard_unstarted_run,
     restore_last,
     save_last,
     truncate_jsonl,
@@ -135,15 +136,24 @@ def train(config: TrainConfig, explicit: set[str] | None = None) -> TrainSummary
 
 def _run(config: TrainConfig, saved: dict | None, store: FeatureStore, split: Split, world: distributed.World,
          device: torch.device) -> TrainSummary:
-    """The run itself, once the store, the split and the process group are settled (see :func:`train`)."""
-    saved = _run_config(config, saved, store, split, world, device)
-    run = _set_up(config, saved, store, split, world, device)
-    start = time.perf_counter()
-    _start_epochs(run, world)
-    windows_done = 0
-    while not run.state.finished:
-        windows_done += run_epoch(run)
-        save_last(run)
+    """The run itself, once the store, the split and the process group are settled (see :func:`train`).
+    A new run that stops before its first checkpoint leaves RUN_DIR as it found it (`discard_unstarted_run`)."""
+    created, fresh, run = not Path(config.run_dir).exists(), saved is None, None
+    try:
+        saved = _run_config(config, saved, store, split, world, device)
+        run = _set_up(config, saved, store, split, world, device)
+        start = time.perf_counter()
+        _start_epochs(run, world)
+        windows_done = 0
+        while not run.state.finished:
+            windows_done += run_epoch(run)
+            save_last(run)
+    except BaseException:
+        if run is not None and run.tensorboard is not None:
+            run.tensorboard.close()
+        if fresh:
+            discard_unstarted_run(Path(config.run_dir), created)
+        raise
     if run.tensorboard is not None:
         run.tensorboard.close()  # each epoch's end was flushed already: a crash loses at most its steps since
     return _summarize(run, world, windows_done, time.perf_counter() - start)

@@ -4,6 +4,7 @@ content (last.pt written and restored, the ``config`` entry of both), log.jsonl 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 from sal3d.pipeline import distributed
-from sal3d.pipeline.atomic import append_text, write_text_atomic
+from sal3d.pipeline.atomic import append_text, is_temporary, write_text_atomic
 from sal3d.pipeline.checkpoint import CheckpointError, check_decoder_weights, load_checkpoint, save_checkpoint
 from sal3d.pipeline.choices import KERAS_BATCHNORM, SELECTION
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore
@@ -172,3 +173,24 @@ def write_run_config(config: TrainConfig, store: FeatureStore, split: Split, dev
     config.run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(config.run_dir / "config.json", json.dumps(saved, indent=2) + "\n")
     return saved
+
+
+#: What a run writes in RUN_DIR besides its checkpoints.
+RUN_FILES = ("config.json", "log.jsonl", "steps.jsonl")
+
+
+def discard_unstarted_run(run_dir: Path, created: bool) -> None:
+    """Remove what a new run wrote in `run_dir` when it stopped (an error found in the store as it was
+    read, an interrupt...) before its first checkpoint: there is nothing to resume from, and a rerun
+    then starts afresh instead of being told to pass --resume. `created`: this run made `run_dir`
+    (removed too when left empty). A run with last.pt or best.pt is kept whole. Rank 0 only."""
+    if not distributed.is_main() or not run_dir.is_dir() or any((run_dir / f).exists() for f in ("last.pt", "best.pt")):
+        return
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+    for leftover in run_dir.iterdir():  # a file half-written when the run stopped
+        if is_temporary(leftover.name):
+            leftover.unlink(missing_ok=True)
+    if created and not any(run_dir.iterdir()):
+        run_dir.rmdir()

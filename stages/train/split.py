@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sal3d.pipeline.store import FeatureStore, StoreError
+from sal3d.pipeline.store.unfinished import not_complete_yet, unfinished_videos
 
 HOLDOUT_FRACTION = 0.15
 
@@ -31,10 +32,9 @@ def open_training_store(location: str) -> FeatureStore:
     store = FeatureStore(location, mode="r")
     complete = store.complete_videos()
     if not complete:
-        partial = len(store.video_ids(complete_only=False))
-        raise StoreError(f"{location}: no complete video in the store"
-                         + (f" ({partial} incomplete: rerun sal3d extract to finish them)" if partial else
-                            " (it is empty: run sal3d extract first)"))
+        unfinished = unfinished_videos(store)
+        raise StoreError(f"{location}: no complete video in the store" + (not_complete_yet(unfinished)
+                         if unfinished else " (it is empty: run sal3d extract first)"))
     if not any(summary.has_maps for summary in complete.values()):
         raise StoreError(f"{location}: none of its {len(complete)} complete videos has ground-truth maps; "
                          "train-decoder needs maps (extract a dataset that has annotations)")
@@ -45,8 +45,11 @@ def split_videos(store: FeatureStore, seed: int) -> Split:
     """Train / validation videos of a store (see the module docstring). Each video's frame count, maps
     and split come from its own record, checked against its chunks (`FeatureStore.check_videos`), never
     from the store index alone (a guide: an entry that disagrees is said and the record used). A
-    damaged video is placed by its index entry, so that training refuses it by name before any step."""
-    candidates, val, ignored = {}, {}, {}
+    damaged video is placed by its index entry, so that training refuses it by name before any step.
+    Videos not complete yet (being written, interrupted) are not used, and named in `Split.ignored` and
+    in a refusal."""
+    unfinished = unfinished_videos(store)
+    candidates, val, ignored = {}, {}, {video: f"not complete: {why}" for video, why in unfinished.items()}
     complete = store.complete_videos()
     good, damaged = store.check_videos(list(complete))
     facts = {**{v: store.check_video(v) for v in good}, **{v: complete[v] for v in damaged}}  # checks are cached
@@ -64,11 +67,12 @@ def split_videos(store: FeatureStore, seed: int) -> Split:
             candidates[video] = count
     if val:
         if not candidates:
-            raise StoreError(f"{store.location}: every video with maps is a validation video; nothing to train on")
+            raise StoreError(f"{store.location}: every video with maps is a validation video; nothing to train on"
+                             + not_complete_yet(unfinished))
         return Split(candidates, val, "videos whose split attribute is 'val'", ignored)
     if len(candidates) < 2:
         raise StoreError(f"{store.location}: {len(candidates)} usable video(s) and none of split 'val': "
-                         "at least two are needed to hold one out for validation")
+                         "at least two are needed to hold one out for validation" + not_complete_yet(unfinished))
     ids = sorted(candidates)
     n_val = min(len(ids) - 1, max(1, round(HOLDOUT_FRACTION * len(ids))))
     held = sorted(ids[i] for i in np.random.default_rng(seed).permutation(len(ids))[:n_val])
