@@ -7,11 +7,13 @@ from __future__ import annotations
 from sal3d.pipeline.store.feature_store import FeatureStore
 
 
-def unfinished_videos(store: FeatureStore, video_ids: list[str] | None = None) -> dict[str, str]:
+def unfinished_videos(store: FeatureStore, video_ids: list[str] | None = None,
+                      complete: dict | None = None) -> dict[str, str]:
     """{video id: why it is not complete}, sorted by id, for the videos of `store` (or of `video_ids`, ids
     absent from the store skipped) that `store.complete_videos()` leaves out; `FeatureStore.state` says
-    why, e.g. "being written by another run (pid 123 on host, ...)". One record read per such video."""
-    complete = store.complete_videos()
+    why, e.g. "being written by another run (pid 123 on host, ...)". One record read per such video.
+    complete: `store.complete_videos()` when the caller has it already (it is not listed again)."""
+    complete = store.complete_videos() if complete is None else complete
     listed = store.listed_ids() if video_ids is None else sorted(set(video_ids))
     found = {}
     for video_id in listed:

@@ -48,9 +48,9 @@ def split_videos(store: FeatureStore, seed: int) -> Split:
     damaged video is placed by its index entry, so that training refuses it by name before any step.
     Videos not complete yet (being written, interrupted) are not used, and named in `Split.ignored` and
     in a refusal."""
-    unfinished = unfinished_videos(store)
-    candidates, val, ignored = {}, {}, {video: f"not complete: {why}" for video, why in unfinished.items()}
     complete = store.complete_videos()
+    unfinished = unfinished_videos(store, complete=complete)
+    candidates, val, ignored = {}, {}, {video: f"not complete: {why}" for video, why in unfinished.items()}
     good, damaged = store.check_videos(list(complete))
     facts = {**{v: store.check_video(v) for v in good}, **{v: complete[v] for v in damaged}}  # checks are cached
     for video, summary in sorted(facts.items()):
