@@ -410,7 +410,9 @@ def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry
         say(f"extract: {len(todo)} video task(s) on the cluster at {config.scheduler} ({workers} worker(s)"
             + (", one GPU per task" if resources else "") + ")")
         start = time.perf_counter()
-        settings = VideoTaskSettings.of(config, root, store.location)  # root: absolute, as the entries' paths
+        # absolute paths: the tasks run in processes with other working directories
+        location = os.path.abspath(store.location) if store.is_local else store.location
+        settings = VideoTaskSettings.of(config, root, location)
         futures = {client.submit(extract_video, entry, settings, origin, pure=False,
                                  key=f"extract-{entry.video_id}-{uuid.uuid4().hex[:8]}", resources=resources): entry
                    for entry, origin in zip(todo, origins)}
