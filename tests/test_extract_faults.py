@@ -22,7 +22,7 @@ from sal3d.cli import EXIT_LEFT_TO_ANOTHER_RUN, main as cli_main
 from sal3d.pipeline.datasets import VideoEntry, discover
 from sal3d.pipeline.frames import FrameReader, FrameReadError
 from sal3d.pipeline.identity import origin_of
-from sal3d.pipeline.store import FeatureStore, Owner, StoreError
+from sal3d.pipeline.store import FeatureStore, Owner, StoreError, VideoOwned
 from sal3d.pipeline.store_writers import remove_dead_segments, segment_name
 from sal3d.stages.extract import ExtractConfig, VideoTaskSettings, extract, extract_video
 
@@ -77,6 +77,19 @@ def test_lease_says_released_and_ran_out_not_midnight():
     assert Owner(**{**asdict(owner), "lease_until": now - 5}).lease_state(now).startswith("lease ran out at ")
     assert Owner(**{**asdict(owner), "lease_until": now + 60}).lease_state(now).startswith("lease until ")
     assert "00:00:00" not in Owner(**{**asdict(owner), "lease_until": 0.0}).describe()
+
+
+def test_a_writer_whose_video_another_run_completed_says_so_with_no_midnight_lease(tmp_path):
+    store = FeatureStore(str(tmp_path / "s.zarr"), mode="a", trunk={"test": "claims"})
+    writer = store.begin_video("v", 8, False, {})
+    writer.append(np.ones((8, 512, 14, 14), np.float16))
+    attrs = store.read_video_attrs("v")  # another run took the video over and completed it
+    attrs.update(complete=True, owner={**attrs["owner"], "token": "another-run", "lease_until": 0.0})
+    store.write_video_attrs("v", attrs)
+    with pytest.raises(VideoOwned) as left:
+        writer.finish()
+    assert "completed by another run meanwhile" in str(left.value) and "released" in str(left.value)
+    assert "00:00:00" not in str(left.value)
 
 
 def test_a_cluster_task_for_a_video_completed_meanwhile_returns_instead_of_raising(sample_dir, sample_store,

@@ -90,7 +90,8 @@ class VideoWriter:
         holder = Owner.from_attrs(attrs.get("owner"))
         if holder is None or holder.token != self.owner.token:
             what = f"{holder.describe()}" if holder else "no owner"
-            raise VideoOwned(f"{self.where}: taken over by another run ({what}); this run leaves it")
+            how = "completed by another run meanwhile" if attrs.get("complete") else "taken over by another run"
+            raise VideoOwned(f"{self.where}: {how} ({what}); this run leaves it")
         return attrs
 
     def _confirm(self) -> None:
