@@ -44,7 +44,7 @@ import numpy as np
 
 from sal3d.pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
 from sal3d.pipeline.lifetime import die_with_parent, process_running
-from sal3d.pipeline.store import RENEW_SECONDS, FeatureStore, Owner, StoreError, VideoOwned, VideoWriter
+from sal3d.pipeline.store import RENEW_SECONDS, FeatureStore, Owner, StoreError, VideoCompleted, VideoOwned, VideoWriter
 from sal3d.pipeline.store.ownership import drop_claim, hold_claim
 
 SLOTS_PER_LANE = 3  # batches in flight per lane: one being written, two waiting
@@ -104,7 +104,8 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
     a ``None`` (answered ``("stopped",)``) or the main process's end of the pipe closes. Answers
     ``("ready",)`` once the store is open, ``("free", slot)`` as soon as a batch is copied out,
     ``("done", index)`` when a video is complete in the store, ``("skipped", index, reason)`` for a
-    video another run owns (`VideoOwned`), ``("error", index, reason)`` for a video that cannot be
+    video another run owns (`VideoOwned`; ``("completed", index, reason)`` for one it completed
+    meanwhile, `VideoCompleted`), ``("error", index, reason)`` for a video that cannot be
     written (the later messages of both are dropped), and ``("fatal", reason)`` before it ends on
     anything else (a store it cannot open...). A ``begin`` carries the `Owner` the video is claimed
     for (the main process's). While it waits for messages it renews the leases of the videos it
@@ -146,7 +147,7 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
             except VideoOwned as error:  # another run writes it: not a failure of this one
                 failed.add(index)
                 writers.pop(index, None)
-                conn.send(("skipped", index, str(error)))
+                conn.send(("completed" if isinstance(error, VideoCompleted) else "skipped", index, str(error)))
             except Exception as error:  # this video's write failed; the others go on
                 failed.add(index)
                 writer = writers.pop(index, None)
@@ -257,7 +258,8 @@ class StoreWriters:
     `begin`, `append` and `finish` queue a video's writes and return the write errors that have come
     back so far, as (video index, reason); `append` blocks while every slot is in use (the time it
     blocked is added to `waited`). Videos a lane left because another run owns them are listed in
-    `skipped`, as (video index, reason). Videos are claimed in the name of this process (`Owner`).
+    `skipped`, those another run completed meanwhile in `completed`, both as (video index, reason).
+    Videos are claimed in the name of this process (`Owner`).
     """
 
     def __init__(self, location: str, fingerprint: dict, lanes: int, batch_frames: int, threads: bool = False):
@@ -271,6 +273,7 @@ class StoreWriters:
         self.live: set[int] = set()  # lanes running and not yet told to stop
         self.errors: list[tuple[int, str]] = []
         self.skipped: list[tuple[int, str]] = []  # (video index, why): videos another run owns
+        self.completed: list[tuple[int, str]] = []  # (video index, why): videos another run completed meanwhile
         self.claims: dict[int, str] = {}  # video index -> token of its claim, until the video is done or dropped
         self.waited = 0.0
         try:
@@ -389,13 +392,15 @@ class StoreWriters:
         if kind == "free":
             lane.slots_out.discard(answer[1])
             self.free.append(answer[1])
-        elif kind in ("done", "error", "skipped"):
+        elif kind in ("done", "error", "skipped", "completed"):
             lane.open_videos.discard(answer[1])
             drop_claim(self.claims.pop(answer[1], ""))
             if kind == "error":
                 self.errors.append((answer[1], answer[2]))
             elif kind == "skipped":
                 self.skipped.append((answer[1], answer[2]))
+            elif kind == "completed":
+                self.completed.append((answer[1], answer[2]))
         elif kind == "ready":
             lane.ready = True
         elif kind == "stopped":

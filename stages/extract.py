@@ -43,7 +43,7 @@ from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.identity import origin_change, origin_of
 from sal3d.pipeline.lifetime import Terminated, die_with_parent
 from sal3d.pipeline.progress import Progress, say
-from sal3d.pipeline.store import FeatureStore, StoreError, VideoOwned
+from sal3d.pipeline.store import FeatureStore, StoreError, VideoCompleted, VideoOwned
 from sal3d.pipeline.store_writers import StoreWriters
 from sal3d.pipeline.trunk import TRUNK_BATCH, Trunk, TrunkRunner, load_trunk
 
@@ -80,6 +80,7 @@ class ExtractSummary:
     failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
     owned: dict[str, str] = field(default_factory=dict)  # video id -> why: another live run writes it
     redone: dict[str, str] = field(default_factory=dict)  # video id -> why a stored video was redone
+    completed_elsewhere: set[str] = field(default_factory=set)  # skipped: another run completed them meanwhile
     short: dict[str, tuple[int, int]] = field(default_factory=dict)  # video id -> (decoded, expected) frames
     frames: int = 0
     seconds: float = 0.0
@@ -97,8 +98,17 @@ class ExtractSummary:
             say(f"\nextract: FAILED {video_id}: {reason}")
 
     def dropped(self, video_id: str) -> bool:
-        """True once a video failed or was left to another run: its remaining messages are dropped."""
-        return video_id in self.failed or video_id in self.owned
+        """True once a video failed, was left to another run or was completed by one: its remaining
+        messages are dropped."""
+        return video_id in self.failed or video_id in self.owned or video_id in self.completed_elsewhere
+
+    def completed_by_another_run(self, video_id: str, reason: str) -> None:
+        """Record a video that another run completed meanwhile (it is complete: skipped, not left) and
+        say it at once, in one plain line."""
+        if not self.dropped(video_id):
+            self.completed_elsewhere.add(video_id)
+            self.skipped.append(video_id)
+            say(f"\nextract: skipped {video_id}: {reason}")
 
     def leave(self, video_id: str, reason: str) -> None:
         """Record a video that another run writes (it is not this run's to do) and say it at once."""
@@ -253,7 +263,10 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
             summary.fail(todo[index].video_id, reason)
         for index, reason in writes.skipped:
             summary.leave(todo[index].video_id, reason)
+        for index, reason in writes.completed:
+            summary.completed_by_another_run(todo[index].video_id, reason)
         writes.skipped.clear()
+        writes.completed.clear()
 
     def hand_over() -> None:
         nonlocal pending
@@ -360,6 +373,7 @@ class VideoTaskResult:
     frames: int
     short: tuple[int, int] | None = None
     left: str | None = None
+    completed: bool = False  # left because another run completed it meanwhile (it is complete)
 
 
 def extract_video(entry: VideoEntry, settings: VideoTaskSettings, origin: dict | None = None) -> VideoTaskResult:
@@ -390,7 +404,7 @@ def extract_video(entry: VideoEntry, settings: VideoTaskSettings, origin: dict |
                 writer = None
     except VideoOwned as error:  # another run holds or completed it: this task leaves it
         writer = None
-        return VideoTaskResult(frames, short, left=str(error))
+        return VideoTaskResult(frames, short, left=str(error), completed=isinstance(error, VideoCompleted))
     finally:
         if writer is not None:  # failed mid-video: let the next run have it at once
             writer.release()
@@ -421,7 +435,9 @@ def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry
             video_id = futures[future].video_id
             try:
                 result = future.result()
-                if result.left:
+                if result.completed:
+                    summary.completed_by_another_run(video_id, result.left)
+                elif result.left:
                     summary.leave(video_id, result.left)
                 else:
                     summary.frames += result.frames

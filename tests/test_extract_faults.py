@@ -22,7 +22,7 @@ from sal3d.cli import EXIT_LEFT_TO_ANOTHER_RUN, main as cli_main
 from sal3d.pipeline.datasets import VideoEntry, discover
 from sal3d.pipeline.frames import FrameReader, FrameReadError
 from sal3d.pipeline.identity import origin_of
-from sal3d.pipeline.store import FeatureStore, Owner, StoreError, VideoOwned
+from sal3d.pipeline.store import FeatureStore, Owner, StoreError, VideoCompleted
 from sal3d.pipeline.store_writers import remove_dead_segments, segment_name
 from sal3d.stages.extract import ExtractConfig, VideoTaskSettings, extract, extract_video
 
@@ -86,7 +86,7 @@ def test_a_writer_whose_video_another_run_completed_says_so_with_no_midnight_lea
     attrs = store.read_video_attrs("v")  # another run took the video over and completed it
     attrs.update(complete=True, owner={**attrs["owner"], "token": "another-run", "lease_until": 0.0})
     store.write_video_attrs("v", attrs)
-    with pytest.raises(VideoOwned) as left:
+    with pytest.raises(VideoCompleted) as left:
         writer.finish()
     assert "completed by another run meanwhile" in str(left.value) and "released" in str(left.value)
     assert "00:00:00" not in str(left.value)
@@ -100,7 +100,7 @@ def test_a_cluster_task_for_a_video_completed_meanwhile_returns_instead_of_raisi
     _, entries = discover(sample_dir, videos=["0002"])
     settings = VideoTaskSettings(sample_dir, str(store), "random", "cpu", BATCH, None)
     result = extract_video(entries[0], settings, origin_of(entries[0], sample_dir, None))
-    assert result.left and "completed by another run meanwhile" in result.left and result.frames == 0
+    assert result.completed and "completed by another run meanwhile" in result.left and result.frames == 0
 
 
 # ------------------------------------------------------------------ store locations

@@ -177,3 +177,15 @@ def test_leaving_without_close_stops_the_writers_at_once(tmp_path):
     assert time.monotonic() - start < 10
     assert not any(running(lane.host.pid) for lane in writes.lanes)
     assert FeatureStore(str(tmp_path / "s.zarr")).video_ids() == []
+
+
+def test_a_video_another_run_completed_meanwhile_is_reported_as_completed_not_left(tmp_path):
+    store = new_store(tmp_path / "s.zarr")
+    origin = {"source": "v.avi", "content": "same"}
+    writer = store.begin_video("v", 8, False, {"origin": origin})
+    writer.append(video(8, 10, False)[0])
+    writer.finish()  # another run completed it after this run planned it
+    with StoreWriters(store.location, FINGERPRINT, lanes=1, batch_frames=BATCH_FRAMES) as writes:
+        errors = writes.begin(0, "v", 8, False, {"origin": origin}) + writes.close()
+    assert errors == [] and writes.skipped == []
+    assert [index for index, _ in writes.completed] == [0] and "completed by another run meanwhile" in writes.completed[0][1]

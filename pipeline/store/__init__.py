@@ -3,7 +3,7 @@
 Its modules, one job each:
 
 - `format`: the format's version, layout, chunking and codecs (and the older formats).
-- `errors`: `StoreError`, `DamagedVideo`, `VideoOwned`.
+- `errors`: `StoreError`, `DamagedVideo`, `VideoOwned`, `VideoCompleted`.
 - `records`: what the store says of a video: `VideoRecord` (its group's attributes), `VideoSummary`
   (its index entry).
 - `ownership`: a writer's claim on a video (`Owner`) and its lease.
@@ -18,7 +18,7 @@ Its modules, one job each:
 Every name below imports from ``sal3d.pipeline.store`` as it always has.
 """
 
-from sal3d.pipeline.store.errors import DamagedVideo, StoreError, VideoOwned, redo_hint
+from sal3d.pipeline.store.errors import DamagedVideo, StoreError, VideoCompleted, VideoOwned, redo_hint
 from sal3d.pipeline.store.feature_store import FeatureStore
 from sal3d.pipeline.store.format import (
     ARRAYS,
@@ -43,6 +43,6 @@ __all__ = [
     "ARRAYS", "CHECK_THREADS", "CHUNK_FRAMES", "CHUNK_KEYS", "FEATURE_CODEC", "FEATURE_COMPATIBLE_VERSIONS",
     "FORMAT_VERSION", "INDEX_ATTRIBUTE", "LEASE_SECONDS", "MAP_CODEC", "RENEW_SECONDS", "SETTLE_SECONDS",
     "WRITE_CONFIG", "DamagedVideo", "FeatureStore", "Owner", "StoreError", "VideoArray", "VideoFacts",
-    "VideoOwned", "VideoRecord", "VideoSummary", "VideoWriter", "chunk_sizes", "data_crc", "local_or_url",
+    "VideoCompleted", "VideoOwned", "VideoRecord", "VideoSummary", "VideoWriter", "chunk_sizes", "data_crc", "local_or_url",
     "redo_hint", "trunk_digest",
 ]

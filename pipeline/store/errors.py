@@ -42,6 +42,11 @@ class VideoOwned(StoreError):
     """A video that another writer is writing (or has just completed); this writer leaves it alone."""
 
 
+class VideoCompleted(VideoOwned):
+    """A video that another writer completed meanwhile, from the same source: it is in the store,
+    complete, and nothing is left to do for it."""
+
+
 def first_line(error: Exception) -> str:
     """An error's message for a one-line report: its first line (300 characters at most), or the
     error's type name when the message is empty."""

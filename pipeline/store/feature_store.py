@@ -17,7 +17,7 @@ import zarr
 
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.progress import say
-from sal3d.pipeline.store.errors import StoreError, VideoOwned
+from sal3d.pipeline.store.errors import StoreError, VideoCompleted, VideoOwned
 from sal3d.pipeline.store.format import FORMAT_VERSION, INDEX_ATTRIBUTE, local_or_url, trunk_digest
 from sal3d.pipeline.store.index import IndexEdit, entry_edit, index_lock, parse_index, rewrite_index
 from sal3d.pipeline.store.ownership import SETTLE_SECONDS, Owner, hold_claim
@@ -208,7 +208,7 @@ class FeatureStore(StoreReader):
         if state == "owned":
             raise VideoOwned(f"{self.location}: video {video_id}: {why}")
         if state == "complete" and record.origin is not None and old.origin == record.origin:
-            raise VideoOwned(f"{self.location}: video {video_id}: completed by another run meanwhile")
+            raise VideoCompleted(f"{self.location}: video {video_id}: completed by another run meanwhile")
         owner = owner or Owner.here()
         if video_id in (self.index or {}):  # out of the index before its old content goes
             self.set_index_entry(video_id, None)
