@@ -48,6 +48,7 @@ from sal3d.pipeline.store import RENEW_SECONDS, FeatureStore, Owner, StoreError,
 from sal3d.pipeline.store.ownership import drop_claim, hold_claim
 
 SLOTS_PER_LANE = 3  # batches in flight per lane: one being written, two waiting
+STOP_SECONDS = 5.0  # how long a lane told to stop may take to finish the write in hand
 SEGMENT_PREFIX = "sal3d_"  # shared-memory segments are named sal3d_<pid of the main process>_<random>
 SHM_FOLDER = "/dev/shm"  # where Linux lists POSIX shared memory
 
@@ -156,7 +157,7 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
                 reason = str(error) if isinstance(error, StoreError) else f"writing to {location}: {error}"
                 conn.send(("error", index, reason))
     except KeyboardInterrupt:
-        return  # Ctrl-C reaches the whole process group (SIGTERM is made the same): the main process reports it
+        return  # a lane thread of an interrupted process; lane processes ignore Ctrl-C (see lane_process_main)
     except Exception as error:
         try:
             conn.send(("fatal", f"{type(error).__name__}: {error}"))
@@ -169,19 +170,15 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
         conn.close()
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM (the main process stopping a lane) ends it as Ctrl-C does: claims released
-
-
 def lane_process_main(fd: int, parent_pid: int) -> None:
     """A lane process: its pipe is file descriptor `fd`; the first message says what to serve. It
-    dies with its main process `parent_pid`."""
+    dies with its main process `parent_pid`. Ctrl-C and SIGTERM sent to the whole process group are
+    ignored: an interrupt inside a Zarr write leaves that write's task running and failing on its own
+    (a traceback on the way out); the main process stops its lanes instead, by closing their pipes."""
     die_with_parent(parent_pid)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        _serve_segment(Connection(fd))
-    except KeyboardInterrupt:
-        pass  # before serving began: nothing to release
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _serve_segment(Connection(fd))
 
 
 def _serve_segment(conn: Connection) -> None:
@@ -225,10 +222,13 @@ class Lane:
         return f"store writer {self.name} stopped: {self.fatal}" if self.fatal else how
 
     def stop_now(self) -> None:
-        self.conn.close()  # a lane sees EOF and returns
+        """Stop the lane at once: it sees its pipe close after the message in hand, releases its claims
+        and returns; a lane process that has not ended within STOP_SECONDS is killed."""
+        self.conn.close()
+        self.end(timeout=STOP_SECONDS)
         if isinstance(self.host, subprocess.Popen) and self.host.poll() is None:
-            self.host.terminate()
-        self.end(timeout=5)
+            self.host.kill()
+            self.end(timeout=5)
 
 
 def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory, slots: Slots,
