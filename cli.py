@@ -28,6 +28,11 @@ class DeviceType(click.ParamType):
 
 
 DEVICES = DeviceType()
+# extract's exit statuses besides 0 and 1 (its --help says them): EX_TEMPFAIL of sysexits.h (the work
+# is not done yet: try again later), and the shells' 128 + signal number for SIGINT and SIGTERM
+EXIT_LEFT_TO_ANOTHER_RUN = 75
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def split_video_ids(ctx, param, values) -> tuple[str, ...]:
@@ -124,12 +129,23 @@ def extract(dataset_dir, store, videos, **options):
     s3://..., gs://..., file://...).
 
     Complete videos already in STORE are skipped and incomplete ones redone, so an interrupted run
-    resumes where it stopped. Exits with status 1 when any video failed.
+    resumes where it stopped. Exits with status 1 when any video failed; else 75 when videos were left
+    to another run that is writing them (STORE is not complete yet: run extract again once that run
+    has ended); 130 on Ctrl-C and 143 on SIGTERM, after one line saying what STORE keeps.
     """
+    from sal3d.pipeline.lifetime import Terminated, sigterm_as_interrupt
     from sal3d.stages.extract import ExtractConfig, extract as run_extract
 
-    summary = run_extract(ExtractConfig(dataset=dataset_dir, store=store, videos=list(videos) or None, **options))
-    sys.exit(1 if summary.failed else 0)
+    if store.startswith("memory://"):  # it would vanish with this process, and the work with it
+        raise Sal3dError(f"{store}: a memory:// store lasts only as long as its process; from the command "
+                         "line give a path or a lasting URL (memory:// is for the Python API)")
+    try:
+        with sigterm_as_interrupt():
+            summary = run_extract(ExtractConfig(dataset=dataset_dir, store=store, videos=list(videos) or None,
+                                                **options))
+    except KeyboardInterrupt as stop:  # the stage said what the store keeps
+        sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
+    sys.exit(1 if summary.failed else EXIT_LEFT_TO_ANOTHER_RUN if summary.owned else 0)
 
 
 @main.command("make-sample")

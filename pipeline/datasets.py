@@ -128,7 +128,7 @@ def inside_root(root: Path, relative: str | Path) -> Path:
     root_resolved = root.resolve()
     candidate = (root / relative).resolve()
     if candidate != root_resolved and root_resolved not in candidate.parents:
-        raise DatasetError(f"{relative!r} resolves to {candidate}, outside the dataset root {root_resolved}")
+        raise DatasetError(f"{root / relative}: resolves to {candidate}, outside the dataset root {root_resolved}")
     return candidate
 
 
@@ -246,12 +246,15 @@ def _frames(root: Path) -> list[VideoEntry]:
 
 
 def discover(root: Path | str, layout: str = "auto", split: str = "all", videos: list[str] | None = None,
-             manifest: dict[str, str] | None = None) -> tuple[str, list[VideoEntry]]:
+             manifest: dict[str, str] | None = None,
+             refused: dict[str, str] | None = None) -> tuple[str, list[VideoEntry]]:
     """List a dataset's videos.
 
     root: the dataset directory. layout: one of LAYOUTS or ``auto``. split: ``train``, ``val``,
     ``test`` or ``all``. videos: keep only these video ids (refused when unknown or path-like).
     manifest: {video id: split}, defaults to the official one in `data_manifests/`.
+    refused: when given, a video whose source resolves outside `root` (a symlink that leaves it) is
+    left out and put here, {video id: why}, instead of refusing the whole dataset.
     Returns (the layout used, entries in numeric order). Every path stays inside `root`.
     """
     root = Path(root)
@@ -275,8 +278,14 @@ def discover(root: Path | str, layout: str = "auto", split: str = "all", videos:
     }
     entries = builders[layout]()
     sources: dict[str, Path] = {}
+    outside: dict[str, str] = {}
     for entry in entries:
-        inside_root(root, entry.source.relative_to(root))
+        try:
+            inside_root(root, entry.source.relative_to(root))
+        except DatasetError as error:
+            if refused is None:
+                raise
+            outside[entry.video_id] = str(error)
         if entry.video_id in sources:  # e.g. 002.AVI and 0002.AVI in DHF1K: one store group, two videos
             raise DatasetError(f"{root}: {sources[entry.video_id]} and {entry.source} are both video "
                                f"{entry.video_id!r} in layout {layout}; rename or remove one")
@@ -298,4 +307,7 @@ def discover(root: Path | str, layout: str = "auto", split: str = "all", videos:
             raise DatasetError(f"{root}: no video {', '.join(missing)} in layout {layout}"
                                + (f" split {split}" if split != "all" else ""))
         entries = [by_id[v] for v in dict.fromkeys(videos)]
+    if outside:
+        refused.update((e.video_id, outside[e.video_id]) for e in entries if e.video_id in outside)
+        entries = [e for e in entries if e.video_id not in outside]
     return layout, entries

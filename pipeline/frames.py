@@ -7,8 +7,15 @@ child (DESIGN.md section 4), so worker processes must each open their own.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -67,11 +74,13 @@ class FrameReader:
         if self._video is None:
             import decord  # imported here: only workers that decode need it
 
-            path = str(self.entry.source)
+            path, said = str(self.entry.source), []
             try:
                 size = {"width": INPUT_SIZE, "height": INPUT_SIZE} if self.preprocessing.decoder_resizes else {}
-                self._video = decord.VideoReader(path, **size, num_threads=1)
-                original = decord.VideoReader(path, num_threads=1)
+                # ffmpeg and decord write their reasons to file descriptor 2: into the one message instead
+                with decoder_messages(said):
+                    self._video = decord.VideoReader(path, **size, num_threads=1)
+                    original = decord.VideoReader(path, num_threads=1)
                 height, width = original[0].shape[:2] if len(original) else (0, 0)
                 fps = float(original.get_avg_fps())
                 del original
@@ -79,7 +88,7 @@ class FrameReader:
                 # the end of the last frame, against the container's declared duration (truncated files)
                 decoded = float(self._video.get_frame_timestamp(count - 1)[1]) if count else 0.0
             except Exception as error:  # decord raises plain RuntimeError/DECORDError with ffmpeg's text
-                raise FrameReadError(f"{path}: cannot decode video ({_first_line(error)})") from None
+                raise FrameReadError(f"{path}: cannot decode video ({decoder_reason([*said, str(error)], path)})") from None
             declared = declared_seconds(path)
             self._info = VideoInfo(count, int(height), int(width), fps, short_of(count, decoded, declared),
                                    declared, decoded)
@@ -150,6 +159,51 @@ def _open_image(path: Path) -> Image.Image:
         return image
     except Exception as error:
         raise FrameReadError(f"{path}: cannot read image ({_first_line(error)})") from None
+
+
+_CAPTURE_LOCK = threading.Lock()  # file descriptor 2 is the process's: one capture at a time
+
+
+@contextmanager
+def decoder_messages(said: list[str]) -> Iterator[None]:
+    """Within: what is written to file descriptor 2 (ffmpeg's and decord's messages, which bypass
+    Python) goes to a temporary file; on leaving, its non-empty lines are appended to `said` and file
+    descriptor 2 is restored. Where descriptor 2 cannot be redirected, nothing is captured."""
+    with _CAPTURE_LOCK, tempfile.TemporaryFile() as capture:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+            os.dup2(capture.fileno(), 2)
+        except (OSError, ValueError, AttributeError):
+            yield
+            return
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            said += [line.strip() for line in capture.read().decode(errors="replace").splitlines() if line.strip()]
+
+
+# "[16:24:40] /path/to/video_reader.cc:83: " and "[mov,mp4,m4a @ 0x55d0c] ": where a decoder line comes from
+_DECODER_PREFIX = re.compile(r"^(\[\d\d:\d\d:\d\d\]\s+\S+:\d+:\s*|\[[^\]]* @ 0x[0-9a-f]+\]\s*)+")
+
+
+def decoder_reason(lines: list[str], path: str) -> str:
+    """The decoder's own words about `path`, from its `lines` (its messages, then the exception's
+    text), in one line: where each comes from and the path itself left out, repeats dropped, at most
+    300 characters; the exception's first line when the decoder said nothing else."""
+    reasons = []
+    for line in lines:
+        for part in str(line).splitlines():
+            text = _DECODER_PREFIX.sub("", part.strip()).replace(f"{path}, ", "").replace(path, "").strip(" :,.")
+            if text.startswith("ERROR opening"):
+                text = text[len("ERROR opening"):].strip(" :,")
+            if text and not text.startswith("Error reading") and text not in reasons:
+                reasons.append(text)
+    reason = "; ".join(reasons) or next((str(x).strip().splitlines()[0] for x in lines if str(x).strip()), "")
+    return reason[:300] if reason else "unreadable"
 
 
 def _first_line(error: Exception) -> str:

@@ -13,19 +13,27 @@ happen in order; different videos compress and write in parallel. A lane runs in
 own (``python -m sal3d.pipeline.store_writers``, which imports no torch: see `pipeline.contract`), or, for
 ``memory://`` stores that only this process can see, in a thread.
 
-If the main process dies, its lanes see their pipe close and exit; what they had not finished stays
-incomplete in the store, and a rerun redoes it. A lane claims each video it writes
-(`FeatureStore.begin_video`: the claim names the lane's process) and leaves one that another run
-holds; it renews its claims while it waits for data and releases those it could not finish.
+A lane process dies with the main process (`pipeline.lifetime.die_with_parent`: at once, even on a
+kill -9); what it had not finished stays incomplete in the store, and a rerun redoes it. Each video is
+claimed in the name of the main process (`FeatureStore.begin_video` with the main process's `Owner`),
+so that a killed run's claims are free the moment its main process is gone; a lane leaves a video that
+another run holds, renews its claims while it waits for data and releases those it could not finish.
+
+The segment is named ``sal3d_<pid>_<random>`` after the main process that made it: when a whole run is
+killed (its resource tracker with it), the next run on this machine removes the segments of main
+processes that are gone (`remove_dead_segments`).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing import resource_tracker
@@ -35,9 +43,40 @@ from multiprocessing.shared_memory import SharedMemory
 import numpy as np
 
 from sal3d.pipeline.contract import FEATURE_SHAPE, INPUT_SIZE
-from sal3d.pipeline.store import RENEW_SECONDS, FeatureStore, StoreError, VideoOwned, VideoWriter
+from sal3d.pipeline.lifetime import die_with_parent, process_running
+from sal3d.pipeline.store import RENEW_SECONDS, FeatureStore, Owner, StoreError, VideoCompleted, VideoOwned, VideoWriter
+from sal3d.pipeline.store.ownership import drop_claim, hold_claim
 
 SLOTS_PER_LANE = 3  # batches in flight per lane: one being written, two waiting
+STOP_SECONDS = 5.0  # how long a lane told to stop may take to finish the write in hand
+SEGMENT_PREFIX = "sal3d_"  # shared-memory segments are named sal3d_<pid of the main process>_<random>
+SHM_FOLDER = "/dev/shm"  # where Linux lists POSIX shared memory
+
+
+def segment_name(pid: int | None = None) -> str:
+    """A fresh segment name for the main process `pid` (default: this one): ``sal3d_<pid>_<8 hex>``
+    (short: macOS allows 31 characters)."""
+    return f"{SEGMENT_PREFIX}{os.getpid() if pid is None else pid}_{uuid.uuid4().hex[:8]}"
+
+
+def remove_dead_segments(folder: str = SHM_FOLDER) -> list[str]:
+    """Remove the segments in `folder` whose main process has ended (a run killed whole, its resource
+    tracker with it, cannot remove its own); returns their names. Nothing where `folder` is absent or
+    this system cannot tell a dead process (no /proc)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        pid = name[len(SEGMENT_PREFIX):].split("_")[0]
+        if name.startswith(SEGMENT_PREFIX) and pid.isdigit() and process_running(int(pid)) is False:
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass  # another run removed it first, or it is not ours to remove
+    return removed
 
 
 @dataclass(frozen=True)
@@ -66,10 +105,12 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
     a ``None`` (answered ``("stopped",)``) or the main process's end of the pipe closes. Answers
     ``("ready",)`` once the store is open, ``("free", slot)`` as soon as a batch is copied out,
     ``("done", index)`` when a video is complete in the store, ``("skipped", index, reason)`` for a
-    video another run owns (`VideoOwned`), ``("error", index, reason)`` for a video that cannot be
+    video another run owns (`VideoOwned`; ``("completed", index, reason)`` for one it completed
+    meanwhile, `VideoCompleted`), ``("error", index, reason)`` for a video that cannot be
     written (the later messages of both are dropped), and ``("fatal", reason)`` before it ends on
-    anything else (a store it cannot open...). While it waits for messages it renews the leases of
-    the videos it holds; on its way out it releases those it did not finish."""
+    anything else (a store it cannot open...). A ``begin`` carries the `Owner` the video is claimed
+    for (the main process's). While it waits for messages it renews the leases of the videos it
+    holds; on its way out it releases those it did not finish."""
     features_slots, maps_slots = slots.views(buffer)
     writers: dict[int, VideoWriter] = {}
     failed = set()
@@ -97,7 +138,8 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
                 continue
             try:
                 if kind == "begin":
-                    writers[index] = store.begin_video(*message[2:])
+                    *arguments, owner = message[2:]
+                    writers[index] = store.begin_video(*arguments, owner=owner)
                 elif kind == "append":
                     writers[index].append(features, maps)
                 elif kind == "finish":
@@ -106,7 +148,7 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
             except VideoOwned as error:  # another run writes it: not a failure of this one
                 failed.add(index)
                 writers.pop(index, None)
-                conn.send(("skipped", index, str(error)))
+                conn.send(("completed" if isinstance(error, VideoCompleted) else "skipped", index, str(error)))
             except Exception as error:  # this video's write failed; the others go on
                 failed.add(index)
                 writer = writers.pop(index, None)
@@ -115,7 +157,7 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
                 reason = str(error) if isinstance(error, StoreError) else f"writing to {location}: {error}"
                 conn.send(("error", index, reason))
     except KeyboardInterrupt:
-        return  # Ctrl-C reaches the whole process group; the main process reports it
+        return  # a lane thread of an interrupted process; lane processes ignore Ctrl-C (see lane_process_main)
     except Exception as error:
         try:
             conn.send(("fatal", f"{type(error).__name__}: {error}"))
@@ -128,9 +170,18 @@ def serve_lane(conn: Connection, location: str, fingerprint: dict, buffer, slots
         conn.close()
 
 
-def lane_process_main(fd: int) -> None:
-    """A lane process: its pipe is file descriptor `fd`; the first message says what to serve."""
-    conn = Connection(fd)
+def lane_process_main(fd: int, parent_pid: int) -> None:
+    """A lane process: its pipe is file descriptor `fd`; the first message says what to serve. It
+    dies with its main process `parent_pid`. Ctrl-C and SIGTERM sent to the whole process group are
+    ignored: an interrupt inside a Zarr write leaves that write's task running and failing on its own
+    (a traceback on the way out); the main process stops its lanes instead, by closing their pipes."""
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _serve_segment(Connection(fd))
+
+
+def _serve_segment(conn: Connection) -> None:
     try:
         location, fingerprint, segment, count, frames = conn.recv()
     except EOFError:
@@ -171,10 +222,13 @@ class Lane:
         return f"store writer {self.name} stopped: {self.fatal}" if self.fatal else how
 
     def stop_now(self) -> None:
-        self.conn.close()  # a lane sees EOF and returns
+        """Stop the lane at once: it sees its pipe close after the message in hand, releases its claims
+        and returns; a lane process that has not ended within STOP_SECONDS is killed."""
+        self.conn.close()
+        self.end(timeout=STOP_SECONDS)
         if isinstance(self.host, subprocess.Popen) and self.host.poll() is None:
-            self.host.terminate()
-        self.end(timeout=5)
+            self.host.kill()
+            self.end(timeout=5)
 
 
 def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory, slots: Slots,
@@ -188,8 +242,8 @@ def start_lane(name: str, location: str, fingerprint: dict, memory: SharedMemory
                                 args=(Connection(theirs.detach()), location, fingerprint, memory.buf, slots))
         host.start()
         return Lane(name, conn, host)
-    host = subprocess.Popen([sys.executable, "-m", "sal3d.pipeline.store_writers", str(theirs.fileno())],
-                            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+    host = subprocess.Popen([sys.executable, "-m", "sal3d.pipeline.store_writers", str(theirs.fileno()),
+                             str(os.getpid())], pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
     theirs.close()  # so that the lane's death closes the pipe for us
     conn.send((location, fingerprint, memory.name, slots.count, slots.frames))
     return Lane(name, conn, host)
@@ -204,12 +258,14 @@ class StoreWriters:
     `begin`, `append` and `finish` queue a video's writes and return the write errors that have come
     back so far, as (video index, reason); `append` blocks while every slot is in use (the time it
     blocked is added to `waited`). Videos a lane left because another run owns them are listed in
-    `skipped`, as (video index, reason).
+    `skipped`, those another run completed meanwhile in `completed`, both as (video index, reason).
+    Videos are claimed in the name of this process (`Owner`).
     """
 
     def __init__(self, location: str, fingerprint: dict, lanes: int, batch_frames: int, threads: bool = False):
         self.slots = Slots(lanes * SLOTS_PER_LANE, batch_frames)
-        self.memory = SharedMemory(create=True, size=self.slots.nbytes)
+        remove_dead_segments()
+        self.memory = SharedMemory(name=segment_name(), create=True, size=self.slots.nbytes)
         self.features_slots, self.maps_slots = self.slots.views(self.memory.buf)
         self.free = deque(range(self.slots.count))
         self.in_processes = not threads and not location.startswith("memory://")
@@ -217,6 +273,8 @@ class StoreWriters:
         self.live: set[int] = set()  # lanes running and not yet told to stop
         self.errors: list[tuple[int, str]] = []
         self.skipped: list[tuple[int, str]] = []  # (video index, why): videos another run owns
+        self.completed: list[tuple[int, str]] = []  # (video index, why): videos another run completed meanwhile
+        self.claims: dict[int, str] = {}  # video index -> token of its claim, until the video is done or dropped
         self.waited = 0.0
         try:
             for k in range(lanes):
@@ -250,7 +308,10 @@ class StoreWriters:
         """Start video `index` (its arrays created empty, as `FeatureStore.begin_video`)."""
         lane = index % len(self.lanes)
         self.lanes[lane].open_videos.add(index)
-        self._send(lane, ("begin", index, video_id, frame_count, with_maps, attrs))
+        owner = Owner.here()
+        self.claims[index] = owner.token
+        hold_claim(owner.token)  # this process's claim, though a lane process writes under it
+        self._send(lane, ("begin", index, video_id, frame_count, with_maps, attrs, owner))
         return self.collect()
 
     def append(self, index: int, features: np.ndarray, maps: np.ndarray | None = None):
@@ -331,14 +392,15 @@ class StoreWriters:
         if kind == "free":
             lane.slots_out.discard(answer[1])
             self.free.append(answer[1])
-        elif kind == "done":
+        elif kind in ("done", "error", "skipped", "completed"):
             lane.open_videos.discard(answer[1])
-        elif kind == "error":
-            lane.open_videos.discard(answer[1])
-            self.errors.append((answer[1], answer[2]))
-        elif kind == "skipped":
-            lane.open_videos.discard(answer[1])
-            self.skipped.append((answer[1], answer[2]))
+            drop_claim(self.claims.pop(answer[1], ""))
+            if kind == "error":
+                self.errors.append((answer[1], answer[2]))
+            elif kind == "skipped":
+                self.skipped.append((answer[1], answer[2]))
+            elif kind == "completed":
+                self.completed.append((answer[1], answer[2]))
         elif kind == "ready":
             lane.ready = True
         elif kind == "stopped":
@@ -352,10 +414,12 @@ class StoreWriters:
         lane = self.lanes[k]
         how = lane.end(timeout=5)
         self.errors += [(index, f"{how} before the video was written") for index in sorted(lane.open_videos)]
+        for index in lane.open_videos:
+            drop_claim(self.claims.pop(index, ""))
         lane.open_videos.clear()
         self.free.extend(lane.slots_out)
         lane.slots_out.clear()
 
 
 if __name__ == "__main__":
-    lane_process_main(int(sys.argv[1]))
+    lane_process_main(int(sys.argv[1]), int(sys.argv[2]))

@@ -9,7 +9,10 @@ Before any of that, every video of the dataset is looked up in the store (`plan`
 is skipped only when it passes the store's integrity check and was extracted from the same source
 with the same --max-frames (`pipeline.identity`); a damaged one is marked incomplete, a group whose
 metadata cannot be read is discarded, and both are redone, each with a line saying why. A video that
-another live run is writing is left to it (`pipeline.store.Owner`).
+another live run is writing is left to it (`pipeline.store.Owner`): the run then ends saying the
+store is not complete yet. Decode workers and writer processes die with the run (`pipeline.lifetime`).
+Interrupted (Ctrl-C, or SIGTERM under `pipeline.lifetime.sigterm_as_interrupt`), a run says in one
+line what the store keeps and lets the interrupt go on.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from sal3d.pipeline.decode import (
 from sal3d.pipeline.device import resolve_device
 from sal3d.pipeline.errors import Sal3dError
 from sal3d.pipeline.identity import origin_change, origin_of, pairing_change
+from sal3d.pipeline.lifetime import Terminated, die_with_parent
 from sal3d.pipeline.progress import Progress, say
-from sal3d.pipeline.store import FeatureStore, StoreError, VideoOwned
+from sal3d.pipeline.store import FeatureStore, StoreError, VideoCompleted, VideoOwned
 from sal3d.pipeline.store_writers import StoreWriters
 from sal3d.pipeline.trunk import TRUNK_BATCH, Trunk, TrunkRunner, load_trunk
 
@@ -78,6 +82,7 @@ class ExtractSummary:
     failed: dict[str, str] = field(default_factory=dict)  # video id -> reason
     owned: dict[str, str] = field(default_factory=dict)  # video id -> why: another live run writes it
     redone: dict[str, str] = field(default_factory=dict)  # video id -> why a stored video was redone
+    completed_elsewhere: set[str] = field(default_factory=set)  # skipped: another run completed them meanwhile
     short: dict[str, tuple[int, int]] = field(default_factory=dict)  # video id -> (decoded, expected) frames
     frames: int = 0
     seconds: float = 0.0
@@ -95,8 +100,17 @@ class ExtractSummary:
             say(f"\nextract: FAILED {video_id}: {reason}")
 
     def dropped(self, video_id: str) -> bool:
-        """True once a video failed or was left to another run: its remaining messages are dropped."""
-        return video_id in self.failed or video_id in self.owned
+        """True once a video failed, was left to another run or was completed by one: its remaining
+        messages are dropped."""
+        return video_id in self.failed or video_id in self.owned or video_id in self.completed_elsewhere
+
+    def completed_by_another_run(self, video_id: str, reason: str) -> None:
+        """Record a video that another run completed meanwhile (it is complete: skipped, not left) and
+        say it at once, in one plain line."""
+        if not self.dropped(video_id):
+            self.completed_elsewhere.add(video_id)
+            self.skipped.append(video_id)
+            say(f"\nextract: skipped {video_id}: {reason}")
 
     def leave(self, video_id: str, reason: str) -> None:
         """Record a video that another run writes (it is not this run's to do) and say it at once."""
@@ -114,16 +128,19 @@ class ExtractSummary:
                                           for key, label in WAIT_LABELS.items())
         return line
 
-    def report(self) -> "ExtractSummary":
-        """Say the summary line and every failure; returns itself."""
+    def report(self, location: str) -> "ExtractSummary":
+        """Say the summary line and every failure, then, when videos were left to another run, that
+        the store at `location` is not complete yet (their reasons were said when they were left);
+        returns itself."""
         say(self.line())
         for video_id, (decoded, expected) in self.short.items():
             say(f"extract: short video {video_id}: {decoded} frames decoded, about {expected} expected "
                 "(kept; --strict fails such videos)")
-        for video_id, reason in self.owned.items():
-            say(f"extract: left to another run: {video_id}: {reason}")
         for video_id, reason in self.failed.items():
             say(f"extract: failed {video_id}: {reason}")
+        if self.owned:
+            say(f"extract: {location} is not complete yet: {len(self.owned)} video(s) left to another run "
+                f"({', '.join(self.owned)}); run extract again once that run has ended")
         return self
 
 
@@ -131,40 +148,74 @@ def extract(config: ExtractConfig, trunk: Trunk | None = None) -> ExtractSummary
     """Run stage one as configured; returns the summary (which says what failed, and why).
 
     trunk: the trunk ``config.trunk`` and ``config.weights`` name, when the caller has loaded it
-    already (it is not loaded again)."""
-    root = Path(config.dataset)
-    layout, entries = discover(root, config.layout, config.split, config.videos)
-    device = resolve_device(config.device)
-    trunk = trunk or load_trunk(config.weights, config.trunk)
-    store = FeatureStore(config.store, mode="a", trunk=trunk.fingerprint,
-                         dataset={"layout": layout, "dataset": str(root.resolve())}, upgrade=True)
-    summary = ExtractSummary()
-    if store.upgraded_from:
-        say(f"extract: {store.location} was store format version {store.upgraded_from}: its videos have no "
-            "integrity records and are redone")
-    todo, origins = plan(store, entries, root, config.max_frames, summary)
-    say(f"extract: {len(entries)} videos in {root} (layout {layout}, split {config.split}): "
-        f"{len(summary.skipped)} already complete, {len(todo)} to do"
-        + (f", {len(summary.owned)} being written by another run" if summary.owned else "") + f", on {device}")
-    unscorable = no_fixations_line(entries)
-    if unscorable:
-        say(unscorable)
-    if not todo:
-        return summary.report()
+    already (it is not loaded again). Interrupted (KeyboardInterrupt, `Terminated`), it says in one line what the store
+    keeps, then lets the interrupt go on."""
+    # absolute before anything: a cluster's tasks run in processes with other working directories
+    root = Path(os.path.abspath(config.dataset))
+    refuse_chained_url(config.store)
+    summary, store = ExtractSummary(), None
+    try:
+        refused: dict[str, str] = {}  # video id -> why its source cannot be read (it leaves the root)
+        layout, entries = discover(root, config.layout, config.split, config.videos, refused=refused)
+        device = resolve_device(config.device)
+        trunk = trunk or load_trunk(config.weights, config.trunk)
+        store = FeatureStore(config.store, mode="a", trunk=trunk.fingerprint,
+                             dataset={"layout": layout, "dataset": str(root.resolve())}, upgrade=True)
+        for video_id, reason in refused.items():
+            summary.fail(video_id, reason)
+        if store.upgraded_from:
+            say(f"extract: {store.location} was store format version {store.upgraded_from}: its videos have "
+                "no integrity records and are redone")
+        todo, origins = plan(store, entries, root, config.max_frames, summary)
+        say(f"extract: {len(entries) + len(refused)} videos in {root} (layout {layout}, split {config.split}): "
+            f"{len(summary.skipped)} already complete, {len(todo)} to do"
+            + (f", {len(summary.owned)} being written by another run" if summary.owned else "") + f", on {device}")
+        unscorable = no_fixations_line(entries)
+        if unscorable:
+            say(unscorable)
+        if not todo:
+            return summary.report(store.location)
+        if config.scheduler:
+            return _extract_on_cluster(config, root, todo, origins, store, summary)
+        return _extract_in_process(config, TrunkRunner(trunk, device), root, todo, origins, store, summary)
+    except KeyboardInterrupt as stop:
+        say(f"\nextract: {'stopped by SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}: "
+            + (kept_line(store.location) if store is not None else "nothing was written"))
+        raise
 
-    if config.scheduler:
-        return _extract_on_cluster(config, root, todo, origins, store, summary)
-    runner = TrunkRunner(trunk, device)
-    workers = default_workers(device) if config.workers is None else config.workers
+
+def refuse_chained_url(location: str) -> None:
+    """Refuse (`StoreError`) a store location that extract cannot write: a chained fsspec URL
+    (``simplecache::file://...``) reads through a local cache that writes never reach."""
+    if "::" in str(location):
+        raise StoreError(f"{location}: chained fsspec URLs are read-only here; extract into the store's own "
+                         f"path or URL ({str(location).rsplit('::', 1)[1]}) and read it through the chain")
+
+
+def kept_line(location: str) -> str:
+    """What an interrupted run leaves in the store at `location`, in words (read afresh)."""
+    try:
+        complete = len(FeatureStore(location).video_ids())
+    except Exception as error:  # noqa: BLE001 (the line must come out whatever the store says)
+        return f"the store {location} could not be read back ({type(error).__name__})"
+    return (f"{location} keeps its {complete} complete video(s); unfinished videos stay incomplete and "
+            "a rerun redoes them")
+
+
+def _extract_in_process(config: ExtractConfig, runner: TrunkRunner, root: Path, todo: list[VideoEntry],
+                        origins: list[dict], store: FeatureStore, summary: ExtractSummary) -> ExtractSummary:
+    """Decode workers (each dies with this process), the trunk in this process, and writer lanes (see
+    the module's docstring)."""
+    workers = default_workers(runner.device) if config.workers is None else config.workers
     loader = DataLoader(DecodeStream(todo, root, config.batch_size, config.max_frames, origins, config.strict,
-                                     trunk.preprocessing),
+                                     runner.preprocessing),
                         batch_size=None, num_workers=workers, collate_fn=as_is, prefetch_factor=4 if workers else None,
-                        persistent_workers=False)
-    lanes = default_writers(device) if config.writers is None else config.writers
+                        persistent_workers=False, worker_init_fn=functools.partial(die_with_parent, os.getpid()))
+    lanes = default_writers(runner.device) if config.writers is None else config.writers
     # writers 0: one writer thread of this process
     with StoreWriters(store.location, store.fingerprint, max(lanes, 1), config.batch_size, threads=lanes == 0) as writes:
         _run_in_process(loader, runner, writes, todo, summary)
-    return summary.report()
+    return summary.report(store.location)
 
 
 def no_fixations_line(entries: list[VideoEntry]) -> str | None:
@@ -234,7 +285,10 @@ def _run_in_process(loader: DataLoader, runner: TrunkRunner, writes: StoreWriter
             summary.fail(todo[index].video_id, reason)
         for index, reason in writes.skipped:
             summary.leave(todo[index].video_id, reason)
+        for index, reason in writes.completed:
+            summary.completed_by_another_run(todo[index].video_id, reason)
         writes.skipped.clear()
+        writes.completed.clear()
 
     def hand_over() -> None:
         nonlocal pending
@@ -333,12 +387,23 @@ class VideoTaskSettings:
                    config.strict)
 
 
-def extract_video(entry: VideoEntry, settings: VideoTaskSettings,
-                  origin: dict | None = None) -> tuple[int, tuple[int, int] | None]:
+@dataclass(frozen=True)
+class VideoTaskResult:
+    """What an `extract_video` task did: `frames` written; `short`: (decoded, expected) frames of a
+    truncated source, else None; `left`: why the video was left to another run (it writes or
+    completed it: not a failure), else None."""
+
+    frames: int
+    short: tuple[int, int] | None = None
+    left: str | None = None
+    completed: bool = False  # left because another run completed it meanwhile (it is complete)
+
+
+def extract_video(entry: VideoEntry, settings: VideoTaskSettings, origin: dict | None = None) -> VideoTaskResult:
     """Stage one for one video in this process, start to finish: decode, trunk, write into the store
     at ``settings.location``; `origin`: the origin the video records (`plan`). This is the task a Dask
-    worker runs; it returns (frames written, (decoded, expected) frames of a short source or None), or
-    raises `VideoFailed` / `StoreError` saying why (`VideoOwned`: another run writes the video). The
+    worker runs; it returns what it did (a video another run owns is a result, not an error, so the
+    worker logs no failure), or raises `VideoFailed` / `StoreError` saying why the video failed. The
     worker claims the video as extract's writer processes do; killed mid-video, it leaves the video
     incomplete and the claim to lapse, and a rerun redoes it."""
     runner = _process_trunk(settings.trunk, settings.weights, settings.device)
@@ -360,10 +425,13 @@ def extract_video(entry: VideoEntry, settings: VideoTaskSettings,
             elif message.kind == "end":
                 writer.finish()
                 writer = None
+    except VideoOwned as error:  # another run holds or completed it: this task leaves it
+        writer = None
+        return VideoTaskResult(frames, short, left=str(error), completed=isinstance(error, VideoCompleted))
     finally:
         if writer is not None:  # failed mid-video: let the next run have it at once
             writer.release()
-    return frames, short
+    return VideoTaskResult(frames, short)
 
 
 def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry], origins: list[dict],
@@ -379,7 +447,9 @@ def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry
         say(f"extract: {len(todo)} video task(s) on the cluster at {config.scheduler} ({workers} worker(s)"
             + (", one GPU per task" if resources else "") + ")")
         start = time.perf_counter()
-        settings = VideoTaskSettings.of(config, root.resolve(), store.location)
+        # absolute paths: the tasks run in processes with other working directories
+        location = os.path.abspath(store.location) if store.is_local else store.location
+        settings = VideoTaskSettings.of(config, root, location)
         futures = {client.submit(extract_video, entry, settings, origin, pure=False,
                                  key=f"extract-{entry.video_id}-{uuid.uuid4().hex[:8]}", resources=resources): entry
                    for entry, origin in zip(todo, origins)}
@@ -387,17 +457,20 @@ def _extract_on_cluster(config: ExtractConfig, root: Path, todo: list[VideoEntry
         for future in as_completed(futures):
             video_id = futures[future].video_id
             try:
-                frames, short = future.result()
-                summary.frames += frames
-                summary.done.append(video_id)
-                if short:
-                    summary.short[video_id] = short
-            except VideoOwned as error:
-                summary.leave(video_id, str(error))
+                result = future.result()
+                if result.completed:
+                    summary.completed_by_another_run(video_id, result.left)
+                elif result.left:
+                    summary.leave(video_id, result.left)
+                else:
+                    summary.frames += result.frames
+                    summary.done.append(video_id)
+                    if result.short:
+                        summary.short[video_id] = result.short
             except Exception as error:  # one video's failure, reported by video
                 summary.fail(video_id, str(error) if isinstance(error, (VideoFailed, StoreError))
                              else f"{type(error).__name__}: {error}")
             progress.update(1, note=video_id)
         summary.seconds = time.perf_counter() - start
         progress.close()
-    return summary.report()
+    return summary.report(store.location)

@@ -74,26 +74,51 @@ def test_rerun_skips_complete_videos_and_the_same_input_gives_identical_features
                                   FeatureStore(str(sample_store)).features("0002")[:])
 
 
-def test_sigkill_then_rerun_gives_the_uninterrupted_store(sample_dir, sample_store, tmp_path):
+def test_sigkill_then_immediate_rerun_gives_the_uninterrupted_store(sample_dir, sample_store, tmp_path):
+    """Killed twice mid-video (the main process alone, as `kill -9 PID` does; then the whole process group,
+    resource tracker included), each time looked at again at once: the killed run holds no video, leaves
+    no helper process and no shared-memory segment behind, and a rerun gives the uninterrupted store."""
     store = tmp_path / "killed.zarr"
     command = [sys.executable, "-m", "sal3d", "extract", str(sample_dir), str(store), "--weights", "random",
-               "--device", "cpu", "--batch-size", str(BATCH)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=Path(__file__).resolve().parents[1], start_new_session=True)
-    # Kill once the first video is complete and a later one has begun, i.e. mid-dataset.
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if (store / "videos" / SAMPLE_IDS[1] / "zarr.json").exists():
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "extraction ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    interrupted = FeatureStore(str(store))
-    assert interrupted.video_ids() != SAMPLE_IDS  # something was left to redo
+               "--device", "cpu", "--batch-size", str(BATCH), "--workers", "1", "--writers", "1"]
+    killed = []
+    for claimed, whole_group in ((SAMPLE_IDS[1], False), (SAMPLE_IDS[2], True)):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+        # kill once a writer has claimed `claimed` (its group's metadata is the claim): mid-dataset
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None:
+            if (store / "videos" / claimed / "zarr.json").exists():
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, "extraction ended before it could be killed"
+        (os.killpg if whole_group else os.kill)(process.pid, signal.SIGKILL)
+        process.wait()
+        killed.append(process.pid)
+        # at once: no video is still held by the dead run (a rerun now would redo them all)
+        states = {v: FeatureStore(str(store), mode="a").state(v)[0] for v in SAMPLE_IDS}
+        assert "owned" not in states.values(), states
+        assert no_process_left(process.pid), "a helper of the killed run outlived it"
+    assert FeatureStore(str(store)).video_ids() != SAMPLE_IDS  # something was left to redo
     summary = run_extract(sample_dir, store)
-    assert not summary.failed and sorted(summary.done + summary.skipped) == SAMPLE_IDS
+    assert not summary.failed and not summary.owned and sorted(summary.done + summary.skipped) == SAMPLE_IDS
     assert_stores_equal(store, sample_store)
+    if Path("/dev/shm").is_dir():  # the run killed whole could not remove its segment: the rerun did
+        assert not [n for n in os.listdir("/dev/shm") if any(n.startswith(f"sal3d_{pid}_") for pid in killed)]
+
+
+def no_process_left(group: int, seconds: float = 2.0) -> bool:
+    """True once no process of process group `group` runs (waiting up to `seconds`); kills what is left."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            os.killpg(group, signal.SIGKILL)
+            return False
+        time.sleep(0.02)
 
 
 def test_incomplete_video_is_redone(sample_dir, sample_store, tmp_path):

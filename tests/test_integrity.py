@@ -453,10 +453,10 @@ def test_two_extracts_at_once_one_killed_then_a_rerun_completes_the_store(sample
         held = None
         deadline = time.monotonic() + 300
         while held is None and time.monotonic() < deadline and first.poll() is None:
-            lanes = children(first.pid)
-            if any(owner.get("pid") in lanes for owner in claims(store).values()):
+            # a claim names the run's main process (its writer process writes under it)
+            if any(owner.get("pid") == first.pid for owner in claims(store).values()):
                 os.killpg(first.pid, signal.SIGSTOP)  # frozen mid-video: its claim stays live
-                held = next((v for v, owner in claims(store).items() if owner.get("pid") in lanes), None)
+                held = next((v for v, owner in claims(store).items() if owner.get("pid") == first.pid), None)
                 if held is None:  # it finished that video just now: let it go on to the next
                     os.killpg(first.pid, signal.SIGCONT)
             time.sleep(0.05)
@@ -465,8 +465,9 @@ def test_two_extracts_at_once_one_killed_then_a_rerun_completes_the_store(sample
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.returncode == 75, second.stderr[-2000:]  # the store is not complete yet: try again later
     assert f"left to another run: {held}: " in second.stderr and "being written by another run" in second.stderr
+    assert f"{store} is not complete yet: 1 video(s) left to another run ({held})" in second.stderr
     reference = FeatureStore(str(sample_store))
     shared = FeatureStore(str(store))
     assert shared.video_ids() == [v for v in ids if v != held]  # the second run did the other one
@@ -475,20 +476,10 @@ def test_two_extracts_at_once_one_killed_then_a_rerun_completes_the_store(sample
         np.testing.assert_array_equal(shared.maps(video_id)[:], reference.maps(video_id)[:])
     summary = run_extract(sample_dir, store, videos=ids)  # the first run's writer is dead: its video is free
     assert summary.done == [held] and not summary.failed and not summary.owned
+    if Path("/dev/shm").is_dir():  # killed whole, the first run could not remove its segment: the rerun did
+        assert not [name for name in os.listdir("/dev/shm") if name.startswith(f"sal3d_{first.pid}_")]
     for video_id in ids:
         assert FeatureStore(str(store)).video_record(video_id).stable() == reference.video_record(video_id).stable()
-
-
-def children(pid: int) -> set[int]:
-    """The processes whose parent is `pid` (extract's store writer processes)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
 
 
 def claims(store: Path) -> dict[str, dict]:

@@ -26,7 +26,6 @@ from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal
 pytest.importorskip("distributed")
 
 SAMPLE_IDS = ["0001", "0002", "0601"]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_extract(dataset, store, **options):
@@ -34,23 +33,25 @@ def run_extract(dataset, store, **options):
                                  **options))
 
 
-def test_local_cluster_store_equals_the_in_process_store(sample_dir, sample_store, tmp_path):
+def test_local_cluster_store_equals_the_in_process_store(sample_dir, sample_store, tmp_path, monkeypatch):
     store = tmp_path / "cluster.zarr"
-    summary = run_extract(sample_dir, store, scheduler="local:2")
+    monkeypatch.chdir(sample_dir.parent)  # a relative dataset path: the tasks run in other processes
+    summary = run_extract(sample_dir.name, store, scheduler="local:2")
     assert not summary.failed, summary.failed
     assert sorted(summary.done) == SAMPLE_IDS and summary.frames == len(SAMPLE_IDS) * SAMPLE_SPEC.frames
     assert_stores_equal(store, sample_store)
     # a rerun on the cluster skips what is complete and submits nothing
-    again = run_extract(sample_dir, store, scheduler="local:2")
+    again = run_extract(sample_dir.name, store, scheduler="local:2")
     assert again.skipped == SAMPLE_IDS and not again.done
 
 
-def test_cluster_run_killed_mid_run_then_rerun_completes_the_store(sample_dir, sample_store, tmp_path):
+def test_cluster_run_killed_mid_run_then_rerun_completes_the_store(sample_dir, sample_store, tmp_path, monkeypatch):
     store = tmp_path / "killed.zarr"
-    command = [sys.executable, "-m", "sal3d", "extract", str(sample_dir), str(store), "--weights", "random",
+    command = [sys.executable, "-m", "sal3d", "extract", sample_dir.name, str(store), "--weights", "random",
                "--device", "cpu", "--batch-size", str(BATCH), "--scheduler", "local:2"]
-    # its own session: the kill takes the client, the scheduler and both worker processes at once
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    # its own session: the kill takes the client, the scheduler and both worker processes at once; the
+    # dataset given relative to the working directory
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=sample_dir.parent,
                                start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
@@ -61,17 +62,19 @@ def test_cluster_run_killed_mid_run_then_rerun_completes_the_store(sample_dir, s
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert FeatureStore(str(store)).video_ids() != SAMPLE_IDS  # something was left to redo
-    summary = run_extract(sample_dir, store, scheduler="local:2")
+    monkeypatch.chdir(sample_dir.parent)
+    summary = run_extract(sample_dir.name, store, scheduler="local:2")
     assert not summary.failed and sorted(summary.done + summary.skipped) == SAMPLE_IDS
     assert_stores_equal(store, sample_store)
 
 
-def test_a_broken_video_fails_its_task_alone(sample_dir, tmp_path):
+def test_a_broken_video_fails_its_task_alone(sample_dir, tmp_path, monkeypatch):
     folder = tmp_path / "mixed"
     folder.mkdir()
     shutil.copy(sample_dir / "video" / "001.AVI", folder / "good.avi")
     (folder / "junk.avi").write_bytes(np.random.default_rng(0).bytes(4000))
-    summary = run_extract(folder, tmp_path / "s.zarr", scheduler="local:1", max_frames=2)
+    monkeypatch.chdir(tmp_path)
+    summary = run_extract("mixed", "s.zarr", scheduler="local:1", max_frames=2)
     assert summary.done == ["good"] and summary.frames == 2
     assert list(summary.failed) == ["junk"] and f"{folder / 'junk.avi'}: cannot decode video" in summary.failed["junk"]
 

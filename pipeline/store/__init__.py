@@ -3,7 +3,7 @@
 Its modules, one job each:
 
 - `format`: the format's version, layout, chunking and codecs (and the older formats).
-- `errors`: `StoreError`, `DamagedVideo`, `VideoOwned`, `NotAVideo`, `StoreWriteError`,
+- `errors`: `StoreError`, `DamagedVideo`, `VideoOwned`, `VideoCompleted`, `NotAVideo`, `StoreWriteError`,
   `UnreadableIndex`.
 - `records`: what the store says of a video: `VideoRecord` (its group's attributes), `VideoSummary`
   (its index entry).
@@ -26,6 +26,7 @@ from sal3d.pipeline.store.errors import (
     StoreError,
     StoreWriteError,
     UnreadableIndex,
+    VideoCompleted,
     VideoOwned,
     redo_hint,
 )
@@ -53,6 +54,6 @@ __all__ = [
     "ARRAYS", "CHECK_THREADS", "CHUNK_FRAMES", "CHUNK_KEYS", "FEATURE_CODEC", "FEATURE_COMPATIBLE_VERSIONS",
     "FORMAT_VERSION", "INDEX_ATTRIBUTE", "LEASE_SECONDS", "MAP_CODEC", "RENEW_SECONDS", "SETTLE_SECONDS",
     "WRITE_CONFIG", "DamagedVideo", "FeatureStore", "NotAVideo", "Owner", "StoreError", "StoreWriteError",
-    "UnreadableIndex", "VideoArray", "VideoFacts", "VideoOwned", "VideoRecord", "VideoSummary", "VideoWriter", "chunk_sizes", "data_crc", "local_or_url",
+    "UnreadableIndex", "VideoArray", "VideoCompleted", "VideoFacts", "VideoOwned", "VideoRecord", "VideoSummary", "VideoWriter", "chunk_sizes", "data_crc", "local_or_url",
     "redo_hint", "trunk_digest",
 ]

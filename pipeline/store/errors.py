@@ -44,6 +44,11 @@ class VideoOwned(StoreError):
     """A video that another writer is writing (or has just completed); this writer leaves it alone."""
 
 
+class VideoCompleted(VideoOwned):
+    """A video that another writer completed meanwhile, from the same source: it is in the store,
+    complete, and nothing is left to do for it."""
+
+
 class UnreadableIndex(StoreError):
     """The store's ``videos`` group (``videos/zarr.json``, which holds the index) cannot be read; a
     store opened for writing (`sal3d verify --repair`, `sal3d extract`) rebuilds it from the records."""

@@ -24,6 +24,7 @@ from sal3d.pipeline.store.errors import (
     StoreError,
     StoreWriteError,
     UnreadableIndex,
+    VideoCompleted,
     VideoOwned,
     first_line,
 )
@@ -275,7 +276,7 @@ class FeatureStore(StoreReader):
         if state == "owned":
             raise VideoOwned(f"{self.location}: video {video_id}: {why}")
         if state == "complete" and record.origin is not None and old.origin == record.origin:
-            raise VideoOwned(f"{self.location}: video {video_id}: completed by another run meanwhile")
+            raise VideoCompleted(f"{self.location}: video {video_id}: completed by another run meanwhile")
         owner = owner or Owner.here()
         if video_id in (self.index or {}):  # out of the index before its old content goes
             self.set_index_entry(video_id, None)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
+from sal3d.pipeline import lifetime
 from sal3d.pipeline.store.records import now_iso
 
 LEASE_SECONDS = 300.0  # how long a writer's claim lasts without renewal (a writer on another host)
@@ -25,16 +26,6 @@ RENEW_SECONDS = 60.0  # a writer renews its lease at least this often while it w
 # two runs that claimed the same video at the same moment exactly one goes on (the last claim written
 # wins; a claim is a single write, which lands within milliseconds locally, within ~1 s remotely).
 SETTLE_SECONDS = {"local": 0.05, "remote": 1.0}
-
-
-def _process_start(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot); None when it is not running (a zombie
-    waiting for its reaper has ended) or where /proc cannot say."""
-    try:
-        fields_after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return None if fields_after_name[0] in ("Z", "X") else int(fields_after_name[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def _boot_id() -> str | None:
@@ -75,9 +66,11 @@ class Owner:
     claimed: str = ""
 
     @classmethod
-    def here(cls) -> Owner:
-        pid = os.getpid()
-        return cls(uuid.uuid4().hex, socket.gethostname(), pid, _boot_id(), _process_start(pid),
+    def here(cls, pid: int | None = None) -> Owner:
+        """A fresh claim by the run whose main process is `pid` on this host (default: this process).
+        A writer process claims in its run's name, so that the run's end frees the claim at once."""
+        pid = os.getpid() if pid is None else pid
+        return cls(uuid.uuid4().hex, socket.gethostname(), pid, _boot_id(), lifetime.process_start(pid),
                    time.time() + LEASE_SECONDS, now_iso())
 
     @classmethod
@@ -98,11 +91,21 @@ class Owner:
         if self.host == socket.gethostname() and (self.boot is None or self.boot == _boot_id()):
             if self.pid == os.getpid():
                 return self.token in _HELD_TOKENS
-            started = _process_start(self.pid)
+            started = lifetime.process_start(self.pid)
             if started is not None or Path("/proc/self/stat").exists():
                 return started is not None and (self.process_start is None or started == self.process_start)
         return True
 
     def describe(self) -> str:
-        until = datetime.fromtimestamp(self.lease_until).strftime("%H:%M:%S")
-        return f"pid {self.pid} on {self.host}, claimed {self.claimed}, lease until {until}"
+        """Who holds (or held) the claim, in words: pid, host, when claimed, and the lease's state."""
+        return f"pid {self.pid} on {self.host}, claimed {self.claimed}, {self.lease_state()}"
+
+    def lease_state(self, now: float | None = None) -> str:
+        """``lease until <local time>`` while the lease runs, ``lease ran out at <time>`` after, and
+        ``released`` for a claim given up or completed (its lease set to 0)."""
+        now = time.time() if now is None else now
+        if self.lease_until <= 0:
+            return "released"
+        when = datetime.fromtimestamp(self.lease_until)
+        shown = when.strftime("%H:%M:%S" if when.date() == datetime.fromtimestamp(now).date() else "%Y-%m-%d %H:%M:%S")
+        return f"lease until {shown}" if self.lease_until > now else f"lease ran out at {shown}"

@@ -16,7 +16,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from sal3d.pipeline.progress import say
-from sal3d.pipeline.store.errors import StoreError, VideoOwned, first_line
+from sal3d.pipeline.store.errors import StoreError, VideoCompleted, VideoOwned, first_line
 from sal3d.pipeline.store.format import ARRAYS, CHUNK_FRAMES, CHUNK_KEYS, WRITE_CONFIG
 from sal3d.pipeline.store.integrity import chunk_sizes, data_crc
 from sal3d.pipeline.store.ownership import LEASE_SECONDS, RENEW_SECONDS, Owner, drop_claim
@@ -90,6 +90,8 @@ class VideoWriter:
         holder = Owner.from_attrs(attrs.get("owner"))
         if holder is None or holder.token != self.owner.token:
             what = f"{holder.describe()}" if holder else "no owner"
+            if attrs.get("complete"):
+                raise VideoCompleted(f"{self.where}: completed by another run meanwhile ({what}); this run leaves it")
             raise VideoOwned(f"{self.where}: taken over by another run ({what}); this run leaves it")
         return attrs
 
