@@ -25,9 +25,7 @@ from sal3d.pipeline.store import FeatureStore, StoreError
 from sal3d.pipeline.windows import weighting_coefficients
 from sal3d.stages.train import TrainConfig, split_videos, train, write_run_config
 
-from test_predict import FAKE_TRUNK as PREDICT_TRUNK
-from test_predict import make_checkpoint, random_features, write_store
-from test_train import FAKE_TRUNK as TRAIN_TRUNK
+from test_predict import FAKE_TRUNK as PREDICT_TRUNK, make_checkpoint, random_features, write_store
 from test_train import make_store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
