@@ -31,6 +31,15 @@ SAMPLE_BYTES = 64 * 1024
 PAIRING = "frame number"  # maps are paired with frames by the frame number in their names
 
 
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a whole file (a checkpoint, a Keras file), hex; read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _sample(path: Path, size: int, digest) -> None:
     with open(path, "rb") as handle:
         digest.update(handle.read(SAMPLE_BYTES))

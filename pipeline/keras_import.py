@@ -22,7 +22,6 @@ preset whose features the model takes.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from torch import nn
 
 from sal3d.pipeline.checkpoint import check_decoder_weights, save_checkpoint
 from sal3d.pipeline.decoder import INPUT_SHAPE, SaliencyDecoder, SameConvTranspose3d, layer_output_shape
+from sal3d.pipeline.identity import file_sha256
 from sal3d.pipeline.keras_h5 import KerasFileError, read_layer_weights, read_model_config
 from sal3d.pipeline.windows import weighting_coefficients
 
@@ -224,14 +224,6 @@ def _state_dict(path, layers: list[KerasLayer], slots: list[DecoderSlot]) -> tup
     return check_decoder_weights(path, state), {"bn_momentum": momentum, "bn_eps": eps}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def imported_trunk() -> dict:
     """The trunk fingerprint an imported checkpoint records: the keras-3dsal preset's, with the weights
     left unnamed (None: not compared), so that it runs with the Keras VGG16 file the user passes."""
@@ -261,7 +253,7 @@ def keras_checkpoint(path: Path | str) -> dict:
         "decoder": {**batchnorm, "transposed_crop": "end"},
         "epoch": None,
         "validation": None,
-        "imported": {"keras_file": path.name, "sha256": _sha256(path), "layers": [x.name for x in layers]},
+        "imported": {"keras_file": path.name, "sha256": file_sha256(path), "layers": [x.name for x in layers]},
     }}
 
 

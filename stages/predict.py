@@ -51,7 +51,6 @@ folder is incomplete and a rerun tries them again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -68,6 +67,7 @@ from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint, wi
 from sal3d.pipeline.contract import fingerprint_mismatch
 from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
 from sal3d.pipeline.device import compute_dtype, resolve_device
+from sal3d.pipeline.identity import file_sha256
 from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, NonFiniteMaps, decoder_batch
 from sal3d.pipeline.overlay import DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OverlayStyle
 from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
@@ -179,14 +179,6 @@ def check_trunk(checkpoint_path: Path, checkpoint_trunk: dict, what: str, found:
     if mismatch:
         raise PredictError(f"{what} was made with another trunk than checkpoint {checkpoint_path} was trained "
                            f"on; refusing to mix them (checkpoint vs {what}: {mismatch})")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _json_safe(value):
