@@ -265,15 +265,16 @@ def vgg16_h5(tmp_path_factory) -> Path:
     return _SESSION["vgg16_h5"]
 
 
-def generated_window(vgg16: Path) -> np.ndarray:
-    """Frame 1's window (the authors' rule) of two generated 224x224 frames through the keras-3dsal
-    trunk loaded from `vgg16`: (1, 6, 14, 14, 512) float32, features of the scale real frames give."""
+def generated_window(vgg16: Path, seed: int = 0) -> np.ndarray:
+    """Frame 1's window (the authors' rule) of two generated 224x224 frames (a disc over a texture,
+    drawn from `seed`) through the keras-3dsal trunk loaded from `vgg16`: (1, 6, 14, 14, 512) float32,
+    features of the scale real frames give."""
     import torch
 
     from sal3d.pipeline.sample import render_video
     from sal3d.pipeline.trunk import KERAS_PRESET, load_trunk
 
-    frames = np.stack([frame for frame, _, _ in render_video(np.random.default_rng(0), 224, 224, 2)])
+    frames = np.stack([frame for frame, _, _ in render_video(np.random.default_rng(seed), 224, 224, 2)])
     trunk = load_trunk(str(vgg16), KERAS_PRESET)
     with torch.inference_mode():
         features = trunk.module(trunk.preprocessing.normalize(torch.from_numpy(frames))).numpy()

@@ -1,9 +1,9 @@
 """The README's four recipes ("Four recipes"), run as written on the generated sample.
 
 Each recipe's ``sh`` block is read from README.md and run line by line in this process through the
-command group (`sal3d.cli.main`): one ``sal3d`` command a line (a line ending in ``\`` goes on on the
-next), split as the shell splits it (quotes, ``#`` comments), ``$DHF1K`` expanded. Recipe 1's ``python`` block runs as written too. The
-substitutions, all of them:
+command group (`sal3d.cli.main`): one ``sal3d`` command a line (a line ending in ``\\`` goes on on the
+next), split as the shell splits it (quotes, ``#`` comments), ``$DHF1K`` expanded. Recipe 1's
+``python`` block runs as written too. The substitutions, all of them:
 
 - ``DHF1K`` is the generated sample (the session's `sample_dir`: DHF1K layout, training videos 0001
   and 0002, validation video 0601, 6 frames of 160x96 each).
