@@ -380,8 +380,9 @@ def bench(dataset_dir, **options):
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
 def import_keras(model, checkpoint):
     """Write the authors' published Keras model MODEL (their 3DSal-weighted .hdf5, a full-model file) as
-    the sal3d checkpoint CHECKPOINT, which sal3d predict runs with --trunk keras-3dsal and Keras' VGG16
-    weights file. A file that is not their decoder is refused, naming the first layer that differs."""
+    the sal3d checkpoint CHECKPOINT, which names the keras-3dsal trunk preset: sal3d predict runs it with
+    --weights set to Keras' VGG16 weights file. A file that is not their decoder is refused, naming the
+    first layer that differs."""
     from sal3d.pipeline.keras_import import import_keras as run_import
 
     config = run_import(model, checkpoint)

@@ -6,7 +6,6 @@ Keras 3 (torch backend) is the reference: its VGG16 with random He-normal weight
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,49 +20,26 @@ from sal3d.pipeline.datasets import VideoEntry
 from sal3d.pipeline.decoder import SaliencyDecoder
 from sal3d.pipeline.frames import FrameReader
 from sal3d.pipeline.keras_h5 import KerasFileError
-from sal3d.pipeline.keras_vgg16 import KERAS_VGG16_CONVS, KerasWeightsError
+from sal3d.pipeline.keras_vgg16 import KerasWeightsError
 from sal3d.pipeline.preprocessing import KERAS_3DSAL
 from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
 from sal3d.pipeline.trunk import KERAS_PRESET, TrunkWeightsError, load_trunk, trunk_fingerprint, weights_for
 from sal3d.pipeline.windows import weighting_coefficients
 
-from keras_files import write_keras2_weights
+from keras_files import he_normal_convs, keras_or_skip, vgg16_h5, vgg16_layers, write_keras2_weights
 
 cv2 = pytest.importorskip("cv2")
 
-# VGG-16's convolutions, (in, out) channels, in order; a pooling layer (no weights) ends each block.
-CHANNELS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-            (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
-BLOCK_ENDS = {"block1_conv2", "block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3"}
 BN_SCALE = 1 / np.sqrt(1 + 1e-3)  # Keras' untrained BatchNormalization: x / sqrt(1 + epsilon)
 # A torchvision trunk's fingerprint (seeded random weights; the digest does not matter here).
 TORCHVISION_RANDOM = trunk_fingerprint("torchvision", "random:seed=0", "0" * 64)
 
 
-def he_normal_convs(seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Random (kernel (3, 3, in, out), bias (out,)) per convolution: He-normal kernels, so activations
-    keep their scale through the 13 layers, and random biases, so features are far from constant."""
-    rng = np.random.default_rng(seed)
-    return [(rng.normal(0, np.sqrt(2 / (9 * cin)), (3, 3, cin, cout)).astype(np.float32),
-             rng.normal(0, 0.5, cout).astype(np.float32)) for cin, cout in CHANNELS]
-
-
-def vgg16_layers(convs: list, names=None) -> list[tuple[str, list]]:
-    """VGG16 no-top's layers as Keras lists them (input, convolutions, pools) with `convs`' arrays."""
-    layers = [("input_1", [])]
-    for index, (name, arrays) in enumerate(zip(KERAS_VGG16_CONVS, convs)):
-        layers.append((name, list(arrays) if names is None else list(zip(names(name), arrays))))
-        if name in BLOCK_ENDS:
-            layers.append((f"{name.split('_')[0]}_pool", []))
-    return layers
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def vgg_h5(tmp_path_factory) -> Path:
-    """Keras' VGG16 no-top weights file layout, random He-normal weights (written without Keras)."""
-    path = tmp_path_factory.mktemp("keras") / "vgg16_notop.h5"
-    write_keras2_weights(path, vgg16_layers(he_normal_convs(0)))
-    return path
+    """Keras' VGG16 no-top weights file layout, random He-normal weights (written without Keras, once
+    per session)."""
+    return vgg16_h5(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +50,7 @@ def vgg_trunk(vgg_h5):
 
 @pytest.fixture(scope="module")
 def keras():
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras")
+    return keras_or_skip()
 
 
 def first_frame(real_sample: Path) -> tuple[VideoEntry, np.ndarray]:

@@ -1,9 +1,9 @@
-"""The README's three recipes ("Three recipes"), run as written on the generated sample.
+"""The README's four recipes ("Four recipes"), run as written on the generated sample.
 
 Each recipe's ``sh`` block is read from README.md and run line by line in this process through the
-command group (`sal3d.cli.main`): one ``sal3d`` command a line, split as the shell splits it (quotes,
-``#`` comments), ``$DHF1K`` expanded. Recipe 1's ``python`` block runs as written too. The
-substitutions, all of them:
+command group (`sal3d.cli.main`): one ``sal3d`` command a line (a line ending in ``\\`` goes on on the
+next), split as the shell splits it (quotes, ``#`` comments), ``$DHF1K`` expanded. Recipe 1's
+``python`` block runs as written too. The substitutions, all of them:
 
 - ``DHF1K`` is the generated sample (the session's `sample_dir`: DHF1K layout, training videos 0001
   and 0002, validation video 0601, 6 frames of 160x96 each).
@@ -16,6 +16,9 @@ substitutions, all of them:
   ``runs/dhf1k/best.pt``, is the one recipe 2 trained, in the same folder.
 - Recipe 3's ``my_predictions/`` holds the validation video's ground-truth maps as its predictions
   (a perfect model), so its scores must beat the centre-bias baseline's.
+- Recipe 4's ``3DSal-weighted.hdf5`` and ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`` are
+  generated stand-ins, Keras 2 files with random weights (tests/keras_files.py: the authors' decoder
+  and Keras' VGG16 no-top layout); its ``my_video.mp4`` is a 3-frame 160x96 MPEG-4 video written here.
 """
 
 from __future__ import annotations
@@ -35,19 +38,24 @@ from PIL import Image
 
 import sal3d
 from sal3d.cli import main
+from sal3d.pipeline.checkpoint import load_checkpoint
 from sal3d.pipeline.ffmpeg import VideoEncoder
 from sal3d.pipeline.sample import render_video
+
+from keras_files import authors_files
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OWN_VIDEO = "1. Saliency maps for your own video"
 PAPER = "2. Reproducing the paper on DHF1K"
 OWN_SCORES = "3. Scoring your own model on DHF1K"
+AUTHORS_MODEL = "4. Use the authors' published model"
 ADDED_OPTIONS = {  # the substitutions of the module docstring, per command
     "extract": ["--weights", "random"],
     "train-decoder": ["--max-steps", "2", "--batch-size", "2", "--val-windows", "2", "--bn-windows", "2"],
 }
 METRICS = ("auc_j", "sim", "s_auc", "cc", "nss", "kld")
 VIDEO_FRAMES, WIDTH, HEIGHT = 7, 160, 96  # my_video.mp4; the sample's frames have the same size
+AUTHORS_VIDEO_FRAMES = 3  # recipe 4's my_video.mp4: the authors' decoder is 31M parameters
 
 
 def recipe_blocks(heading: str, language: str) -> list[str]:
@@ -67,7 +75,7 @@ def recipe_commands(heading: str, env: dict[str, str]) -> list[list[str]]:
     blocks = recipe_blocks(heading, "sh")
     assert len(blocks) == 1, f"README: recipe {heading!r} should have one sh block, has {len(blocks)}"
     commands = []
-    for line in blocks[0].splitlines():
+    for line in blocks[0].replace("\\\n", " ").splitlines():
         expanded = re.sub(r"\$\{?([A-Za-z_]\w*)\}?", lambda m: env[m.group(1)], line)
         words = shlex.split(expanded, comments=True)
         if words:
@@ -85,6 +93,14 @@ def run_recipe(heading: str, folder: Path, env: dict[str, str]) -> list[list[str
             result = CliRunner().invoke(main, args)
             assert result.exit_code == 0, f"sal3d {shlex.join(args)}:\n{result.output}\n{result.exception!r}"
     return commands
+
+
+def write_video(path: Path, frames: int) -> None:
+    """A generated `frames`-frame WIDTH x HEIGHT MPEG-4 video at `path` (a disc moving over a texture)."""
+    rng = np.random.default_rng(1)
+    with VideoEncoder(path, WIDTH, HEIGHT) as video:
+        for frame, _, _ in render_video(rng, WIDTH, HEIGHT, frames):
+            video.write(frame)
 
 
 def png_maps(folder: Path) -> list[np.ndarray]:
@@ -126,10 +142,7 @@ def test_recipe_reproducing_the_paper(paper_folder):
 
 @pytest.mark.slow
 def test_recipe_maps_for_your_own_video(paper_folder):
-    rng = np.random.default_rng(1)
-    with VideoEncoder(paper_folder / "my_video.mp4", WIDTH, HEIGHT) as video:
-        for frame, _, _ in render_video(rng, WIDTH, HEIGHT, VIDEO_FRAMES):
-            video.write(frame)
+    write_video(paper_folder / "my_video.mp4", VIDEO_FRAMES)
     run_recipe(OWN_VIDEO, paper_folder, {})
     names = [f"{t:04d}.png" for t in range(1, VIDEO_FRAMES + 1)]
     assert sorted(p.name for p in (paper_folder / "maps" / "my_video").glob("*.png")) == names
@@ -161,3 +174,22 @@ def test_recipe_scoring_your_own_model(sample_dir, tmp_path):
     assert own["nss"] > center["nss"] and own["auc_j"] > center["auc_j"]
     baseline = png_maps(tmp_path / "center_bias" / "0601")
     assert len(baseline) == 6 and all(m.shape == (HEIGHT, WIDTH) for m in baseline)
+
+
+@pytest.mark.slow
+def test_recipe_use_the_authors_published_model(tmp_path_factory, tmp_path):
+    files = authors_files(tmp_path_factory)  # skips without Keras
+    (tmp_path / "3DSal-weighted.hdf5").symlink_to(files.decoder_h5)
+    (tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5").symlink_to(files.vgg16_h5)
+    write_video(tmp_path / "my_video.mp4", AUTHORS_VIDEO_FRAMES)
+    commands = run_recipe(AUTHORS_MODEL, tmp_path, {})
+    assert [args[0] for args in commands] == ["import-keras", "predict"]
+    config = load_checkpoint(tmp_path / "3dsal-weighted.pt")["config"]
+    assert (config["trunk"]["preset"], config["window_rule"]) == ("keras-3dsal", "authors")
+    names = [f"{t:04d}.png" for t in range(1, AUTHORS_VIDEO_FRAMES + 1)]
+    assert sorted(p.name for p in (tmp_path / "my_maps" / "my_video").glob("*.png")) == names
+    maps = png_maps(tmp_path / "my_maps" / "my_video")
+    assert all(m.shape == (224, 224) and m.dtype == np.uint8 and m.std() > 5 for m in maps)  # --size 224
+    assert all(np.abs(a.astype(int) - b).max() > 0 for a, b in zip(maps, maps[1:]))  # the disc moves
+    trunk = sal3d.info(str(tmp_path / "my_maps.features.zarr"))["trunk"]  # the features predict cached
+    assert trunk["preset"] == "keras-3dsal" and trunk["weights"] == f"keras-h5:{files.vgg16_h5.name}"
