@@ -98,7 +98,7 @@ def test_a_cluster_task_for_a_video_completed_meanwhile_returns_instead_of_raisi
     completed is the task's result instead, said once by the client."""
     store = copy_tree(sample_store, tmp_path / "s.zarr")
     _, entries = discover(sample_dir, videos=["0002"])
-    settings = VideoTaskSettings(sample_dir, str(store), "random", "cpu", BATCH, None)
+    settings = VideoTaskSettings(sample_dir, str(store), "torchvision", "random", "cpu", BATCH, None)
     result = extract_video(entries[0], settings, origin_of(entries[0], sample_dir, None))
     assert result.completed and "completed by another run meanwhile" in result.left and result.frames == 0
 
