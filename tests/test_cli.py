@@ -109,3 +109,15 @@ def test_cuda_index_is_accepted_where_cuda_exists_and_refused_clearly_where_not(
         assert result.exit_code == 2
         assert "sal3d: error: --device cuda:0 was asked for but torch sees no CUDA device" in result.output
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_status_130(tmp_path, monkeypatch):
+    import sal3d.stages.verify
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sal3d.stages.verify, "verify", interrupted)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "s.zarr")])
+    assert result.exit_code == 130, result.output
+    assert "sal3d verify: interrupted" in result.output and "Aborted!" not in result.output
