@@ -29,6 +29,36 @@ SAMPLE_SPEC = SampleSpec(train=2, val=1, frames=6)
 BATCH = 4  # frames per trunk batch in every extraction the tests compare
 
 
+SHM = Path("/dev/shm")
+
+
+def mapped_shm_names() -> set[str]:
+    """Names of /dev/shm files that some process maps now."""
+    names = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            names.update(line.rsplit("/dev/shm/", 1)[1].strip() for line in maps.read_text().splitlines()
+                         if "/dev/shm/" in line)
+        except (OSError, IndexError):
+            continue
+    return names
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_semaphores_left_by_killed_runs():
+    """The kill tests SIGKILL whole process groups, multiprocessing's resource tracker included, as a
+    crash would: the named semaphores (``sem.mp-*``) of the killed processes stay in /dev/shm. At the
+    end of the session, those that appeared during it and that no process maps are removed."""
+    before = {p.name for p in SHM.glob("sem.mp-*")} if SHM.is_dir() else set()
+    yield
+    if not SHM.is_dir():
+        return
+    mapped = mapped_shm_names()
+    for path in SHM.glob("sem.mp-*"):
+        if path.name not in before and path.name not in mapped:
+            path.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("sample")
