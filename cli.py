@@ -73,19 +73,24 @@ class Default:
 
 class Commands(click.Group):
     """The command group; an expected failure (`Sal3dError`: bad input, a refused store, checkpoint or
-    setting) ends a command with one line and status 2, and Ctrl-C with one line and the shells' 130
-    (not click's "Aborted!" and 1). Anything else is a bug and keeps its traceback."""
+    setting) ends a command with one line and status 2; Ctrl-C and SIGTERM end it with one line and the
+    shells' 130 and 143 (not click's "Aborted!" and 1, or no word at all). Anything else is a bug and
+    keeps its traceback."""
 
     def invoke(self, ctx):
+        from sal3d.pipeline.lifetime import Terminated, sigterm_as_interrupt
+
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():
+                return super().invoke(ctx)
         except Sal3dError as error:
             click.echo(f"sal3d: error: {error}", err=True)
             sys.exit(2)
-        except KeyboardInterrupt:  # a command that says what it kept (extract) exits before this
-            click.echo(f"sal3d {ctx.invoked_subcommand or ''}: interrupted; what was written so far is kept "
-                       "(predict and extract go on from it when run again, train-decoder with --resume)", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as stop:  # a command that says what it kept (extract) exits before this
+            how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+            click.echo(f"sal3d {ctx.invoked_subcommand or ''}: {how}; what was written so far is kept (predict "
+                       "and extract go on from it when run again, train-decoder with --resume)", err=True)
+            sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from sal3d.cli import main
+from sal3d.pipeline.lifetime import Terminated
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -111,13 +112,34 @@ def test_cuda_index_is_accepted_where_cuda_exists_and_refused_clearly_where_not(
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-def test_ctrl_c_in_any_command_is_one_line_and_status_130(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop, status, said", [(KeyboardInterrupt, 130, "interrupted"),
+                                                (Terminated, 143, "stopped by SIGTERM")])
+def test_ctrl_c_and_sigterm_in_any_command_are_one_line_and_the_shells_status(tmp_path, monkeypatch, stop, status,
+                                                                                said):
     import sal3d.stages.verify
 
     def interrupted(config):
-        raise KeyboardInterrupt
+        raise stop
 
     monkeypatch.setattr(sal3d.stages.verify, "verify", interrupted)
     result = CliRunner().invoke(main, ["verify", str(tmp_path / "s.zarr")])
-    assert result.exit_code == 130, result.output
-    assert "sal3d verify: interrupted" in result.output and "Aborted!" not in result.output
+    assert result.exit_code == status, result.output
+    assert f"sal3d verify: {said}" in result.output and "Aborted!" not in result.output
+
+
+def test_sigterm_reaches_a_command_as_an_interrupt(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import sal3d.stages.verify
+
+    def terminated(config):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler raises in this (the main) thread
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.setattr(sal3d.stages.verify, "verify", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(main, ["verify", str(tmp_path / "s.zarr")])
+    assert result.exit_code == 143, result.output
+    assert "stopped by SIGTERM" in result.output
+    assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone with it
