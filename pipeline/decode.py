@@ -4,21 +4,18 @@ of stage one's decode and store-write sides."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from sal3d.pipeline.datasets import VideoEntry
+from sal3d.pipeline.datasets import VideoEntry, numeric_key
 from sal3d.pipeline.device import usable_cpus
 from sal3d.pipeline.frames import FrameReader, FrameReadError, VideoInfo, read_maps
-from sal3d.pipeline.pairing import Pairing, PairingError, by_frame_number, number_list, pair
+from sal3d.pipeline.pairing import Pairing, PairingError, by_frame_number, number_list, pair, refuse_clashes
 from sal3d.pipeline.preprocessing import TORCHVISION, Preprocessing
 from sal3d.pipeline.store import VideoRecord
-
-_DIGIT_RUNS = re.compile(r"(\d+)")
 
 
 @dataclass
@@ -106,17 +103,12 @@ class DecodeStream(IterableDataset):
 def check_frame_names(entry: VideoEntry) -> None:
     """Refuse a frame folder in which two files would be one frame: PairingError naming them. Two
     files clash when their names, without extension, are equal once each run of digits is read as a
-    number: ``0002.png`` beside ``0002.jpg``; ``1.png``, ``01.png`` and ``0001.png``; ``a.png`` beside
-    ``a.jpg`` in a folder whose names hold no digits (such folders are ordered by name)."""
+    number (`numeric_key`): ``0002.png`` beside ``0002.jpg``; ``1.png``, ``01.png`` and ``0001.png``;
+    ``a.png`` beside ``a.jpg`` in a folder whose names hold no digits (such folders are ordered by name)."""
     same: dict[tuple, list[Path]] = {}
     for path in entry.frames:
-        same.setdefault(tuple(int(part) if part.isdigit() else part for part in _DIGIT_RUNS.split(path.stem)),
-                        []).append(path)
-    clashes = [" and ".join(p.name for p in paths) for paths in same.values() if len(paths) > 1]
-    if clashes:
-        raise PairingError(f"{entry.source}: frames that would be one frame: {'; '.join(clashes[:5])}"
-                           + (f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else "")
-                           + "; keep one file per frame")
+        same.setdefault(numeric_key(path.stem), []).append(path)
+    refuse_clashes(same.values(), "frames that would be one frame")
 
 
 def source_frame_numbers(entry: VideoEntry, frame_count: int) -> list[int]:
@@ -164,19 +156,17 @@ def pair_maps(entry: VideoEntry, frame_count: int, count: int) -> PairedMaps:
         why = (f"none of its {len(map_files)} maps has the number of a stored frame (maps "
                f"{number_list(list(numbered))}; frames {number_list(numbers[:count])})")
         return PairedMaps(notes=(f"{why}: stored without maps",), refused=why)
-    frames_without = Pairing(files, tuple(numbers[i] for i in without), ())
-    maps_without = Pairing(files, (), whole.files_without)
-    if frames_without.complete and maps_without.complete:
+    stored = Pairing(files, tuple(numbers[i] for i in without), whole.files_without)
+    if stored.complete:
         return PairedMaps(files)
     parts = []
-    if not frames_without.complete:
-        parts.append(f"{frames_without.describe('maps')} (kept without a target: window context only, "
+    if stored.frames_without:
+        parts.append(f"{stored.describe_frames_without('maps')} (kept without a target: window context only, "
                      "never a training target)")
-    if not maps_without.complete:
-        parts.append(f"{maps_without.describe('maps')} (ignored)")
+    if stored.files_without:
+        parts.append(f"{stored.describe_files_without('maps')} (ignored)")
     note = "ground truth paired by frame number: " + "; ".join(parts)
-    refused = frames_without.describe("maps")
-    return PairedMaps(files, without, (note,), refused)
+    return PairedMaps(files, without, (note,), stored.describe_frames_without("maps"))
 
 
 def as_is(message):

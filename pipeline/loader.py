@@ -134,10 +134,11 @@ def _around(run: Run, skipped: set[int]) -> list[Run]:
 
 def frames_without_targets(store: FeatureStore, videos: Collection[str]) -> dict[str, list[int]]:
     """``video id -> frame indices`` of `videos` whose frames have no ground-truth map (their
-    records' ``frames_without_maps``; videos where every frame has one are left out)."""
+    records' ``frames_without_maps``; videos where every frame has one are left out). The records are
+    the checked ones (`FeatureStore.check_video`, cached): no video is read again."""
     found = {}
     for video in videos:
-        without = store.video_record(video).frames_without_maps
+        without = store.check_video(video).frames_without_maps
         if without:
             found[video] = [int(frame) for frame in without]
     return found

@@ -39,13 +39,17 @@ def by_frame_number(files: list[Path], what: str) -> dict[int, Path]:
         if number is None:
             raise PairingError(f"{path}: the name of this file of {what} holds no frame number")
         numbered.setdefault(number, []).append(path)
-    clashes = [paths for paths in numbered.values() if len(paths) > 1]
-    if clashes:
-        named = "; ".join(" and ".join(p.name for p in paths) for paths in clashes[:5])
-        more = f" (and {len(clashes) - 5} more)" if len(clashes) > 5 else ""
-        raise PairingError(f"{clashes[0][0].parent}: {what} with the same frame number: {named}{more}; "
-                           "keep one file per frame")
+    refuse_clashes(numbered.values(), f"{what} with the same frame number")
     return {number: numbered[number][0] for number in sorted(numbered)}
+
+
+def refuse_clashes(groups, what: str) -> None:
+    """PairingError naming the groups of files (each a list of paths) that hold more than one file:
+    "<folder>: `what`: 0002.png and 0002.jpg; ...; keep one file per frame"."""
+    clashing = [paths for paths in groups if len(paths) > 1]
+    if clashing:
+        named = name_list([" and ".join(p.name for p in paths) for paths in clashing], separator="; ")
+        raise PairingError(f"{clashing[0][0].parent}: {what}: {named}; keep one file per frame")
 
 
 @dataclass(frozen=True)
@@ -69,13 +73,17 @@ class Pairing:
     def describe(self, what: str) -> str:
         """What does not pair, in words (empty when complete): the frames without `what`, the `what`
         without frames."""
-        parts = []
-        if self.frames_without:
-            parts.append(f"frames without {what}: {number_list(self.frames_without)}")
-        if self.files_without:
-            parts.append(f"{what} without frames: {', '.join(p.name for p in self.files_without[:10])}"
-                         + (f" (and {len(self.files_without) - 10} more)" if len(self.files_without) > 10 else ""))
-        return "; ".join(parts)
+        return "; ".join(part for part in (self.describe_frames_without(what), self.describe_files_without(what))
+                         if part)
+
+    def describe_frames_without(self, what: str) -> str:
+        """``frames without `what`: 5, 20``, or empty when every frame has its file."""
+        return f"frames without {what}: {number_list(self.frames_without)}" if self.frames_without else ""
+
+    def describe_files_without(self, what: str) -> str:
+        """```what` without frames: 0000.png``, or empty when every file has its frame."""
+        names = [p.name for p in self.files_without]
+        return f"{what} without frames: {name_list(names, limit=10)}" if names else ""
 
 
 def pair(frame_numbers: list[int], files: dict[int, Path]) -> Pairing:
@@ -102,3 +110,8 @@ def number_list(numbers: tuple[int, ...] | list[int], limit: int = 10) -> str:
         start = previous = number
     shown = ", ".join(parts[:limit])
     return shown + (f" (and {len(parts) - limit} more)" if len(parts) > limit else "")
+
+
+def name_list(names: list[str], limit: int = 5, separator: str = ", ") -> str:
+    """The first `limit` names joined by `separator`, then how many more: ``a, b (and 3 more)``."""
+    return separator.join(names[:limit]) + (f" (and {len(names) - limit} more)" if len(names) > limit else "")

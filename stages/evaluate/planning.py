@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from sal3d.pipeline.datasets import VideoEntry, discover, numeric_key
-from sal3d.pipeline.pairing import PairingError, by_frame_number, frame_number, number_list, pair
+from sal3d.pipeline.pairing import PairingError, by_frame_number, frame_number, name_list, number_list, pair
 from sal3d.pipeline.postprocess import OVERLAY_DIR
 from sal3d.stages.evaluate.config import EvaluateConfig, EvaluateError
 
@@ -101,13 +101,8 @@ def ground_truth_frames(entry: VideoEntry) -> GroundTruth:
         if pairing.files_without:
             unpaired = [p.name for p in pairing.files_without]
             truth.files_without_frames += unpaired
-            truth.notes.append(f"{what} without a frame: {_shown(unpaired)}: ignored")
+            truth.notes.append(f"{what} without a frame: {name_list(unpaired)}: ignored")
     return truth
-
-
-def _shown(names: list[str], limit: int = 5) -> str:
-    """The first `limit` names, then how many more."""
-    return ", ".join(names[:limit]) + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
 def pair_predictions(video: VideoPlan, numbers: list[int]) -> None:
@@ -217,11 +212,11 @@ def plan_notes(planned: Plan) -> list[str]:
                          "scored as all-zero maps")
         if p.unpaired_predictions:
             notes.append(f"{p.video_id}: {len(p.unpaired_predictions)} predictions without ground truth "
-                         f"({_shown(p.unpaired_predictions)}): ignored")
+                         f"({name_list(p.unpaired_predictions)}): ignored")
     for video_id, names in planned.extra["left_out"].items():
         where = "all its frames" if video_id in planned.extra["videos_left_out"] else f"{len(names)} frames"
         notes.append(f"{video_id}: {where} without a prediction left out (--predicted-only): "
-                     f"{_shown([f'{n}.png' for n in names])}")
+                     f"{name_list([f'{n}.png' for n in names])}")
     if planned.extra["unused_prediction_folders"]:
         unused = planned.extra["unused_prediction_folders"]
         notes.append(f"{len(unused)} prediction folders are not videos of the evaluated set: ignored "

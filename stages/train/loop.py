@@ -167,7 +167,8 @@ def _run_config(config: TrainConfig, saved: dict | None, store: FeatureStore, sp
         distributed.barrier()  # every rank has seen RUN_DIR without a run (resolve_config) before rank 0 writes one
         saved = distributed.from_main(write_run_config(config, store, split, device, world)
                                       if distributed.is_main() else None)
-    say(f"train-decoder: {len(split.train)} training videos ({sum(split.train.values())} windows), "
+    untargeted = sum(len(frames) for frames in frames_without_targets(store, split.train).values())
+    say(f"train-decoder: {len(split.train)} training videos ({sum(split.train.values()) - untargeted} windows), "
         f"{len(split.val)} validation videos ({', '.join(sorted(split.val)[:8])}"
         f"{', ...' if len(split.val) > 8 else ''}): {split.rule}")
     for video, why in sorted(split.ignored.items()):
