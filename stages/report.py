@@ -33,6 +33,7 @@ from PIL import Image
 from sal3d.pipeline.atomic import write_text_atomic
 from sal3d.pipeline.datasets import discover, image_files
 from sal3d.pipeline.errors import Sal3dError
+from sal3d.pipeline.comparison import LOWER_IS_BETTER
 from sal3d.pipeline.metrics import METRIC_NAMES, METRIC_TITLES
 from sal3d.pipeline.overlay import OriginalFrames, OverlayStyle, overlay
 from sal3d.pipeline.plots import Axes, Series, line_chart
@@ -44,8 +45,6 @@ THUMBNAIL_WIDTH = 400
 JPEG_QUALITY = 85
 #: Per-step losses drawn at most (longer runs are averaged in bins of consecutive steps).
 MAX_STEP_POINTS = 1500
-#: The one metric of the six for which lower is better (a divergence).
-LOWER_IS_BETTER = {"kld"}
 
 
 class ReportError(Sal3dError):
