@@ -1,6 +1,7 @@
-"""Line charts as inline SVG text, for `sal3d report`: no plotting library, nothing to load, vector
-output that any browser draws and that a test can read (one ``<polyline>`` per unbroken run of a
-series, its points in data order).
+"""Charts as inline SVG text, for `sal3d report` and `sal3d compare`: no plotting library, nothing to
+load, vector output that any browser draws and that a test can read. Line charts (`line_chart`: one
+``<polyline>`` per unbroken run of a series, its points in data order) and dot charts (`dot_chart`:
+one column per group, one ``<circle>`` per value, the mean and its interval drawn over them).
 """
 
 from __future__ import annotations
@@ -240,4 +241,82 @@ def _legend(plot: _Plot, resolved: list[tuple[Series, str]]) -> list[str]:
         parts.append(f'<line x1="{x - 150}" x2="{x - 132}" y1="{y - 4}" y2="{y - 4}" stroke="{colour}" '
                      f'stroke-width="3" stroke-opacity="{max(s.opacity, 0.6)}"/>'
                      f'<text x="{x - 127}" y="{y}" class="legend">{escape(s.label)}</text>')
+    return parts
+
+
+# ---------------------------------------------------------------------------- dot charts
+
+
+@dataclass
+class DotGroup:
+    """One column of a dot chart: a dot per value (a video's score), and a mean with its interval."""
+
+    label: str
+    values: Sequence[float | None]  # None or non-finite: no dot
+    mean: float | None = None  # drawn as a short horizontal bar
+    interval: tuple[float | None, float | None] | None = None  # drawn as a vertical bar with caps
+    names: Sequence[str] = ()  # per value, the name its dot shows on hover (the video)
+    color: str | None = None  # None: the next colour of PALETTE
+
+
+def jitter(index: int) -> float:
+    """The `index`-th dot's horizontal offset in [-0.5, 0.5): the golden-ratio sequence, so the dots of
+    a column spread evenly, the same on every draw (no randomness in the page)."""
+    return (index * 0.6180339887498949) % 1.0 - 0.5
+
+
+def dot_chart(groups: Sequence[DotGroup], title: str, axes: Axes, width: int = 560, height: int = 320,
+              chart_id: str | None = None) -> str:
+    """An SVG dot chart (text to put inside an HTML page), `width` x `height` pixels: the `groups` side by
+    side on x (each a ``<g data-group=LABEL>``), a dot per value jittered horizontally, and over them the
+    group's mean and interval. `axes`: the x label (a caption under the columns) and the y label;
+    chart_id: the ``<svg>`` element's id. A chart with no finite value says so instead of drawing axes."""
+    left, right, top, bottom = 62, 16, 30, 44
+    colours = iter(PALETTE)
+    resolved = [(g, g.color or next(colours)) for g in groups]
+    ends = [v for g in groups for v in (g.interval or ())]
+    ys = [float(y) for g in groups for y in (*g.values, g.mean, *ends) if _finite(y)]
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" viewBox="0 0 {width} {height}" '
+            f'width="{width}" height="{height}" role="img"' + (f' id="{escape(chart_id)}"' if chart_id else "")
+            + f'><title>{escape(title)}</title>'
+            f'<text x="{width / 2}" y="18" text-anchor="middle" class="chart-title">{escape(title)}</text>')
+    if not ys or not groups:
+        return head + (f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="chart-empty">'
+                       'no data</text></svg>')
+    y_low, y_high, y_ticks = _y_scale(ys, False)
+    plot = _Plot(left, top, width - left - right, height - top - bottom, -0.5, len(groups) - 0.5, y_low, y_high,
+                 False)
+    parts = [head, f'<rect x="{left}" y="{top}" width="{plot.width}" height="{plot.height}" class="chart-area"/>']
+    parts += _grid(plot, [], y_ticks)
+    parts += _axis_labels(plot, axes, height)
+    column = plot.width / len(groups)
+    for i, (group, colour) in enumerate(resolved):
+        parts.append(f'<text x="{plot.px(i):.1f}" y="{plot.top + plot.height + 16}" text-anchor="middle" '
+                     f'class="tick">{escape(group.label)}</text>')
+        parts += _dot_column(plot, group, colour, plot.px(i), min(0.6 * column, 80.0))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _dot_column(plot: _Plot, group: DotGroup, colour: str, centre: float, spread: float) -> list[str]:
+    """One group's dots (jittered over `spread` pixels about `centre`), then its interval and mean."""
+    parts = [f'<g data-group="{escape(group.label)}">']
+    names = list(group.names)
+    for k, value in enumerate(group.values):
+        if not _finite(value):
+            continue
+        name = f"{names[k]}: " if k < len(names) else ""
+        parts.append(f'<circle cx="{centre + jitter(k) * spread:.1f}" cy="{plot.py(value):.1f}" r="2.5" '
+                     f'fill="{colour}" fill-opacity="0.55"><title>{escape(name)}{value:.3f}</title></circle>')
+    half = spread / 2 + 6
+    if group.interval is not None and all(_finite(v) for v in group.interval):
+        lo, hi = (plot.py(v) for v in group.interval)
+        parts.append(f'<path d="M{centre:.1f},{lo:.1f}V{hi:.1f}M{centre - 6:.1f},{lo:.1f}H{centre + 6:.1f}'
+                     f'M{centre - 6:.1f},{hi:.1f}H{centre + 6:.1f}" stroke="#222" stroke-width="2" fill="none" '
+                     'class="interval"/>')
+    if _finite(group.mean):
+        y = plot.py(group.mean)
+        parts.append(f'<line x1="{centre - half:.1f}" x2="{centre + half:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+                     f'stroke="#222" stroke-width="2.5" class="mean"><title>mean {group.mean:.3f}</title></line>')
+    parts.append("</g>")
     return parts

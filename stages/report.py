@@ -97,7 +97,9 @@ def _finite(value) -> float | None:
 # ---------------------------------------------------------------------------- pieces of the page
 
 
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+def html_table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+    """An HTML table: `header` cells, then `rows` of cells (HTML text, escaped by the caller); `cls` its
+    class in STYLE ("facts": label | value, "scores": numbers right-aligned)."""
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -143,7 +145,7 @@ def summary_section(run_dir: Path, saved: dict, epochs: list[dict], steps: list[
                 pass
     else:
         rows.append(["progress", f"no epoch finished yet ({len(steps)} steps logged)"])
-    return '<section id="summary"><h2>Run</h2>' + _table(["", ""], rows, "facts") + "</section>"
+    return '<section id="summary"><h2>Run</h2>' + html_table(["", ""], rows, "facts") + "</section>"
 
 
 def _bin_steps(steps: list[dict]) -> tuple[list[float], list[float]]:
@@ -232,7 +234,7 @@ def scores_section(files: list[tuple[Path, dict]]) -> str:
             rows.append([escape(_score_label(path, s)) if over == "videos" else "",
                          escape(path.name) if over == "videos" else "", over, *cells,
                          str(counts.get("videos", "")), str(counts.get("frames", ""))])
-    parts = ['<section id="scores"><h2>Scores</h2>', _table(header, rows, "scores"),
+    parts = ['<section id="scores"><h2>Scores</h2>', html_table(header, rows, "scores"),
              '<p class="note">Higher is better, except KLD. Bold: the best mean over videos. '
              "From <code>sal3d evaluate --json</code>.</p>"]
     for path, s in files:
@@ -242,7 +244,7 @@ def scores_section(files: list[tuple[Path, dict]]) -> str:
         rows = [[escape(v), *[_fmt(r.get(m)) for m in metrics], str(r.get("frames", ""))]
                 for v, r in sorted(videos.items())]
         parts.append(f"<h3>Per video: {escape(_score_label(path, s))} <small>({escape(str(path))})</small></h3>")
-        parts.append(_table(["video", *[METRIC_TITLES.get(m, m) for m in metrics], "frames"], rows, "scores"))
+        parts.append(html_table(["video", *[METRIC_TITLES.get(m, m) for m in metrics], "frames"], rows, "scores"))
     parts.append("</section>")
     return "".join(parts)
 
@@ -413,11 +415,17 @@ def render(config: ReportConfig) -> str:
                 scores_section(scores)]
     if config.predictions is not None:
         sections.append(strip_section(Path(config.predictions), config.frames, config.dataset))
+    return page(f"sal3d report: {run_dir.name}", "sal3d report", notes, sections)
+
+
+def page(title: str, command: str, notes: list[str], sections: list[str]) -> str:
+    """A whole self-contained page (STYLE inline, no script): `title` as heading, a line saying when
+    `command` made it, `notes` (plain text) under it, then `sections` (HTML text)."""
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>sal3d report: {escape(run_dir.name)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>sal3d report: {escape(run_dir.name)}</h1>"
-            f'<p class="meta">Generated {generated} by <code>sal3d report</code>.</p>'
+            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>"
+            f"<h1>{escape(title)}</h1>"
+            f'<p class="meta">Generated {generated} by <code>{escape(command)}</code>.</p>'
             + "".join(f'<p class="note">{escape(n)}</p>' for n in notes)
             + "".join(sections) + "</body></html>\n")
 

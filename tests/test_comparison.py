@@ -136,3 +136,131 @@ def test_bootstrap_is_fast():
     result = compare(models, [str(i) for i in range(100)], "m0", resamples=1000)
     assert time.perf_counter() - start < 2.0  # milliseconds, with room for a loaded machine
     json.dumps(result, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+RUN = {"dataset": "/data/dhf1k", "layout": "dhf1k", "split": "val", "protocol": "dhf1k", "seed": 0,
+       "builtins": ["centre"], "videos": 6, "frames": 120, "seconds": 1.5, "notes": ["a note about the run"],
+       "models": {"ref": {"source": "/p/ref", "convention": "png, frames from 1", "notes": []},
+                  "centre": {"source": "baseline", "convention": "in memory", "notes": ["computed on the fly"]},
+                  "noisy": {"source": "/p/noisy", "convention": "jpg, frames from 0", "notes": []}}}
+
+
+@pytest.fixture(scope="module")
+def comparison() -> dict:
+    """Three models on six videos, the reference listed last (the outputs put it first)."""
+    frames = random_set(6, seed=5)
+    frames[0][0, 3] = NAN
+    rng = np.random.default_rng(2)
+    models = [ModelScores("centre", [f - 0.1 for f in frames]),
+              ModelScores("noisy", [f + rng.normal(0.0, 0.05, size=f.shape) for f in frames]),
+              ModelScores("ref", frames)]
+    return compare(models, [f"{i:04d}" for i in range(1, 7)], "ref", resamples=300)
+
+
+def test_leaderboard_lines_fit_a_terminal(comparison):
+    from sal3d.stages.compare.outputs import leaderboard_lines, model_order
+
+    assert model_order(comparison) == ["ref", "centre", "noisy"]
+    lines = leaderboard_lines(comparison)
+    assert max(len(line) for line in lines) <= 120
+    rows = [line.split()[0] for line in lines if line.split()[1:2] == ["frames"]]
+    assert rows == ["ref", "centre", "noisy"]
+    # centre is the reference minus 0.1 everywhere: its paired CC row says so, with a starred interval
+    centre = next(line for line in lines if line.startswith("centre") and "mean" in line)
+    assert centre.split()[2:] == ["-0.100*"] * 6
+    text = "\n".join(lines)
+    assert "[-0.100,-0.100]" in text and f"{comparison['models']['ref']['cc']:.3f}" in text
+
+
+def test_json_and_csv_files(comparison, tmp_path):
+    import csv
+
+    from sal3d.stages.compare.outputs import write_csv, write_json
+
+    write_json(comparison, RUN, tmp_path / "out" / "compare.json")
+    saved = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert saved["run"] == RUN and saved["paired"]["noisy"]["cc"]["videos"] == 6
+    assert saved["models"]["ref"]["frames"]["cc"] == comparison["models"]["ref"]["frames"]["cc"]
+    leaderboard, per_video = write_csv(comparison, tmp_path / "compare.csv")
+    assert (leaderboard, per_video) == (tmp_path / "compare.csv", tmp_path / "compare-videos.csv")
+    rows = list(csv.DictReader(leaderboard.open()))
+    assert [r["model"] for r in rows] == ["ref", "centre", "noisy"]
+    assert float(rows[0]["cc"]) == comparison["models"]["ref"]["cc"]
+    assert float(rows[0]["cc_video_mean"]) == comparison["models"]["ref"]["video_mean"]["cc"]
+    assert rows[0]["cc_paired_mean"] == "" and float(rows[1]["cc_paired_mean"]) == pytest.approx(-0.1)
+    assert float(rows[2]["nss_wins"]) == comparison["paired"]["noisy"]["nss"]["wins"]
+    assert float(rows[2]["kld_hi"]) == comparison["models"]["noisy"]["ci"]["kld"][1]
+    videos = list(csv.DictReader(per_video.open()))
+    assert len(videos) == 3 * 6 and list(videos[0]) == ["model", "video", "frames", *METRIC_NAMES]
+    assert (videos[0]["model"], videos[0]["video"]) == ("ref", "0001")
+    assert float(videos[0]["cc"]) == comparison["videos"]["ref"]["0001"]["cc"]
+    assert int(videos[0]["frames"]) == comparison["videos"]["ref"]["0001"]["frames"]
+
+
+def test_unwritable_file_is_one_clear_error(comparison, tmp_path):
+    from sal3d.pipeline.errors import Sal3dError
+    from sal3d.stages.compare.outputs import write_html, write_json
+
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(Sal3dError, match=r"taken/compare\.json: cannot write"):
+        write_json(comparison, RUN, tmp_path / "taken" / "compare.json")
+    with pytest.raises(Sal3dError, match=r"taken/page\.html"):
+        write_html(comparison, RUN, tmp_path / "taken" / "page.html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_dot_chart_draws_a_dot_per_video():
+    import re
+
+    from sal3d.pipeline.plots import Axes, DotGroup, dot_chart, jitter
+
+    svg = dot_chart([DotGroup("a", [0.1, None, 0.3], 0.2, (0.1, 0.3), names=["v1", "v2", "v3"]),
+                     DotGroup("b", [0.5, 0.6], 0.55, (None, None))], "CC", Axes("videos", "CC"))
+    groups = re.findall(r'<g data-group="([^"]+)">(.*?)</g>', svg)
+    assert [g for g, _ in groups] == ["a", "b"]
+    assert [body.count("<circle") for _, body in groups] == [2, 2]
+    assert "<title>v3: 0.300</title>" in svg
+    assert svg.count('class="interval"') == 1 and svg.count('class="mean"') == 2
+    assert dot_chart([DotGroup("a", [0.1, 0.3])], "CC", Axes("x")) == dot_chart([DotGroup("a", [0.1, 0.3])], "CC",
+                                                                                  Axes("x"))
+    assert all(-0.5 <= jitter(k) < 0.5 for k in range(200)) and len({jitter(k) for k in range(200)}) == 200
+    assert "no data" in dot_chart([DotGroup("a", [None])], "CC", Axes("x"))
+
+
+def test_html_renders_in_headless_chromium(comparison, tmp_path):
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    from sal3d.pipeline.plots import PALETTE
+    from sal3d.stages.compare.outputs import write_html
+
+    page = tmp_path / "compare.html"
+    write_html(comparison, RUN, page)
+    text = page.read_text()
+    assert "<script" not in text and "src=" not in text and "href=" not in text  # self-contained
+    assert text.count("<svg") == 6 and "a note about the run" in text and "computed on the fly" in text
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no chromium (apt-get install chromium)")
+    shot = tmp_path / "compare.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2400",
+                    "--hide-scrollbars", page.as_uri()], check=True, capture_output=True, timeout=120)
+    picture = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert picture.shape[:2] == (2400, 1280)
+
+    def present(hex_colour: str, opacity: float = 1.0) -> int:
+        """Pixels of `hex_colour` drawn at `opacity` over the plot area's #fafafa."""
+        rgb = np.rint(opacity * np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]) + (1 - opacity) * 250)
+        return int((np.abs(picture - rgb).sum(axis=2) <= 12).sum())
+
+    # the dots of the three models were drawn (each model's colour at 0.55 opacity: 6 videos x 6 charts),
+    # and the text, the means and the intervals (#222)
+    assert all(present(colour, 0.55) > 100 for colour in PALETTE[:3])
+    assert present("#222222") > 2000
