@@ -13,6 +13,7 @@ Inputs
 
 The page holds everything it shows: the curves are inline SVG (`pipeline.plots`), the images base64
 JPEG; it has no script and loads nothing, so it can be mailed, archived or opened offline as one file.
+`page` and `html_table` (and STYLE) make `sal3d compare`'s page too.
 What is missing (no finished epoch yet, a dataset that moved) is said on the page, not an error.
 """
 
@@ -31,9 +32,9 @@ import numpy as np
 from PIL import Image
 
 from sal3d.pipeline.atomic import write_text_atomic
+from sal3d.pipeline.comparison import LOWER_IS_BETTER
 from sal3d.pipeline.datasets import discover, image_files
 from sal3d.pipeline.errors import Sal3dError
-from sal3d.pipeline.comparison import LOWER_IS_BETTER
 from sal3d.pipeline.metrics import METRIC_NAMES, METRIC_TITLES
 from sal3d.pipeline.overlay import OriginalFrames, OverlayStyle, overlay
 from sal3d.pipeline.plots import Axes, Series, line_chart

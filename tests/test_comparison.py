@@ -173,6 +173,8 @@ def test_leaderboard_lines_fit_a_terminal(comparison):
     assert centre.split()[2:] == ["-0.100*"] * 6
     text = "\n".join(lines)
     assert "[-0.100,-0.100]" in text and f"{comparison['models']['ref']['cc']:.3f}" in text
+    narrower = {**comparison, "bootstrap": {**comparison["bootstrap"], "level": 0.995}}
+    assert "its 99.5% interval" in leaderboard_lines(narrower)[0]
 
 
 def test_json_and_csv_files(comparison, tmp_path):

@@ -69,7 +69,8 @@ def _share(paired: dict) -> str:
 
 
 def _level(comparison: dict) -> str:
-    return f"{comparison['bootstrap']['level']:.0%}"
+    """The intervals' level as a percentage: "95%", "99.5%"."""
+    return f"{comparison['bootstrap']['level'] * 100:g}%"
 
 
 def leaderboard_lines(comparison: dict) -> list[str]:
