@@ -67,7 +67,9 @@ def is_stream_source(source: str) -> bool:
 
 def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float) -> list[str]:
     """The ffmpeg command line that writes `source`'s first video stream as raw rgb24 frames on stdout,
-    every decoded frame once (``-fps_mode passthrough``), with the protocol's own I/O timeout (in
+    every decoded frame once (``-fps_mode passthrough``) and as soon as decoded (slice threads only; the
+    output flushed after each frame),
+    corrupt packets dropped, with the protocol's own I/O timeout (in
     microseconds) set to `stall_timeout` where the protocol has one."""
     command = [ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info"]
     if source != "-":
@@ -78,6 +80,9 @@ def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float) -> list[str]:
         command += ["-timeout", microseconds]
     elif lowered.startswith(STREAM_SCHEMES):
         command += ["-rw_timeout", microseconds]
+    # the truncated last packet of a cut stream is dropped, not decoded into a damaged frame
+    # slice threads only: frame threads would hold back one decoded frame per thread (latency)
+    command += ["-fflags", "+discardcorrupt", "-thread_type", "slice"]
     prefix = next((p for p in DEVICE_PREFIXES if lowered.startswith(p)), None)
     if source == "-":
         command += ["-i", "pipe:0"]
@@ -87,7 +92,7 @@ def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float) -> list[str]:
         command += ["-f", "v4l2", "-i", source]
     else:
         command += ["-i", source]
-    return command + ["-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough", "-f", "rawvideo",
+    return command + ["-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough", "-flush_packets", "1", "-f", "rawvideo",
                       "-pix_fmt", "rgb24", "pipe:1"]
 
 
@@ -203,7 +208,7 @@ class FrameStream:
     def _failure(self, what: str) -> StreamError:
         if self.stalled:
             why = f"no {'video' if self.info is None else 'frame'} within {self.stall_timeout:g} s"
-            words = self.last_words()
+            words = self.last_words() if self.info is None else ""  # once frames came, its log is old news
             return StreamError(f"{self.source}: {what}: {why}" + (f" (ffmpeg: {words})" if words else ""))
         words = self.last_words() or f"ffmpeg exited with status {self.process.returncode}"
         return StreamError(f"{self.source}: {what}: {words}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 import sal3d
+from sal3d.pipeline.frame_feed import FrameFeed
 from sal3d.pipeline.stream_source import StreamError, ffmpeg_command, is_stream_source, open_stream
 
 from test_predict import make_checkpoint
@@ -59,13 +61,38 @@ def generate(frames):
 # ---------------------------------------------------------------------------- Predictor.stream
 
 
+@pytest.fixture(scope="module")
+def whole_maps(predictor, frames) -> np.ndarray:
+    """predict_frames' maps of the first eight frames (two past the first full window)."""
+    return predictor.predict_frames(frames[:8])
+
+
 @pytest.mark.parametrize("max_batch, max_latency", [(1, None), (4, None), (4, 0.5)])
-def test_stream_equals_predict_frames(predictor, frames, max_batch, max_latency):
-    whole = predictor.predict_frames(frames)
-    streamed = list(predictor.stream(generate(frames), max_batch=max_batch, max_latency=max_latency))
-    assert len(streamed) == FRAMES
+def test_stream_equals_predict_frames(predictor, frames, whole_maps, max_batch, max_latency):
+    streamed = list(predictor.stream(generate(frames[:8]), max_batch=max_batch, max_latency=max_latency))
+    assert len(streamed) == 8
     assert all(m.dtype == np.float32 and m.shape == (224, 224) for m in streamed)
-    np.testing.assert_allclose(np.stack(streamed), whole, atol=1 / 255, rtol=0)
+    np.testing.assert_allclose(np.stack(streamed), whole_maps, atol=1 / 255, rtol=0)
+
+
+def paced(count: int, interval: float):
+    """`count` tiny frames, one every `interval` seconds."""
+    for index in range(count):
+        time.sleep(interval)
+        yield np.full((2, 2, 3), index, np.uint8)
+
+
+def test_feed_batches_follow_the_latency_rule():
+    """Frames already waiting fill a batch; a frame not yet there is waited for only while the oldest
+    frame's latency allows; without a bound, batches are full."""
+    with FrameFeed([np.zeros((2, 2, 3), np.uint8)] * 6, lambda frame: frame, capacity=8) as feed:
+        time.sleep(0.2)  # all six are waiting
+        assert [len(b) for b in feed.batches(4, max_latency=0.01)] == [4, 2]
+    with FrameFeed(paced(6, 0.1), lambda frame: frame, capacity=8) as feed:
+        assert [len(b) for b in feed.batches(4, max_latency=None)] == [4, 2]
+    with FrameFeed(paced(6, 0.1), lambda frame: frame, capacity=8) as feed:
+        sizes = [len(b) for b in feed.batches(4, max_latency=0.15)]
+    assert sum(sizes) == 6 and sizes[0] == 1 and max(sizes) <= 2, sizes  # the first: no cost estimate yet
 
 
 def test_an_error_of_the_frames_reaches_the_caller_after_the_maps_before_it(predictor, frames):
@@ -126,11 +153,10 @@ def test_a_stream_cut_mid_way_gives_its_whole_frames_and_ends(clip, tmp_path):
     half.write_bytes(data[:len(data) // 2])
     with open(half, "rb") as stdin, open_stream("-", stdin=stdin) as stream:
         got = list(stream)
-    assert 0 < len(got) < FRAMES
     with open_stream(str(clip)) as stream:
         whole = list(stream)
-    for a, b in zip(got, whole):
-        np.testing.assert_array_equal(a, b)
+    assert 0 < len(got) < FRAMES and stream.frames_read == FRAMES
+    np.testing.assert_array_equal(np.stack(got), np.stack(whole[:len(got)]))  # no damaged last frame
 
 
 @pytest.fixture
@@ -174,3 +200,35 @@ def test_a_closed_port_fails_at_once():
     with pytest.raises(StreamError, match=rf"^http://127.0.0.1:{port}/live: cannot be opened: .*refused"):
         open_stream(f"http://127.0.0.1:{port}/live", stall_timeout=2)
     assert time.monotonic() - started < 10
+
+
+def test_closing_the_maps_stops_the_frame_thread(predictor, frames):
+    def endless():
+        while True:
+            yield frames[0]
+
+    maps = predictor.stream(endless(), max_batch=1)
+    next(maps)
+    maps.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "frame-feed" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(t.name == "frame-feed" for t in threading.enumerate())
+
+
+def test_a_stream_that_stalls_fails_with_its_frames_done(clip):
+    """The whole clip on a pipe that stays open: its frames come, then nothing -> StreamError in seconds."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, clip.read_bytes())  # smaller than a pipe's buffer
+    got = []
+    started = time.monotonic()
+    try:
+        with os.fdopen(read_end, "rb") as stdin, open_stream("-", stdin=stdin, stall_timeout=1) as stream:
+            with pytest.raises(StreamError, match=r"^-: failed after \d+ frame\(s\): no frame within 1 s$") as caught:
+                for frame in stream:
+                    got.append(frame)
+    finally:
+        os.close(write_end)
+    assert f"after {len(got)} frame(s)" in str(caught.value) and time.monotonic() - started < 10
+    # ffmpeg's MPEG-4 parser and the AVI demuxer hold the last frames until more data (or the end) comes
+    assert FRAMES - 2 <= len(got) <= FRAMES
