@@ -68,8 +68,7 @@ def is_stream_source(source: str) -> bool:
 def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float) -> list[str]:
     """The ffmpeg command line that writes `source`'s first video stream as raw rgb24 frames on stdout,
     every decoded frame once (``-fps_mode passthrough``) and as soon as decoded (slice threads only; the
-    output flushed after each frame),
-    corrupt packets dropped, with the protocol's own I/O timeout (in
+    output flushed after each frame), corrupt packets dropped, with the protocol's own I/O timeout (in
     microseconds) set to `stall_timeout` where the protocol has one."""
     command = [ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info"]
     if source != "-":
@@ -92,8 +91,8 @@ def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float) -> list[str]:
         command += ["-f", "v4l2", "-i", source]
     else:
         command += ["-i", source]
-    return command + ["-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough", "-flush_packets", "1", "-f", "rawvideo",
-                      "-pix_fmt", "rgb24", "pipe:1"]
+    return command + ["-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough", "-flush_packets", "1",
+                      "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
 
 
 def open_stream(source: str, *, stall_timeout: float = 10.0, stdin=None) -> FrameStream:
@@ -132,8 +131,9 @@ class FrameStream:
 
     info: the `StreamInfo` ffmpeg announced. frames_read: frames yielded so far.
     Iterating yields uint8 (H, W, 3) RGB frames; it stops at the end of the stream (a partial last frame,
-    from a stream cut mid-frame, is dropped); StreamError when no frame comes for stall_timeout seconds
-    or ffmpeg exits with an error.
+    from a stream cut mid-frame, is dropped); StreamError when ffmpeg exits with an error, or writes nothing
+    for stall_timeout seconds while a frame is awaited (time the caller spends between frames does not
+    count).
     """
 
     def __init__(self, source: str, process: subprocess.Popen, stall_timeout: float):
