@@ -4,7 +4,8 @@ them all; see the package's docstring for an example."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -73,6 +74,40 @@ class Predictor:
                   for start in range(0, len(frames), self.trunk_batch))
         maps = list(self._maps(stream, height, width))
         return np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
+
+    def stream(self, frames: Iterable[np.ndarray], *, max_batch: int | None = None,
+               max_latency: float | None = None) -> Iterator[np.ndarray]:
+        """Maps of frames as they come: any iterable of uint8 (H, W, 3) RGB frames (a list, a generator, a
+        live `pipeline.stream_source.FrameStream` that blocks between frames) -> one float32 (H, W) map
+        in [0, 1] per frame (224x224 with ``size="224"``), in order, each as soon as its window exists.
+
+        The window rule is predict_frames': frame t needs frames t-5..t, and the iterable's first frame
+        starts the video. The state between batches is the last five frames' features, so memory does
+        not grow with the stream. Frames are pulled in a background thread into a queue of at most
+        max(2, max_batch) frames (a source faster than the trunk is held back, not buffered), and go
+        through the trunk in batches of up to `max_batch` frames (default: the trunk batch of
+        predict_frames): fewer when the next frame is not already waiting and waiting for it would make
+        the batch's oldest frame wait beyond `max_latency` seconds (from when the iterable gave it to
+        its map, the batch's compute estimated from the batches so far; None: no bound). The maps equal
+        predict_frames' on the same frames within one grey level (1/255; batches of other sizes differ
+        in the last bits). ValueError when a frame is not uint8 (H, W, 3) or not the first frame's size
+        (naming its index); an error of the iterable reaches the caller after the maps of the frames
+        before it. Closing the generator stops the background thread.
+        """
+        from sal3d.pipeline.frame_feed import FrameFeed
+
+        max_batch = self.trunk_batch if max_batch is None else int(max_batch)
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if max_latency is not None and max_latency <= 0:
+            raise ValueError(f"max_latency must be > 0 seconds, got {max_latency}")
+        with FrameFeed(frames, self.runner.preprocessing.resize, capacity=max(2, max_batch)) as feed:
+            batches = feed.batches(max_batch, max_latency)
+            first = next(batches, None)
+            if first is None:
+                return
+            height, width = self.options.output_size(*feed.frame_shape[:2])
+            yield from self._maps(itertools.chain([first], batches), height, width)
 
     def _maps(self, batches: Iterator[np.ndarray], height: int, width: int) -> Iterator[np.ndarray]:
         """Maps of consecutive 224x224 frame batches (n, 224, 224, 3): the trunk per batch, then the
