@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["RULES", "check_shape", "dot", "fixation_index", "flat_map", "is_constant", "is_dhf1k", "other_index",
+__all__ = ["RULES", "centre", "check_shape", "dot", "fixation_index", "flat_map", "is_constant", "is_dhf1k", "other_index",
            "resize_to", "scratch"]
 
 #: Rule sets for degenerate maps (see `pipeline.metrics`): the benchmark code's own results,
@@ -48,6 +48,14 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     when the scorer runs beside other busy processes.
     """
     return float(np.einsum("i,i->", a, b))
+
+
+def centre(s: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """``(mean, s - mean, sum of its squares)`` of a flat float64 map; the centred map is in the scratch
+    buffer ``"a"``.  What CC and NSS compute of a map, computed once for both."""
+    mean = s.mean()
+    centred = np.subtract(s, mean, out=scratch("a", s.size))
+    return mean, centred, dot(centred, centred)
 
 
 def is_constant(s: np.ndarray) -> bool:

@@ -85,9 +85,9 @@ from typing import Optional
 
 import numpy as np
 
-from sal3d.pipeline.matlab import COLON_OPERATORS, COLONS, MATLAB_EPS, SeedLike, add_jitter, trapz
+from sal3d.pipeline.matlab import COLON_OPERATORS, COLONS, JITTER_SCALE, MATLAB_EPS, SeedLike, add_jitter, trapz
 from sal3d.pipeline.metric_inputs import (
-    RULES, check_shape, dot, fixation_index, flat_map, is_constant, is_dhf1k, other_index, resize_to, scratch,
+    RULES, centre, check_shape, dot, fixation_index, flat_map, is_constant, is_dhf1k, other_index, resize_to, scratch,
 )
 from sal3d.pipeline.metrics_distribution import (
     cc, cc_against, cc_truth, kld, kld_against, kld_truth, sim, sim_against, sim_truth,
@@ -152,11 +152,12 @@ def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     return n_cand - np.searchsorted(cand, thr, side="left")
 
 
-def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float:
+def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False, constant: Optional[bool] = None) -> float:
+    """AUC-Judd of the flat (jittered) map ``s``; ``constant``: whether ``s`` is constant, when known."""
     n_fix, n_pix = fix.size, s.size
     if n_fix == 0 or n_fix == n_pix:
         return float("nan")
-    if is_constant(s):
+    if is_constant(s) if constant is None else constant:
         # no ranking information; MATLAB's normalisation divides 0 by 0 and returns NaN
         return float("nan") if dhf1k else 0.5
     # MATLAB normalises to [0, 1] first; that map is monotone, so the ranking and
@@ -213,16 +214,19 @@ _KEYS_MAX = 4_000_000
 
 
 def _auc_shuffled_flat(
-    s: np.ndarray, fix: np.ndarray, other: np.ndarray, n_splits: int, step: float,
-    rng: np.random.Generator, dhf1k: bool = False, colon: str = "matlab",
+    s: np.ndarray, fix: np.ndarray, other: np.ndarray, rng: np.random.Generator, settings: "ScoringSettings",
+    bounds: Optional[tuple] = None,
 ) -> float:
+    """s-AUC of the flat map ``s`` under ``settings`` (splits, step, rules, colon); ``bounds``: its
+    (min, max) when already computed."""
+    n_splits, step, colon, dhf1k = settings.n_splits, settings.step, settings.colon, settings.rules == "dhf1k"
     n_fix, n_other = fix.size, other.size
     if n_fix == 0 or n_other == 0 or n_splits < 1:
         return float("nan")
     # Normalise to [0, 1] as MATLAB does, but only the values that are used
     # (elementwise, so bit-identical).  A constant map: MATLAB divides 0 by 0
     # (NaN); the chance rules make it all zeros, which gives AUC 0.5 below.
-    lo, hi = s.min(), s.max()
+    lo, hi = bounds if bounds is not None else (s.min(), s.max())
     pos, s_other = s[fix], s[other]
     if hi > lo:
         pos = (pos - lo) / (hi - lo)
@@ -308,19 +312,20 @@ def auc_shuffled(
     s = flat_map(saliency, "saliency")
     fix = fixation_index(fixations, shape)
     other = other_index(other_fixations, shape)
-    return _auc_shuffled_flat(s, fix, other, n_splits, step, np.random.default_rng(seed), dhf1k, colon)
+    settings = ScoringSettings(n_splits, step, rules="dhf1k" if dhf1k else "chance", colon=colon)
+    return _auc_shuffled_flat(s, fix, other, np.random.default_rng(seed), settings)
 
 
-def _nss_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float:
+def _nss_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False, centred: Optional[tuple] = None) -> float:
+    """NSS of the flat map ``s``; ``centred``: its `centre` when already computed (None for a constant map)."""
     if fix.size == 0:
         return float("nan")
-    if is_constant(s):
+    if centred is None and is_constant(s):
         # every pixel is average (MATLAB: 0/0 = NaN).  Tested on min == max, not
         # std == 0: the mean of a constant map need not round to the constant.
         return float("nan") if dhf1k else 0.0
-    mean = s.mean()
-    centred = np.subtract(s, mean, out=scratch("a", s.size))
-    std = np.sqrt(dot(centred, centred) / (s.size - 1))
+    mean, _, sum_sq = centred if centred is not None else centre(s)
+    std = np.sqrt(sum_sq / (s.size - 1))
     return float((s[fix].mean() - mean) / std)
 
 
@@ -432,18 +437,29 @@ def score_prediction(
         raise ValueError(f"the saliency map has shape {np.shape(saliency)} but the ground truth has shape "
                          f"{tuple(truth.shape)}; resize the prediction first (metrics.resize_to)")
     out = dict.fromkeys(METRIC_NAMES, float("nan"))
-    if truth.has_map:
-        out["cc"] = cc_against(s, truth.cc, dhf1k)
-        out["sim"] = sim_against(s, truth.sim, dhf1k)
-        out["kld"] = kld_against(s, truth.kld, dhf1k)
     fix = truth.fixations
-    if fix is not None and fix.size:
-        ranked = add_jitter(s, seed, scratch("jitter", s.size)) if settings.jitter else s
-        out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k)
-        out["nss"] = _nss_flat(s, fix, dhf1k)
+    scored = fix is not None and fix.size > 0
+    if not (truth.has_map or scored):
+        return out
+    # What several metrics compute of the prediction, computed once (the same operations, so the same bits).
+    bounds = lo, hi = s.min(), s.max()
+    centred = centre(s) if hi != lo else None  # in scratch "a": CC and NSS use it before SIM and KLD
+    if truth.has_map:
+        out["cc"] = cc_against(s, truth.cc, dhf1k, bounds, centred)
+    if scored:
+        out["nss"] = _nss_flat(s, fix, dhf1k, centred)
+    if truth.has_map:
+        out["sim"] = sim_against(s, truth.sim, dhf1k, bounds)
+        out["kld"] = kld_against(s, truth.kld, dhf1k, bounds)
+    if scored:
+        ranked, constant = s, hi == lo
+        if settings.jitter:
+            ranked = add_jitter(s, seed, scratch("jitter", s.size))
+            # every jitter is in [0, JITTER_SCALE]: the jittered map spans at least [lo + JITTER_SCALE, hi]
+            constant = None if lo + JITTER_SCALE >= hi else False
+        out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k, constant)
         if truth.other is not None:
-            out["s_auc"] = _auc_shuffled_flat(s, fix, truth.other, settings.n_splits, settings.step,
-                                              np.random.default_rng(seed), dhf1k, settings.colon)
+            out["s_auc"] = _auc_shuffled_flat(s, fix, truth.other, np.random.default_rng(seed), settings, bounds)
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from sal3d.pipeline.matlab import MATLAB_EPS
-from sal3d.pipeline.metric_inputs import check_shape, dot, flat_map, is_constant, is_dhf1k, scratch
+from sal3d.pipeline.metric_inputs import centre, check_shape, dot, flat_map, is_constant, is_dhf1k, scratch
 
 __all__ = ["cc", "cc_truth", "cc_against", "sim", "sim_truth", "sim_against", "kld", "kld_truth", "kld_against"]
 
@@ -34,13 +34,16 @@ def cc_truth(g: np.ndarray, out: np.ndarray) -> Optional[tuple[np.ndarray, float
     return centred, dot(centred, centred)
 
 
-def cc_against(p: np.ndarray, truth: Optional[tuple[np.ndarray, float]], dhf1k: bool) -> float:
-    """CC of the flat prediction ``p`` against `cc_truth`'s result."""
-    if is_constant(p) or truth is None:
+def cc_against(p: np.ndarray, truth: Optional[tuple[np.ndarray, float]], dhf1k: bool,
+               bounds: Optional[tuple] = None, centred: Optional[tuple] = None) -> float:
+    """CC of the flat prediction ``p`` against `cc_truth`'s result; ``bounds`` (min, max) and
+    ``centred`` (`metric_inputs.centre`) of ``p`` when already computed."""
+    lo, hi = bounds if bounds is not None else (p.min(), p.max())
+    if hi == lo or truth is None:
         return float("nan") if dhf1k else 0.0  # MATLAB: NaN (see metrics.nss on why not test the std)
     centred_g, norm2_g = truth
-    a = np.subtract(p, p.mean(), out=scratch("a", p.size))
-    den = np.sqrt(dot(a, a) * norm2_g)
+    _, a, sum_sq = centred if centred is not None else centre(p)
+    den = np.sqrt(sum_sq * norm2_g)
     if not den > 0:
         return 0.0
     return dot(a, centred_g) / den
@@ -67,9 +70,9 @@ def cc(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> fl
 # SIM
 # --------------------------------------------------------------------------
 
-def _sim_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _sim_density(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> np.ndarray:
     """MIT ``similarity.m`` normalisation: to [0, 1], then to sum 1 (uniform if flat)."""
-    np.subtract(x, x.min(), out=out)
+    np.subtract(x, x.min() if bounds is None else bounds[0], out=out)
     total = out.sum()
     if total > 0:
         out /= total
@@ -78,10 +81,10 @@ def _sim_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray) -> Optional[np.ndarray]:
+def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
     """``similarity.m``'s own normalisation: an all-zero map stays zero; None for a nonzero constant
     map (MATLAB's min-max divides 0 by 0, an all-NaN map, and the score is NaN)."""
-    lo, hi = x.min(), x.max()
+    lo, hi = bounds if bounds is not None else (x.min(), x.max())
     if lo == hi:
         if lo != 0:
             return None
@@ -92,15 +95,15 @@ def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray) -> Optional[np.ndarray]:
     return out
 
 
-def sim_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray) -> Optional[np.ndarray]:
+def sim_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
     """SIM's side of the ground truth: its density, written into ``out``; None where the dhf1k
-    rules make the score NaN (a nonzero constant map)."""
-    return _sim_density_dhf1k(g, out) if dhf1k else _sim_density(g, out)
+    rules make the score NaN (a nonzero constant map).  ``bounds``: (min, max) of ``g`` if known."""
+    return _sim_density_dhf1k(g, out, bounds) if dhf1k else _sim_density(g, out, bounds)
 
 
-def sim_against(p: np.ndarray, truth: Optional[np.ndarray], dhf1k: bool) -> float:
-    """SIM of the flat prediction ``p`` against `sim_truth`'s result."""
-    d = sim_truth(p, dhf1k, scratch("a", p.size))
+def sim_against(p: np.ndarray, truth: Optional[np.ndarray], dhf1k: bool, bounds: Optional[tuple] = None) -> float:
+    """SIM of the flat prediction ``p`` against `sim_truth`'s result; ``bounds``: (min, max) of ``p`` if known."""
+    d = sim_truth(p, dhf1k, scratch("a", p.size), bounds)
     if d is None or truth is None:
         return float("nan")
     np.minimum(d, truth, out=d)
@@ -134,13 +137,13 @@ def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> f
 # KLD
 # --------------------------------------------------------------------------
 
-def _kld_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+def _kld_density(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> np.ndarray:
     """MIT ``KLdiv.m`` normalisation: divide by the sum (no min subtraction).
 
     Negative values (which MIT never sees on image maps) are shifted up by the
     minimum first, as pysaliency does; an all-zero map becomes uniform.
     """
-    lo = x.min()
+    lo = x.min() if bounds is None else bounds[0]
     if lo < 0:
         x = np.subtract(x, lo, out=out)
     total = x.sum()
@@ -177,10 +180,12 @@ def kld_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray) -> tuple[np.ndarray, 
     return g, None
 
 
-def kld_against(p: np.ndarray, truth: tuple[np.ndarray, Optional[np.ndarray]], dhf1k: bool) -> float:
-    """KLD of the flat prediction ``p`` against `kld_truth`'s result."""
+def kld_against(p: np.ndarray, truth: tuple[np.ndarray, Optional[np.ndarray]], dhf1k: bool,
+                bounds: Optional[tuple] = None) -> float:
+    """KLD of the flat prediction ``p`` against `kld_truth`'s result; ``bounds``: (min, max) of ``p`` if known."""
     g, nz = truth
-    p = _kld_density_dhf1k(p, scratch("a", p.size), clip=True) if dhf1k else _kld_density(p, scratch("a", p.size))
+    out = scratch("a", p.size)
+    p = _kld_density_dhf1k(p, out, clip=True) if dhf1k else _kld_density(p, out, bounds)
     if nz is not None:
         p = p[nz]
     # G * log(eps + G / (P + eps)), with in-place temporaries
