@@ -168,6 +168,23 @@ def _kld_density_dhf1k(x: np.ndarray, out: np.ndarray, clip: bool) -> np.ndarray
     return out
 
 
+def _kld_prediction_dhf1k(p: np.ndarray, nz: Optional[np.ndarray], out: np.ndarray,
+                          bounds: Optional[tuple]) -> np.ndarray:
+    """``_kld_density_dhf1k(p, clip=True)`` at the pixels ``nz`` (all when None), in a new array or
+    ``out``: the same numbers, without clipping a map that has no negative value (``bounds``: its
+    min, max) and dividing only the pixels that are used."""
+    src = p if bounds is not None and bounds[0] >= 0 else np.maximum(p, 0.0, out=out)
+    total = src.sum()
+    if nz is not None:
+        used = src[nz]
+    else:
+        np.copyto(out, src)
+        used = out
+    if total != 0:
+        used /= total
+    return used
+
+
 def kld_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """KLD's side of the ground truth: ``(G, index)``, G the density (written into ``out``) and index
     None; or, when G's nonzero pixels are fewer than half, G at those pixels only and their flat
@@ -185,9 +202,12 @@ def kld_against(p: np.ndarray, truth: tuple[np.ndarray, Optional[np.ndarray]], d
     """KLD of the flat prediction ``p`` against `kld_truth`'s result; ``bounds``: (min, max) of ``p`` if known."""
     g, nz = truth
     out = scratch("a", p.size)
-    p = _kld_density_dhf1k(p, out, clip=True) if dhf1k else _kld_density(p, out, bounds)
-    if nz is not None:
-        p = p[nz]
+    if dhf1k:
+        p = _kld_prediction_dhf1k(p, nz, out, bounds)
+    else:
+        p = _kld_density(p, out, bounds)
+        if nz is not None:
+            p = p[nz]
     # G * log(eps + G / (P + eps)), with in-place temporaries
     p += MATLAB_EPS
     np.divide(g, p, out=p)
