@@ -80,7 +80,7 @@ normalised forms); :func:`score_prediction` scores one prediction against it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -383,6 +383,28 @@ class FrameTruth:
     sim: Optional[np.ndarray] = None  # ... sim_truth (None: NaN under the dhf1k rules)
     kld: Optional[tuple] = None  # ... kld_truth
     has_map: bool = False  # a continuous map was given (else CC, SIM, KLD are NaN)
+    # AUC-Judd's jitter draws (times the jitter scale) of the last generator state they were drawn from,
+    # and the state after them: predictions scored from the same state (many models, one frame) share them.
+    jitter: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+def _jittered(s: np.ndarray, seed: SeedLike, truth: FrameTruth) -> np.ndarray:
+    """``add_jitter(s, seed, ...)`` (in the scratch buffer "jitter"), the generator consumed as it
+    consumes it, with the draws taken from ``truth.jitter`` when the generator is at the state they were
+    drawn from: ``fl(fl(r * JITTER_SCALE) + s)`` either way, the same bits."""
+    rng = np.random.default_rng(seed)
+    key = (s.size, str(rng.bit_generator.state))
+    out = scratch("jitter", s.size)
+    if key in truth.jitter:
+        scaled, after = truth.jitter[key]
+        rng.bit_generator.state = after
+        return np.add(scaled, s, out=out)
+    rng.random(out=out)
+    out *= JITTER_SCALE
+    truth.jitter.clear()  # one frame's draws at a time
+    truth.jitter[key] = (out.copy(), rng.bit_generator.state)
+    out += s
+    return out
 
 
 def prepare_truth(
@@ -454,7 +476,7 @@ def score_prediction(
     if scored:
         ranked, constant = s, hi == lo
         if settings.jitter:
-            ranked = add_jitter(s, seed, scratch("jitter", s.size))
+            ranked = _jittered(s, seed, truth)
             # every jitter is in [0, JITTER_SCALE]: the jittered map spans at least [lo + JITTER_SCALE, hi]
             constant = None if lo + JITTER_SCALE >= hi else False
         out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k, constant)
