@@ -190,9 +190,18 @@ def kld_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray) -> tuple[np.ndarray, 
     None; or, when G's nonzero pixels are fewer than half, G at those pixels only and their flat
     indices: G = 0 pixels contribute 0 * log(eps) = 0 exactly, so they are skipped (typical of
     blurred fixation maps stored as uint8)."""
-    g = _kld_density_dhf1k(g, out, clip=False) if dhf1k else _kld_density(g, out)
-    if np.count_nonzero(g) < g.size // 2:
+    if dhf1k:
+        # The density's nonzeros are among the map's: divide those first, the whole map only if kept whole.
+        total = g.sum()
         nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
+        used = g[nz] / total if total != 0 else g[nz]
+        if np.count_nonzero(used) < g.size // 2:
+            kept = used != 0  # a quotient can underflow to 0
+            return (used, nz) if kept.all() else (used[kept], nz[kept])
+        return _kld_density_dhf1k(g, out, clip=False), None
+    g = _kld_density(g, out)
+    if np.count_nonzero(g) < g.size // 2:
+        nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))
         return g[nz], nz
     return g, None
 
