@@ -1,7 +1,7 @@
 """How fast `sal3d evaluate` scores 640x360 predictions: frames/s, median of repeats, per worker count.
 
     .venv/bin/python benchmarks/evaluate_speed.py [--frames 480] [--videos 6] [--repeats 3] [--workers 1 2]
-                                                  [--pred-size WxH] [--dir DIR]
+                                                  [--pred-size WxH] [--dir DIR] [--models N]
 
 Builds a DHF1K-layout ground truth under a temporary folder (or --dir): continuous maps are the real
 DHF1K maps of $SAL3D_SAMPLE (a DHF1K-layout folder) when set (640x360, lossy PNGs, cycled), else
@@ -13,6 +13,12 @@ evaluate never decodes video. With --dir the set is built there once and reused 
 with another --pred-size keeps its own). Prints one line per run and a summary per worker count;
 the machine's load average is printed too, since other processes on a small machine change the
 figure.
+
+With --models N, `evaluate` is not run: instead the prediction set is scored as N models (the same
+folder N times) on one reading of each frame's ground truth, in this process (one core), through
+`stages.evaluate.scoring.frame_truth` and `score_one` -- the core of scoring many models in one pass --
+once with 1 model and once with N, and the ratio of the times is printed. The time covers reading the
+fixation maps (pass 1) and scoring, not planning.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from sal3d.pipeline.device import machine_cpus, usable_cpus
-from sal3d.stages.evaluate import EvaluateConfig, evaluate
+from sal3d.stages.evaluate import EvaluateConfig, evaluate, plan
+from sal3d.stages.evaluate.run import fixation_pool, read_fixation_points
+from sal3d.stages.evaluate.scoring import frame_truth, generator_at, score_one
 
 REAL = Path(os.environ.get("SAL3D_SAMPLE", "/nonexistent")) / "annotation"
 H, W = 360, 640
@@ -89,6 +97,44 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def score_models(directory: Path, n_models: int) -> tuple[int, float, float]:
+    """Score the set's predictions as `n_models` models, each frame's ground truth read once:
+    (frames, seconds, CPU seconds of this process)."""
+    config = EvaluateConfig(directory / "pred", directory / "dataset", workers=1)
+    plans = plan(config).videos
+    start, cpu = time.perf_counter(), time.process_time()
+    shared, _ = fixation_pool(config, plans, read_fixation_points(config, plans, 1))
+    frames = 0
+    for p in plans:
+        for frame, name in enumerate(p.names):
+            truth, state = frame_truth(shared, p.index, frame, p.map_files[frame])
+            for _ in range(n_models):  # each model from the frame's generator state: its own evaluate's numbers
+                score_one(p.pred_dir / p.files[name], truth, shared, generator_at(state))
+            frames += 1
+    return frames, time.perf_counter() - start, time.process_time() - cpu
+
+
+def run_models(directory: Path, n_models: int, repeats: int) -> None:
+    """--models: frames/s of 1 and `n_models` models in one pass, medians over `repeats`, and the ratios
+    of the times (wall and CPU: the CPU time of one process is less sensitive to other processes)."""
+    seconds: dict[int, list[float]] = {1: [], n_models: []}
+    cpus: dict[int, list[float]] = {1: [], n_models: []}
+    for repeat in range(repeats):
+        for n in seconds:  # interleaved, so load changes hit both alike
+            frames, s, cpu = score_models(directory, n)
+            seconds[n].append(s)
+            cpus[n].append(cpu)
+            print(f"repeat {repeat + 1} models {n}: {frames} frames in {s:.2f} s = {frames / s:.1f} frames/s, "
+                  f"{cpu:.2f} CPU-s (load {os.getloadavg()[0]:.2f})")
+    wall = {n: statistics.median(v) for n, v in seconds.items()}
+    cpu = {n: statistics.median(v) for n, v in cpus.items()}
+    for n in wall:
+        print(f"models {n}: median {frames / wall[n]:.1f} frames/s, {frames / cpu[n]:.1f} frames per CPU-second, "
+              f"over {len(seconds[n])} runs")
+    print(f"{n_models} models take {wall[n_models] / wall[1]:.2f}x the time of 1 "
+          f"({cpu[n_models] / cpu[1]:.2f}x the CPU time)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=480)
@@ -98,6 +144,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="build here (kept) instead of a temp folder")
     parser.add_argument("--pred-size", default=None, metavar="WxH",
                         help="write the predictions at this size (evaluate then resizes them) [default: the frame's]")
+    parser.add_argument("--models", type=int, default=None, metavar="N",
+                        help="instead of evaluate: score the set as 1 and as N models in one pass, in this process")
     args = parser.parse_args()
     pred_size = tuple(int(v) for v in args.pred_size.lower().split("x")) if args.pred_size else None
 
@@ -110,6 +158,9 @@ def main() -> None:
                   + (f", predictions {pred_size[0]}x{pred_size[1]}," if pred_size else "") + " in "
                   f"{time.perf_counter() - start:.1f} s (maps from {'DHF1K' if REAL.is_dir() else 'synthetic'})")
         print(f"cpus {machine_cpus()} ({usable_cpus()} usable), load average before: {os.getloadavg()[0]:.2f}")
+        if args.models:
+            run_models(directory, args.models, args.repeats)
+            return
         rates: dict[int, list[float]] = {w: [] for w in args.workers}
         for repeat in range(args.repeats):
             for workers in args.workers:  # interleaved, so load changes hit every worker count alike

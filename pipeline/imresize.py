@@ -29,9 +29,13 @@ Shrinking by other factors, Octave's weights sum to 1 +- a few 1e-3 (100 -> 36: 
 Octave's rule, to check against Octave; MATLAB's is the default because published scores come from
 MATLAB.
 
-The weights are computed once per (input length, output length, scale) and cached; a resize is then
-one gather and one weighted sum per axis (the kernel has 4 taps when enlarging, about 4 / s when
-shrinking), with no BLAS call.
+The weights are computed once per (input length, output length, scale) and cached. A resize is a
+weighted sum of the taps (4 when enlarging, about 4 / s when shrinking) per output pixel and axis:
+numpy's ``einsum`` over the gathered taps defines the result, summing the taps in an order of its own
+(along the last axis, two SIMD lanes, even and odd taps). The same sums, in the same order, are done
+as sparse matrix products (one CSR matrix per lane), about 5x faster on a 256x192 -> 640x360 resize;
+each axis's matrices are checked once against ``einsum`` on a random probe, bit for bit, and the
+``einsum`` path is kept where they differ (another numpy's order), so the results never change.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["imresize", "contributions", "output_size", "FLAVOURS"]
+__all__ = ["imresize", "contributions", "axis_products", "output_size", "FLAVOURS"]
 
 #: "matlab": MATLAB's imresize (the reference); "octave": GNU Octave image package's (no weight
 #: normalisation, columns first).
@@ -160,6 +164,46 @@ def _resize_axis(a: np.ndarray, weights: np.ndarray, indices: np.ndarray, axis: 
     return np.einsum("hkp,kp->hk", g, weights)
 
 
+def _lane_matrices(weights: np.ndarray, indices: np.ndarray, in_length: int, lanes: int) -> list:
+    """The taps as ``lanes`` CSR matrices (out_length, in_length): lane j holds taps j, j + lanes, ...
+    in tap order; a product sums its row's entries in stored order (duplicates kept, unsorted)."""
+    from scipy.sparse import csr_matrix  # deferred: only the resize needs it
+
+    out = []
+    for j in range(lanes):
+        w, idx = weights[:, j::lanes], indices[:, j::lanes]
+        n_out, taps = w.shape
+        out.append(csr_matrix((w.ravel(), idx.ravel(), np.arange(0, n_out * taps + 1, taps)),
+                              shape=(n_out, in_length)))
+    return out
+
+
+def _apply_lanes(a: np.ndarray, lanes: list, axis: int) -> np.ndarray:
+    """Resize the 2-D float64 ``a`` along ``axis`` with `_lane_matrices`: lane sums added in lane order."""
+    b = a if axis == 0 else np.ascontiguousarray(a.T)
+    out = lanes[0] @ b
+    for m in lanes[1:]:
+        out += m @ b
+    return out if axis == 0 else np.ascontiguousarray(out.T)
+
+
+@functools.lru_cache(maxsize=64)
+def axis_products(in_length: int, out_length: int, scale: float, antialiasing: bool, normalize: bool,
+                  axis: int) -> tuple | None:
+    """The fast form of one axis's resize (`contributions`' arguments, and the axis of a 2-D map): CSR
+    lane matrices that sum the taps in exactly ``einsum``'s order, or None where no lane count tried
+    (1, 2) gives ``einsum``'s bits on a random probe (then `imresize` uses ``einsum``). Cached."""
+    weights, indices = contributions(in_length, out_length, scale, antialiasing, normalize)
+    shape = (in_length, 17) if axis == 0 else (17, in_length)
+    probe = np.random.default_rng(0).random(shape) * 255.0
+    expected = _resize_axis(probe, weights, indices, axis)
+    for lanes in (1, 2):
+        matrices = _lane_matrices(weights, indices, in_length, lanes)
+        if np.array_equal(_apply_lanes(probe, matrices, axis), expected):
+            return tuple(matrices)
+    return None
+
+
 def imresize(image, size, *, antialiasing: bool = True, flavour: str = "matlab") -> np.ndarray:
     """Resize a 2-D map as MATLAB's ``imresize(image, size)`` does with its defaults (bicubic).
 
@@ -191,7 +235,7 @@ def imresize(image, size, *, antialiasing: bool = True, flavour: str = "matlab")
     for axis in order:
         if a.shape[axis] == targets[axis] and scales[axis] == 1:
             continue  # identity weights
-        weights, indices = contributions(a.shape[axis], targets[axis], scales[axis], bool(antialiasing),
-                                         flavour == "matlab")
-        a = _resize_axis(a, weights, indices, axis)
+        key = (a.shape[axis], targets[axis], scales[axis], bool(antialiasing), flavour == "matlab")
+        lanes = axis_products(*key, axis)
+        a = _apply_lanes(a, lanes, axis) if lanes is not None else _resize_axis(a, *contributions(*key), axis)
     return a

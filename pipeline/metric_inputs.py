@@ -13,7 +13,12 @@ import threading
 
 import numpy as np
 
-__all__ = ["check_shape", "fixation_index", "flat_map", "other_index", "resize_to", "scratch"]
+__all__ = ["RULES", "centre", "check_shape", "dot", "fixation_index", "flat_map", "is_constant", "is_dhf1k", "other_index",
+           "resize_to", "scratch"]
+
+#: Rule sets for degenerate maps (see `pipeline.metrics`): the benchmark code's own results,
+#: NaN included, or finite chance values.
+RULES = ("dhf1k", "chance")
 
 # Full-frame temporaries live in per-thread buffers that are reused from frame
 # to frame: allocating fresh multi-MB arrays costs page faults that, on small
@@ -34,6 +39,35 @@ def scratch(name: str, n: int, dtype=np.float64) -> np.ndarray:
     if buf is None or buf.size != n or buf.dtype != dtype:
         buf = store[name] = np.empty(n, dtype=dtype)
     return buf
+
+
+def dot(a: np.ndarray, b: np.ndarray) -> float:
+    """Inner product of two 1-D arrays.
+
+    einsum's own SIMD loop, not BLAS: a multithreaded BLAS dot stalls badly
+    when the scorer runs beside other busy processes.
+    """
+    return float(np.einsum("i,i->", a, b))
+
+
+def centre(s: np.ndarray) -> tuple[float, np.ndarray, float]:
+    """``(mean, s - mean, sum of its squares)`` of a flat float64 map; the centred map is in the scratch
+    buffer ``"a"``.  What CC and NSS compute of a map, computed once for both."""
+    mean = s.mean()
+    centred = np.subtract(s, mean, out=scratch("a", s.size))
+    return mean, centred, dot(centred, centred)
+
+
+def is_constant(s: np.ndarray) -> bool:
+    """True when every value of the (non-empty) vector is the same."""
+    return bool(s.max() == s.min())
+
+
+def is_dhf1k(rules: str) -> bool:
+    """True for the benchmark's rules, False for the chance rules; anything else raises ValueError."""
+    if rules not in RULES:
+        raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
+    return rules == "dhf1k"
 
 
 def flat_map(x, name: str) -> np.ndarray:

@@ -67,18 +67,31 @@ Other choices, all documented at the function
 
 The MATLAB built-ins these scores depend on (``eps``, colon, ``trapz``, the
 jitter) are in :mod:`pipeline.matlab`; input maps are read and checked by
-:mod:`pipeline.metric_inputs`.
+:mod:`pipeline.metric_inputs`; CC, SIM and KLD live in
+:mod:`pipeline.metrics_distribution` (exported here too).
+
+One frame, many predictions
+---------------------------
+:func:`prepare_truth` computes once what a frame's ground truth gives every
+prediction (fixation indices, s-AUC's negatives, the continuous map's
+normalised forms); :func:`score_prediction` scores one prediction against it.
+:func:`score_frame` is the two in a row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-from sal3d.pipeline.matlab import COLON_OPERATORS, COLONS, MATLAB_EPS, SeedLike, add_jitter, trapz
-from sal3d.pipeline.metric_inputs import check_shape, fixation_index, flat_map, other_index, resize_to, scratch
+from sal3d.pipeline.matlab import COLON_OPERATORS, COLONS, JITTER_SCALE, MATLAB_EPS, SeedLike, add_jitter, trapz
+from sal3d.pipeline.metric_inputs import (
+    RULES, centre, check_shape, dot, fixation_index, flat_map, is_constant, is_dhf1k, other_index, resize_to, scratch,
+)
+from sal3d.pipeline.metrics_distribution import (
+    cc, cc_against, cc_truth, kld, kld_against, kld_truth, sim, sim_against, sim_truth,
+)
 
 __all__ = [
     "METRIC_NAMES",
@@ -91,6 +104,9 @@ __all__ = [
     "sim",
     "kld",
     "ScoringSettings",
+    "FrameTruth",
+    "prepare_truth",
+    "score_prediction",
     "score_frame",
     "resize_to",
     "RULES",
@@ -101,35 +117,6 @@ METRIC_NAMES = ("auc_j", "sim", "s_auc", "cc", "nss", "kld")
 
 #: Column titles of the metrics, as the paper prints them (keys: METRIC_NAMES, in that order).
 METRIC_TITLES = {"auc_j": "AUC-J", "sim": "SIM", "s_auc": "s-AUC", "cc": "CC", "nss": "NSS", "kld": "KLD"}
-
-#: Rule sets for degenerate maps (see the module docstring): the benchmark code's own results,
-#: NaN included, or finite chance values.
-RULES = ("dhf1k", "chance")
-
-
-# --------------------------------------------------------------------------
-# shared by every metric
-# --------------------------------------------------------------------------
-
-def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Inner product of two 1-D arrays.
-
-    einsum's own SIMD loop, not BLAS: a multithreaded BLAS dot stalls badly
-    when the scorer runs beside other busy processes.
-    """
-    return float(np.einsum("i,i->", a, b))
-
-
-def _is_constant(s: np.ndarray) -> bool:
-    """True when every value of the (non-empty) vector is the same."""
-    return bool(s.max() == s.min())
-
-
-def _dhf1k(rules: str) -> bool:
-    """True for the benchmark's rules, False for the chance rules; anything else raises."""
-    if rules not in RULES:
-        raise ValueError(f"rules must be one of {RULES}, got {rules!r}")
-    return rules == "dhf1k"
 
 
 # --------------------------------------------------------------------------
@@ -165,11 +152,12 @@ def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     return n_cand - np.searchsorted(cand, thr, side="left")
 
 
-def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float:
+def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False, constant: Optional[bool] = None) -> float:
+    """AUC-Judd of the flat (jittered) map ``s``; ``constant``: whether ``s`` is constant, when known."""
     n_fix, n_pix = fix.size, s.size
     if n_fix == 0 or n_fix == n_pix:
         return float("nan")
-    if _is_constant(s):
+    if is_constant(s) if constant is None else constant:
         # no ranking information; MATLAB's normalisation divides 0 by 0 and returns NaN
         return float("nan") if dhf1k else 0.5
     # MATLAB normalises to [0, 1] first; that map is monotone, so the ranking and
@@ -212,7 +200,7 @@ def auc_judd(
         The AUC in [0, 1]; NaN when there is no fixation (or every pixel is
         fixated); for a constant map without jitter 0.5 (chance) or NaN (dhf1k).
     """
-    dhf1k = _dhf1k(rules)
+    dhf1k = is_dhf1k(rules)
     s = flat_map(saliency, "saliency")
     fix = fixation_index(fixations, np.shape(saliency))
     if jitter and fix.size:
@@ -226,16 +214,19 @@ _KEYS_MAX = 4_000_000
 
 
 def _auc_shuffled_flat(
-    s: np.ndarray, fix: np.ndarray, other: np.ndarray, n_splits: int, step: float,
-    rng: np.random.Generator, dhf1k: bool = False, colon: str = "matlab",
+    s: np.ndarray, fix: np.ndarray, other: np.ndarray, rng: np.random.Generator, settings: "ScoringSettings",
+    bounds: Optional[tuple] = None,
 ) -> float:
+    """s-AUC of the flat map ``s`` under ``settings`` (splits, step, rules, colon); ``bounds``: its
+    (min, max) when already computed."""
+    n_splits, step, colon, dhf1k = settings.n_splits, settings.step, settings.colon, settings.rules == "dhf1k"
     n_fix, n_other = fix.size, other.size
     if n_fix == 0 or n_other == 0 or n_splits < 1:
         return float("nan")
     # Normalise to [0, 1] as MATLAB does, but only the values that are used
     # (elementwise, so bit-identical).  A constant map: MATLAB divides 0 by 0
     # (NaN); the chance rules make it all zeros, which gives AUC 0.5 below.
-    lo, hi = s.min(), s.max()
+    lo, hi = bounds if bounds is not None else (s.min(), s.max())
     pos, s_other = s[fix], s[other]
     if hi > lo:
         pos = (pos - lo) / (hi - lo)
@@ -314,26 +305,27 @@ def auc_shuffled(
         The mean AUC; NaN when this frame or ``other_fixations`` has no
         fixation; for a constant map 0.5 (chance) or NaN (dhf1k).
     """
-    dhf1k = _dhf1k(rules)
+    dhf1k = is_dhf1k(rules)
     if colon not in COLONS:
         raise ValueError(f"colon must be one of {COLONS}, got {colon!r}")
     shape = np.shape(saliency)
     s = flat_map(saliency, "saliency")
     fix = fixation_index(fixations, shape)
     other = other_index(other_fixations, shape)
-    return _auc_shuffled_flat(s, fix, other, n_splits, step, np.random.default_rng(seed), dhf1k, colon)
+    settings = ScoringSettings(n_splits, step, rules="dhf1k" if dhf1k else "chance", colon=colon)
+    return _auc_shuffled_flat(s, fix, other, np.random.default_rng(seed), settings)
 
 
-def _nss_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False) -> float:
+def _nss_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False, centred: Optional[tuple] = None) -> float:
+    """NSS of the flat map ``s``; ``centred``: its `centre` when already computed (None for a constant map)."""
     if fix.size == 0:
         return float("nan")
-    if _is_constant(s):
+    if centred is None and is_constant(s):
         # every pixel is average (MATLAB: 0/0 = NaN).  Tested on min == max, not
         # std == 0: the mean of a constant map need not round to the constant.
         return float("nan") if dhf1k else 0.0
-    mean = s.mean()
-    centred = np.subtract(s, mean, out=scratch("a", s.size))
-    std = np.sqrt(_dot(centred, centred) / (s.size - 1))
+    mean, _, sum_sq = centred if centred is not None else centre(s)
+    std = np.sqrt(sum_sq / (s.size - 1))
     return float((s[fix].mean() - mean) / std)
 
 
@@ -352,175 +344,9 @@ def nss(saliency: np.ndarray, fixations: np.ndarray, *, rules: str = "chance") -
         The NSS; NaN without fixations; for a constant map 0.0 (chance) or
         NaN (dhf1k).
     """
-    dhf1k = _dhf1k(rules)
+    dhf1k = is_dhf1k(rules)
     s = flat_map(saliency, "saliency")
     return _nss_flat(s, fixation_index(fixations, np.shape(saliency)), dhf1k)
-
-
-# --------------------------------------------------------------------------
-# distribution-based metrics (need a ground-truth density map)
-# --------------------------------------------------------------------------
-
-def _cc_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
-    if _is_constant(p) or _is_constant(g):
-        return float("nan") if dhf1k else 0.0  # MATLAB: NaN (see _nss_flat on why not test the std)
-    a = np.subtract(p, p.mean(), out=scratch("a", p.size))
-    b = np.subtract(g, g.mean(), out=scratch("b", g.size))
-    den = np.sqrt(_dot(a, a) * _dot(b, b))
-    if not den > 0:
-        return 0.0
-    return _dot(a, b) / den
-
-
-def cc(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
-    """Pearson linear correlation coefficient, as MIT's ``CC.m`` (``corr2``).
-
-    Args:
-        saliency: (H, W) predicted map.
-        gt_map: (H, W) ground-truth (blurred fixation) density map.
-        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
-
-    Returns:
-        CC in [-1, 1]; when either map is constant 0.0 (chance) or NaN (dhf1k).
-    """
-    dhf1k = _dhf1k(rules)
-    check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _cc_flat(flat_map(saliency, "saliency"), flat_map(gt_map, "gt_map"), dhf1k)
-
-
-def _sim_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """MIT ``similarity.m`` normalisation: to [0, 1], then to sum 1 (uniform if flat)."""
-    np.subtract(x, x.min(), out=out)
-    total = out.sum()
-    if total > 0:
-        out /= total
-    else:
-        out.fill(1.0 / out.size)
-    return out
-
-
-def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray) -> Optional[np.ndarray]:
-    """``similarity.m``'s own normalisation: an all-zero map stays zero; None for a nonzero constant
-    map (MATLAB's min-max divides 0 by 0, an all-NaN map, and the score is NaN)."""
-    lo, hi = x.min(), x.max()
-    if lo == hi:
-        if lo != 0:
-            return None
-        out.fill(0.0)
-        return out
-    np.subtract(x, lo, out=out)
-    out /= out.sum()
-    return out
-
-
-def _sim_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
-    if dhf1k:
-        d = _sim_density_dhf1k(p, scratch("a", p.size))
-        e = _sim_density_dhf1k(g, scratch("b", g.size))
-        if d is None or e is None:
-            return float("nan")
-        np.minimum(d, e, out=d)
-        return float(d.sum())
-    d = _sim_density(p, scratch("a", p.size))
-    np.minimum(d, _sim_density(g, scratch("b", g.size)), out=d)
-    return float(d.sum())
-
-
-def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
-    """Similarity (histogram intersection), as MIT's ``similarity.m``.
-
-    Each map is min-max normalised to [0, 1], then divided by its sum; the
-    score is ``sum(min(P, G))``.  (Min-max then sum-normalising equals
-    ``(x - min) / sum(x - min)``, which is what is computed.)
-
-    Args:
-        saliency: (H, W) predicted map.
-        gt_map: (H, W) ground-truth density map.
-        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
-
-    Returns:
-        SIM in [0, 1].  Chance rules: a constant or all-zero map is taken as the
-        uniform density.  dhf1k rules (MIT's own): an all-zero map stays zero
-        (SIM 0), a nonzero constant map gives NaN.
-    """
-    dhf1k = _dhf1k(rules)
-    check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _sim_flat(flat_map(saliency, "saliency"), flat_map(gt_map, "gt_map"), dhf1k)
-
-
-def _kld_density(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """MIT ``KLdiv.m`` normalisation: divide by the sum (no min subtraction).
-
-    Negative values (which MIT never sees on image maps) are shifted up by the
-    minimum first, as pysaliency does; an all-zero map becomes uniform.
-    """
-    lo = x.min()
-    if lo < 0:
-        x = np.subtract(x, lo, out=out)
-    total = x.sum()
-    if total > 0:
-        np.divide(x, total, out=out)
-    else:
-        out.fill(1.0 / out.size)
-    return out
-
-
-def _kld_density_dhf1k(x: np.ndarray, out: np.ndarray, clip: bool) -> np.ndarray:
-    """``KLdiv.m``'s normalisation: divide by the sum when any value is nonzero (an all-zero map stays
-    zero).  With ``clip``, negative values are first set to 0: ``KLdiv.m`` itself would take the log
-    of a negative ratio (a complex KLD) where bicubic overshoot leaves a resized prediction below 0."""
-    if clip:
-        np.maximum(x, 0.0, out=out)
-    else:
-        np.copyto(out, x)
-    total = out.sum()
-    if total != 0:
-        out /= total
-    return out
-
-
-def _kld_flat(p: np.ndarray, g: np.ndarray, dhf1k: bool = False) -> float:
-    if dhf1k:
-        p = _kld_density_dhf1k(p, scratch("a", p.size), clip=True)
-        g = _kld_density_dhf1k(g, scratch("b", g.size), clip=False)
-    else:
-        p = _kld_density(p, scratch("a", p.size))
-        g = _kld_density(g, scratch("b", g.size))
-    n_nz = np.count_nonzero(g)
-    if n_nz < g.size // 2:
-        # G = 0 pixels contribute 0 * log(eps) = 0 exactly: skip them when they
-        # are the majority (typical of blurred fixation maps stored as uint8).
-        nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
-        g, p = g[nz], p[nz]
-    # G * log(eps + G / (P + eps)), with in-place temporaries
-    p += MATLAB_EPS
-    np.divide(g, p, out=p)
-    p += MATLAB_EPS
-    np.log(p, out=p)
-    return _dot(g, p)
-
-
-def kld(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
-    """KL divergence KL(G || P), as MIT's ``KLdiv.m``.
-
-    Both maps are divided by their sums; the score is
-    ``sum(G * log(eps + G / (P + eps)))`` with MATLAB's ``eps`` (2**-52).
-
-    Args:
-        saliency: (H, W) predicted map P.
-        gt_map: (H, W) ground-truth density map G.
-        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
-
-    Returns:
-        KLD >= 0 (lower is better).  Chance rules: an all-zero map is taken as
-        uniform, a map with negative values is shifted by its minimum.  dhf1k
-        rules: an all-zero map stays zero (as ``KLdiv.m``), and negative values
-        of the prediction are clipped to 0 (``KLdiv.m`` would return a complex
-        number; the benchmark's driver never computes KLD).
-    """
-    dhf1k = _dhf1k(rules)
-    check_shape(np.shape(saliency), gt_map, "gt_map")
-    return _kld_flat(flat_map(saliency, "saliency"), flat_map(gt_map, "gt_map"), dhf1k)
 
 
 # --------------------------------------------------------------------------
@@ -537,6 +363,126 @@ class ScoringSettings:
     jitter: bool = False  # AUC-Judd jitter (see auc_judd)
     rules: str = "chance"  # "chance" or "dhf1k" for degenerate maps (see the module docstring)
     colon: str = "matlab"  # s-AUC thresholds as "matlab" or "octave" computes 0:step:max
+
+
+@dataclass(frozen=True)
+class FrameTruth:
+    """Everything about one frame's ground truth that does not depend on the prediction, prepared once
+    (:func:`prepare_truth`) and scored against any number of predictions (:func:`score_prediction`).
+
+    Its arrays are its own (no scratch buffer) and are never written by the scoring, so a truth can
+    be kept while other frames are scored.  Prepared under one ``rules``; scoring it under others
+    raises ValueError.
+    """
+
+    shape: Optional[tuple]  # (H, W) a prediction must have; None without any ground truth (any shape)
+    rules: str  # the rules the densities were normalised under
+    fixations: Optional[np.ndarray]  # flat indices (int64, ascending) of the fixated pixels; None: no map
+    other: Optional[np.ndarray]  # flat indices of s-AUC's negatives' locations; None: no s-AUC
+    cc: Optional[tuple] = None  # metrics_distribution.cc_truth of the continuous map (None: constant)
+    sim: Optional[np.ndarray] = None  # ... sim_truth (None: NaN under the dhf1k rules)
+    kld: Optional[tuple] = None  # ... kld_truth
+    has_map: bool = False  # a continuous map was given (else CC, SIM, KLD are NaN)
+    # AUC-Judd's jitter draws (times the jitter scale) of the last generator state they were drawn from,
+    # and the state after them: predictions scored from the same state (many models, one frame) share them.
+    jitter: dict = field(default_factory=dict, repr=False, compare=False)
+
+
+def _jittered(s: np.ndarray, seed: SeedLike, truth: FrameTruth) -> np.ndarray:
+    """``add_jitter(s, seed, ...)`` (in the scratch buffer "jitter"), the generator consumed as it
+    consumes it, with the draws taken from ``truth.jitter`` when the generator is at the state they were
+    drawn from: ``fl(fl(r * JITTER_SCALE) + s)`` either way, the same bits."""
+    rng = np.random.default_rng(seed)
+    key = (s.size, str(rng.bit_generator.state))
+    out = scratch("jitter", s.size)
+    if key in truth.jitter:
+        scaled, after = truth.jitter[key]
+        rng.bit_generator.state = after
+        return np.add(scaled, s, out=out)
+    rng.random(out=out)
+    out *= JITTER_SCALE
+    truth.jitter.clear()  # one frame's draws at a time
+    truth.jitter[key] = (out.copy(), rng.bit_generator.state)
+    out += s
+    return out
+
+
+def prepare_truth(
+    gt_map: Optional[np.ndarray],
+    fixations: Optional[np.ndarray],
+    other_fixations: Optional[np.ndarray],
+    settings: ScoringSettings = ScoringSettings(),
+) -> FrameTruth:
+    """One frame's ground truth, ready to score predictions against (see :func:`score_frame` for the
+    arguments: each may be None).  The fixation map and ``other_fixations`` (a map, or (K, 2) (y, x)
+    points) must have the continuous map's (H, W) when both are given; ValueError otherwise, and for
+    an unknown ``settings.rules``.  ``other_fixations`` is read only when the frame has fixations."""
+    dhf1k = is_dhf1k(settings.rules)
+    shape = None if gt_map is None else np.shape(gt_map)
+    if fixations is not None:
+        shape = np.shape(fixations) if shape is None else shape
+        fixations = fixation_index(fixations, shape)
+    other = None
+    if fixations is not None and fixations.size and other_fixations is not None:
+        other = other_index(other_fixations, shape)
+    if gt_map is None:
+        return FrameTruth(shape, settings.rules, fixations, other)
+    g = flat_map(gt_map, "gt_map")
+    return FrameTruth(shape, settings.rules, fixations, other, cc=cc_truth(g, np.empty(g.size)),
+                      sim=sim_truth(g, dhf1k, np.empty(g.size)), kld=kld_truth(g, dhf1k, np.empty(g.size)),
+                      has_map=True)
+
+
+def score_prediction(
+    saliency: np.ndarray, truth: FrameTruth, settings: ScoringSettings = ScoringSettings(), *, seed: SeedLike = 0
+) -> dict:
+    """All six DHF1K metrics of one prediction against a prepared frame (:func:`prepare_truth`).
+
+    Args:
+        saliency: (H, W) prediction at the ground truth's size (``truth.shape``); ValueError otherwise.
+        truth: the frame, prepared under ``settings.rules``.
+        settings: as :func:`score_frame`'s.
+        seed: seed or Generator, consumed exactly as :func:`score_frame` consumes it: AUC-Judd's
+            jitter first (when on and the frame has fixations), then s-AUC's splits.  To score several
+            predictions with the same draws, restore a generator's ``bit_generator.state`` before each.
+
+    Returns:
+        The dict of :func:`score_frame`, with the same numbers to the last bit.
+    """
+    dhf1k = is_dhf1k(settings.rules)
+    if settings.colon not in COLONS:
+        raise ValueError(f"colon must be one of {COLONS}, got {settings.colon!r}")
+    if truth.rules != settings.rules:
+        raise ValueError(f"the truth was prepared under rules {truth.rules!r}, not {settings.rules!r}")
+    s = flat_map(saliency, "saliency")
+    if truth.shape is not None and np.shape(saliency) != tuple(truth.shape):
+        raise ValueError(f"the saliency map has shape {np.shape(saliency)} but the ground truth has shape "
+                         f"{tuple(truth.shape)}; resize the prediction first (metrics.resize_to)")
+    out = dict.fromkeys(METRIC_NAMES, float("nan"))
+    fix = truth.fixations
+    scored = fix is not None and fix.size > 0
+    if not (truth.has_map or scored):
+        return out
+    # What several metrics compute of the prediction, computed once (the same operations, so the same bits).
+    bounds = lo, hi = s.min(), s.max()
+    centred = centre(s) if hi != lo else None  # in scratch "a": CC and NSS use it before SIM and KLD
+    if truth.has_map:
+        out["cc"] = cc_against(s, truth.cc, dhf1k, bounds, centred)
+    if scored:
+        out["nss"] = _nss_flat(s, fix, dhf1k, centred)
+    if truth.has_map:
+        out["sim"] = sim_against(s, truth.sim, dhf1k, bounds)
+        out["kld"] = kld_against(s, truth.kld, dhf1k, bounds)
+    if scored:
+        ranked, constant = s, hi == lo
+        if settings.jitter:
+            ranked = _jittered(s, seed, truth)
+            # every jitter is in [0, JITTER_SCALE]: the jittered map spans at least [lo + JITTER_SCALE, hi]
+            constant = None if lo + JITTER_SCALE >= hi else False
+        out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k, constant)
+        if truth.other is not None:
+            out["s_auc"] = _auc_shuffled_flat(s, fix, truth.other, np.random.default_rng(seed), settings, bounds)
+    return out
 
 
 def score_frame(
@@ -566,32 +512,9 @@ def score_frame(
     Returns:
         ``{"auc_j", "sim", "s_auc", "cc", "nss", "kld"}`` -> float, NaN where
         not computable (missing input, no fixation in the frame, and under the
-        dhf1k rules wherever the benchmark's code gives NaN).
+        dhf1k rules wherever the benchmark's code gives NaN).  The same as
+        ``score_prediction(saliency, prepare_truth(gt_map, fixations, other_fixations, settings),
+        settings, seed=seed)``, which it is.
     """
-    dhf1k = _dhf1k(settings.rules)
-    colon = settings.colon
-    if colon not in COLONS:
-        raise ValueError(f"colon must be one of {COLONS}, got {colon!r}")
-    shape = np.shape(saliency)
-    s = flat_map(saliency, "saliency")
-    out = dict.fromkeys(METRIC_NAMES, float("nan"))
-
-    if gt_map is not None:
-        check_shape(shape, gt_map, "gt_map")
-        g = flat_map(gt_map, "gt_map")
-        out["cc"] = _cc_flat(s, g, dhf1k)
-        out["sim"] = _sim_flat(s, g, dhf1k)
-        out["kld"] = _kld_flat(s, g, dhf1k)
-
-    if fixations is not None:
-        fix = fixation_index(fixations, shape)
-        if fix.size:
-            ranked = add_jitter(s, seed, scratch("jitter", s.size)) if settings.jitter else s
-            out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k)
-            out["nss"] = _nss_flat(s, fix, dhf1k)
-            if other_fixations is not None:
-                other = other_index(other_fixations, shape)
-                out["s_auc"] = _auc_shuffled_flat(
-                    s, fix, other, settings.n_splits, settings.step, np.random.default_rng(seed), dhf1k, colon
-                )
-    return out
+    truth = prepare_truth(gt_map, fixations, other_fixations, settings)
+    return score_prediction(saliency, truth, settings, seed=seed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sal3d.pipeline.imresize import contributions, imresize, output_size
+from sal3d.pipeline.imresize import axis_products, contributions, imresize, output_size
 
 # An 8x10 test image and MATLAB's bicubic imresize of it (uint8 in, uint8 out), as quoted by the
 # GNU Octave image package's imresize tests ("reference results from matlab"). MATLAB rounds its
@@ -99,6 +99,33 @@ def test_weights_are_cached_and_read_only():
     assert contributions(256, 640, 2.5) is a
     assert not a[0].flags.writeable and not a[1].flags.writeable
     assert a[1].min() >= 0 and a[1].max() < 256
+
+
+def _einsum_resize(image, shape, flavour):
+    """The resize written as gathered taps summed by einsum, one axis after the other (the definition
+    of imresize's result, summation order included)."""
+    a = np.asarray(image, np.float64)
+    (rows, cols), scales = output_size(a.shape, shape)
+    order = ((0, 1) if scales[0] <= scales[1] else (1, 0)) if flavour == "matlab" else (1, 0)
+    for axis in order:
+        target = (rows, cols)[axis]
+        if a.shape[axis] == target and scales[axis] == 1:
+            continue
+        w, idx = contributions(a.shape[axis], target, scales[axis], True, flavour == "matlab")
+        taps = np.take(a, idx, axis=axis)
+        a = np.einsum("kpw,kp->kw", taps, w) if axis == 0 else np.einsum("hkp,kp->hk", taps, w)
+    return a
+
+
+@pytest.mark.parametrize("flavour", ["matlab", "octave"])
+@pytest.mark.parametrize("src, dst", [((192, 256), (360, 640)), ((48, 80), (96, 160)), ((360, 640), (144, 256)),
+                                      ((30, 50), (360, 640))])
+def test_sparse_products_give_einsums_bits(src, dst, flavour):
+    image = np.random.default_rng(1).integers(0, 256, src).astype(np.uint8)
+    assert np.array_equal(imresize(image, dst, flavour=flavour), _einsum_resize(image, dst, flavour))
+    if dst[0] > src[0] and dst[1] > src[1]:  # enlarging takes the sparse products (~5x faster) on both axes
+        for axis in (0, 1):
+            assert axis_products(src[axis], dst[axis], dst[axis] / src[axis], True, flavour == "matlab", axis)
 
 
 def test_output_size_and_bad_input():

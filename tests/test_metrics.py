@@ -552,3 +552,48 @@ def test_sauc_sampling_matches_pysaliency_in_expectation(pysal, seed, monkeypatc
     assert M.auc_shuffled(g, fix, other, n_splits=2000, seed=seed) == pytest.approx(ref, abs=0.01)
     # a single split is one subset's value, not the expectation
     assert M.auc_shuffled(g, fix, other, n_splits=1, seed=seed) != pytest.approx(ref, abs=1e-6)
+
+
+# --------------------------------------------------------------------------
+# one frame's truth, prepared once, for many predictions
+# --------------------------------------------------------------------------
+
+def _same_scores(a: dict, b: dict) -> bool:
+    """Equal dicts of scores, NaN equal to NaN, to the last bit."""
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+@pytest.mark.parametrize("rules", M.RULES)
+def test_prepared_truth_scores_each_prediction_as_score_frame(rules):
+    pred, gt, fix, other = _scene(11, n_fix=30, n_other=70)  # more negatives than fixations: random splits
+    gt = np.where(gt > np.median(gt) * 1.5, gt, 0.0)  # mostly zero: KLD's sparse path
+    settings = M.ScoringSettings(n_splits=20, jitter=True, rules=rules)
+    truth = M.prepare_truth(gt, fix, other, settings)
+    kept = [truth.cc[0].copy(), truth.sim.copy(), truth.kld[0].copy()]
+    noisy = pred + np.random.default_rng(1).uniform(0, 0.2, pred.shape)
+    rng = np.random.default_rng([3, 0, 5])
+    rng.random(4)  # a frame's generator after other draws (the negatives')
+    state = rng.bit_generator.state
+    for p in (pred, noisy, np.full_like(pred, 0.3), (pred * 255).astype(np.uint8)):
+        rng.bit_generator.state = state  # each model from the frame's state
+        reference = np.random.default_rng([3, 0, 5])
+        reference.random(4)
+        prepared = M.score_prediction(p, truth, settings, seed=rng)
+        assert _same_scores(prepared, M.score_frame(p, gt, fix, other, settings, seed=reference))
+        assert rng.bit_generator.state == reference.bit_generator.state  # consumed in the same order
+    assert all(np.array_equal(a, b) for a, b in zip(kept, [truth.cc[0], truth.sim, truth.kld[0]]))
+    assert _same_scores(M.score_prediction(pred, truth, settings, seed=5), M.score_frame(pred, gt, fix, other,
+                                                                                        settings, seed=5))
+
+
+def test_prepared_truth_refuses_other_rules_and_sizes():
+    pred, gt, fix, other = _scene(2)
+    truth = M.prepare_truth(gt, fix, other, M.ScoringSettings(rules="dhf1k"))
+    with pytest.raises(ValueError, match="rules"):
+        M.score_prediction(pred, truth, M.ScoringSettings(rules="chance"))
+    with pytest.raises(ValueError, match="resize the prediction"):
+        M.score_prediction(pred[:-1], truth, M.ScoringSettings(rules="dhf1k"))
+    with pytest.raises(ValueError, match="fixations"):
+        M.prepare_truth(gt, fix[:-1], other)
+    empty = M.prepare_truth(None, None, None)  # no ground truth at all: every metric NaN
+    assert all(math.isnan(v) for v in M.score_prediction(pred, empty).values())

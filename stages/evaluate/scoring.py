@@ -3,18 +3,25 @@ negatives of a frame, the scoring of a chunk of frames, and the process pool tha
 
 A worker gets the pool once (`init_worker`); tasks are `Chunk`s of one video's frames and come back
 as `ChunkResult`s. Every frame draws from its own generator, seeded with (seed, video position,
-frame index), so the scores do not depend on the worker count or the chunking."""
+frame index), so the scores do not depend on the worker count or the chunking.
+
+A frame is scored in two steps, so that many predictions can share one reading of its ground truth:
+`frame_truth` reads the frame's ground truth and draws its s-AUC negatives, and returns the state of
+the frame's generator after those draws; `score_one` scores one prediction against that truth with a
+generator at that state (`generator_at`). A prediction scored with the generator restored to that
+state gets exactly the numbers a separate `evaluate` run with the same seed gives it."""
 
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from sal3d.pipeline.imresize import imresize
 from sal3d.pipeline.matlab import matlab_round
-from sal3d.pipeline.metrics import METRIC_NAMES, ScoringSettings, score_frame
+from sal3d.pipeline.metrics import METRIC_NAMES, FrameTruth, ScoringSettings, prepare_truth, score_prediction
 from sal3d.stages.evaluate.config import EvaluateError
 from sal3d.stages.evaluate.images import FixationPoints, read_fixations, read_grey, read_prediction
 from sal3d.stages.evaluate.planning import VideoPlan
@@ -32,6 +39,10 @@ class FixationPool:
     n_splits: int
     step: float
     builtins: str
+
+    def settings(self) -> ScoringSettings:
+        """The benchmark's protocol with this pool's s-AUC parameters and MATLAB built-ins."""
+        return ScoringSettings(self.n_splits, self.step, jitter=True, rules="dhf1k", colon=self.builtins)
 
 
 _SHARED: FixationPool | None = None
@@ -104,44 +115,96 @@ class ChunkResult:
     constant: int = 0  # frames whose (resized) prediction is constant
 
 
+def generator_at(state: dict) -> np.random.Generator:
+    """A new generator whose bit generator is at ``state`` (a ``bit_generator.state`` of `frame_rng`)."""
+    rng = np.random.default_rng(0)
+    rng.bit_generator.state = state
+    return rng
+
+
+def frame_truth(shared: FixationPool, video: int, frame: int, map_path: Path | None):
+    """Read one frame's ground truth and draw its s-AUC negatives: ``(truth, rng_state)``.
+
+    Args:
+        shared: the pool (`init_worker`'s).
+        video: the frame's video position (VideoPlan.index); frame: its index in the video.
+        map_path: its continuous map, or None.
+
+    Returns:
+        ``(FrameTruth, state)``: the truth under the benchmark's rules (`FixationPool.settings`), and
+        the ``bit_generator.state`` of the frame's generator (`frame_rng`) after the negatives were
+        drawn from it; or ``(None, None)`` for a frame without any ground truth. Score each prediction
+        with `score_one` and ``generator_at(state)`` (a fresh generator per prediction), so that every
+        prediction gets the jitter and s-AUC splits a separate `evaluate` run draws.
+
+    Raises EvaluateError for a continuous map whose size is not its fixation map's.
+    """
+    points = shared.points[video]
+    gt_map = read_grey(map_path) if map_path is not None else None
+    fixations, shape = None, None
+    if points is not None and points[2][frame, 0] > 0:
+        flat, offsets, shapes = points
+        shape = tuple(int(s) for s in shapes[frame])
+        fixations = np.zeros(shape, np.bool_)  # bool: the metrics find its nonzeros ~10x faster
+        fixations.ravel()[flat[offsets[frame]:offsets[frame + 1]]] = True
+    if gt_map is not None:
+        if shape is not None and gt_map.shape != shape:
+            raise EvaluateError(f"{map_path}: continuous map is {gt_map.shape[1]}x{gt_map.shape[0]} but "
+                                f"its fixation map is {shape[1]}x{shape[0]}")
+        shape = gt_map.shape
+    if shape is None:  # no ground truth for this frame (cannot happen for planned frames)
+        return None, None
+    rng = frame_rng(shared.seed, video, frame)
+    other = shuffled_negatives(shared, shape, rng) if fixations is not None else None
+    return prepare_truth(gt_map, fixations, other, shared.settings()), rng.bit_generator.state
+
+
+def score_one(pred_path: Path | None, truth: FrameTruth, shared: FixationPool, rng: np.random.Generator):
+    """Score one prediction against a frame's truth (`frame_truth`): ``(row, resized_from, constant)``.
+
+    Args:
+        pred_path: the prediction's file, or None for a missing one (scored as an all-zero map, as a
+            black PNG).
+        truth: the frame's truth.
+        shared: the pool (for the settings and the MATLAB built-ins of the resize).
+        rng: the frame's generator at the state `frame_truth` returned (`generator_at`); consumed.
+
+    Returns:
+        ``row``: (6,) float64 in METRIC_NAMES order; ``resized_from``: the prediction's (h, w) when it
+        was resized to the ground truth's size (bicubic, as the benchmark), else None; ``constant``:
+        whether the (resized) prediction is constant.
+    """
+    shape = tuple(truth.shape)
+    resized_from = None
+    if pred_path is None:
+        pred = np.zeros(shape, np.uint8)
+    else:
+        pred = read_prediction(pred_path)
+        if pred.shape != shape:
+            resized_from = pred.shape
+            pred = imresize(pred, shape, flavour=shared.builtins)
+    constant = bool(pred.min() == pred.max())
+    values = score_prediction(pred, truth, shared.settings(), seed=rng)
+    return np.array([values[m] for m in METRIC_NAMES]), resized_from, constant
+
+
 def score_chunk(chunk: Chunk) -> ChunkResult:
     """Read and score every frame of `chunk` under the benchmark's rules, with the pool of
-    `init_worker`; raises EvaluateError for a continuous map whose size is not its fixation map's."""
+    `init_worker` (`frame_truth`, then `score_one`); raises EvaluateError for a continuous map whose
+    size is not its fixation map's."""
     shared = _SHARED
     scores = np.full((len(chunk.preds), len(METRIC_NAMES)), np.nan)
     resized, pred_size, gt_size, constant = 0, None, None, 0
-    points = shared.points[chunk.video]
-    settings = ScoringSettings(shared.n_splits, shared.step, jitter=True, rules="dhf1k", colon=shared.builtins)
     for i, (pred_path, map_path) in enumerate(zip(chunk.preds, chunk.maps)):
-        frame = chunk.start + i
-        gt_map = read_grey(map_path) if map_path is not None else None
-        fixations, shape = None, None
-        if points is not None and points[2][frame, 0] > 0:
-            flat, offsets, shapes = points
-            shape = tuple(int(s) for s in shapes[frame])
-            fixations = np.zeros(shape, np.bool_)  # bool: the metrics find its nonzeros ~10x faster
-            fixations.ravel()[flat[offsets[frame]:offsets[frame + 1]]] = True
-        if gt_map is not None:
-            if shape is not None and gt_map.shape != shape:
-                raise EvaluateError(f"{map_path}: continuous map is {gt_map.shape[1]}x{gt_map.shape[0]} but "
-                                    f"its fixation map is {shape[1]}x{shape[0]}")
-            shape = gt_map.shape
-        if shape is None:  # no ground truth for this frame (cannot happen for planned frames)
+        truth, state = frame_truth(shared, chunk.video, chunk.start + i, map_path)
+        if truth is None:
             continue
-        if pred_path is None:
-            pred = np.zeros(shape, np.uint8)  # missing: an all-zero map, as a black PNG
-        else:
-            pred = read_prediction(pred_path)
-            if pred.shape != shape:
-                if pred_size is None:
-                    pred_size, gt_size = pred.shape, shape
-                resized += 1
-                pred = imresize(pred, shape, flavour=shared.builtins)
-        constant += bool(pred.min() == pred.max())
-        rng = frame_rng(shared.seed, chunk.video, frame)
-        other = shuffled_negatives(shared, shape, rng) if fixations is not None else None
-        values = score_frame(pred, gt_map, fixations, other, settings, seed=rng)
-        scores[i] = [values[m] for m in METRIC_NAMES]
+        scores[i], resized_from, is_constant = score_one(pred_path, truth, shared, generator_at(state))
+        if resized_from is not None:
+            if pred_size is None:
+                pred_size, gt_size = resized_from, tuple(truth.shape)
+            resized += 1
+        constant += is_constant
     return ChunkResult(chunk.video, chunk.start, scores, resized, pred_size, gt_size, constant)
 
 

@@ -1,0 +1,249 @@
+"""The distribution-based DHF1K metrics (CC, SIM, KLD), split into the ground-truth map's side and the
+prediction's side, so that one frame's ground truth is prepared once for any number of predictions.
+
+Each metric has a ``*_truth(g, dhf1k, out)`` function that computes, from the flat ground-truth map
+``g`` (float64, H*W values), what the metric needs of it, and a ``*_against(p, truth, dhf1k)``
+function that scores the flat prediction ``p`` against that; ``cc``, ``sim`` and ``kld`` are the
+two in a row.  The conventions, and the ``rules`` (``"dhf1k"`` or ``"chance"``) for degenerate maps,
+are :mod:`pipeline.metrics`'s; the numbers are the same to the last bit whichever way they are
+computed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from sal3d.pipeline.matlab import MATLAB_EPS
+from sal3d.pipeline.metric_inputs import centre, check_shape, dot, flat_map, is_constant, is_dhf1k, scratch
+
+__all__ = ["cc", "cc_truth", "cc_against", "sim", "sim_truth", "sim_against", "kld", "kld_truth", "kld_against"]
+
+
+# --------------------------------------------------------------------------
+# CC
+# --------------------------------------------------------------------------
+
+def cc_truth(g: np.ndarray, out: np.ndarray) -> Optional[tuple[np.ndarray, float]]:
+    """CC's side of the ground truth: ``(g - mean(g)`` written into ``out``, its squared norm), or
+    None for a constant map (no correlation is defined)."""
+    if is_constant(g):
+        return None
+    centred = np.subtract(g, g.mean(), out=out)
+    return centred, dot(centred, centred)
+
+
+def cc_against(p: np.ndarray, truth: Optional[tuple[np.ndarray, float]], dhf1k: bool,
+               bounds: Optional[tuple] = None, centred: Optional[tuple] = None) -> float:
+    """CC of the flat prediction ``p`` against `cc_truth`'s result; ``bounds`` (min, max) and
+    ``centred`` (`metric_inputs.centre`) of ``p`` when already computed."""
+    lo, hi = bounds if bounds is not None else (p.min(), p.max())
+    if hi == lo or truth is None:
+        return float("nan") if dhf1k else 0.0  # MATLAB: NaN (see metrics.nss on why not test the std)
+    centred_g, norm2_g = truth
+    _, a, sum_sq = centred if centred is not None else centre(p)
+    den = np.sqrt(sum_sq * norm2_g)
+    if not den > 0:
+        return 0.0
+    return dot(a, centred_g) / den
+
+
+def cc(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
+    """Pearson linear correlation coefficient, as MIT's ``CC.m`` (``corr2``).
+
+    Args:
+        saliency: (H, W) predicted map.
+        gt_map: (H, W) ground-truth (blurred fixation) density map.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
+
+    Returns:
+        CC in [-1, 1]; when either map is constant 0.0 (chance) or NaN (dhf1k).
+    """
+    dhf1k = is_dhf1k(rules)
+    check_shape(np.shape(saliency), gt_map, "gt_map")
+    g = flat_map(gt_map, "gt_map")
+    return cc_against(flat_map(saliency, "saliency"), cc_truth(g, scratch("b", g.size)), dhf1k)
+
+
+# --------------------------------------------------------------------------
+# SIM
+# --------------------------------------------------------------------------
+
+def _sim_density(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> np.ndarray:
+    """MIT ``similarity.m`` normalisation: to [0, 1], then to sum 1 (uniform if flat)."""
+    np.subtract(x, x.min() if bounds is None else bounds[0], out=out)
+    total = out.sum()
+    if total > 0:
+        out /= total
+    else:
+        out.fill(1.0 / out.size)
+    return out
+
+
+def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
+    """``similarity.m``'s own normalisation: an all-zero map stays zero; None for a nonzero constant
+    map (MATLAB's min-max divides 0 by 0, an all-NaN map, and the score is NaN)."""
+    lo, hi = bounds if bounds is not None else (x.min(), x.max())
+    if lo == hi:
+        if lo != 0:
+            return None
+        out.fill(0.0)
+        return out
+    np.subtract(x, lo, out=out)
+    out /= out.sum()
+    return out
+
+
+def sim_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
+    """SIM's side of the ground truth: its density, written into ``out``; None where the dhf1k
+    rules make the score NaN (a nonzero constant map).  ``bounds``: (min, max) of ``g`` if known."""
+    return _sim_density_dhf1k(g, out, bounds) if dhf1k else _sim_density(g, out, bounds)
+
+
+def sim_against(p: np.ndarray, truth: Optional[np.ndarray], dhf1k: bool, bounds: Optional[tuple] = None) -> float:
+    """SIM of the flat prediction ``p`` against `sim_truth`'s result; ``bounds``: (min, max) of ``p`` if known."""
+    d = sim_truth(p, dhf1k, scratch("a", p.size), bounds)
+    if d is None or truth is None:
+        return float("nan")
+    np.minimum(d, truth, out=d)
+    return float(d.sum())
+
+
+def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
+    """Similarity (histogram intersection), as MIT's ``similarity.m``.
+
+    Each map is min-max normalised to [0, 1], then divided by its sum; the
+    score is ``sum(min(P, G))``.  (Min-max then sum-normalising equals
+    ``(x - min) / sum(x - min)``, which is what is computed.)
+
+    Args:
+        saliency: (H, W) predicted map.
+        gt_map: (H, W) ground-truth density map.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
+
+    Returns:
+        SIM in [0, 1].  Chance rules: a constant or all-zero map is taken as the
+        uniform density.  dhf1k rules (MIT's own): an all-zero map stays zero
+        (SIM 0), a nonzero constant map gives NaN.
+    """
+    dhf1k = is_dhf1k(rules)
+    check_shape(np.shape(saliency), gt_map, "gt_map")
+    g = flat_map(gt_map, "gt_map")
+    return sim_against(flat_map(saliency, "saliency"), sim_truth(g, dhf1k, scratch("b", g.size)), dhf1k)
+
+
+# --------------------------------------------------------------------------
+# KLD
+# --------------------------------------------------------------------------
+
+def _kld_density(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> np.ndarray:
+    """MIT ``KLdiv.m`` normalisation: divide by the sum (no min subtraction).
+
+    Negative values (which MIT never sees on image maps) are shifted up by the
+    minimum first, as pysaliency does; an all-zero map becomes uniform.
+    """
+    lo = x.min() if bounds is None else bounds[0]
+    if lo < 0:
+        x = np.subtract(x, lo, out=out)
+    total = x.sum()
+    if total > 0:
+        np.divide(x, total, out=out)
+    else:
+        out.fill(1.0 / out.size)
+    return out
+
+
+def _kld_density_dhf1k(x: np.ndarray, out: np.ndarray, clip: bool) -> np.ndarray:
+    """``KLdiv.m``'s normalisation: divide by the sum when any value is nonzero (an all-zero map stays
+    zero).  With ``clip``, negative values are first set to 0: ``KLdiv.m`` itself would take the log
+    of a negative ratio (a complex KLD) where bicubic overshoot leaves a resized prediction below 0."""
+    if clip:
+        np.maximum(x, 0.0, out=out)
+    else:
+        np.copyto(out, x)
+    total = out.sum()
+    if total != 0:
+        out /= total
+    return out
+
+
+def _kld_prediction_dhf1k(p: np.ndarray, nz: Optional[np.ndarray], out: np.ndarray,
+                          bounds: Optional[tuple]) -> np.ndarray:
+    """``_kld_density_dhf1k(p, clip=True)`` at the pixels ``nz`` (all when None), in a new array or
+    ``out``: the same numbers, without clipping a map that has no negative value (``bounds``: its
+    min, max) and dividing only the pixels that are used."""
+    src = p if bounds is not None and bounds[0] >= 0 else np.maximum(p, 0.0, out=out)
+    total = src.sum()
+    if nz is not None:
+        used = src[nz]
+    else:
+        np.copyto(out, src)
+        used = out
+    if total != 0:
+        used /= total
+    return used
+
+
+def kld_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """KLD's side of the ground truth: ``(G, index)``, G the density (written into ``out``) and index
+    None; or, when G's nonzero pixels are fewer than half, G at those pixels only and their flat
+    indices: G = 0 pixels contribute 0 * log(eps) = 0 exactly, so they are skipped (typical of
+    blurred fixation maps stored as uint8)."""
+    if dhf1k:
+        # The density's nonzeros are among the map's: divide those first, the whole map only if kept whole.
+        total = g.sum()
+        nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
+        used = g[nz] / total if total != 0 else g[nz]
+        if np.count_nonzero(used) < g.size // 2:
+            kept = used != 0  # a quotient can underflow to 0
+            return (used, nz) if kept.all() else (used[kept], nz[kept])
+        return _kld_density_dhf1k(g, out, clip=False), None
+    g = _kld_density(g, out)
+    if np.count_nonzero(g) < g.size // 2:
+        nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))
+        return g[nz], nz
+    return g, None
+
+
+def kld_against(p: np.ndarray, truth: tuple[np.ndarray, Optional[np.ndarray]], dhf1k: bool,
+                bounds: Optional[tuple] = None) -> float:
+    """KLD of the flat prediction ``p`` against `kld_truth`'s result; ``bounds``: (min, max) of ``p`` if known."""
+    g, nz = truth
+    out = scratch("a", p.size)
+    if dhf1k:
+        p = _kld_prediction_dhf1k(p, nz, out, bounds)
+    else:
+        p = _kld_density(p, out, bounds)
+        if nz is not None:
+            p = p[nz]
+    # G * log(eps + G / (P + eps)), with in-place temporaries
+    p += MATLAB_EPS
+    np.divide(g, p, out=p)
+    p += MATLAB_EPS
+    np.log(p, out=p)
+    return dot(g, p)
+
+
+def kld(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
+    """KL divergence KL(G || P), as MIT's ``KLdiv.m``.
+
+    Both maps are divided by their sums; the score is
+    ``sum(G * log(eps + G / (P + eps)))`` with MATLAB's ``eps`` (2**-52).
+
+    Args:
+        saliency: (H, W) predicted map P.
+        gt_map: (H, W) ground-truth density map G.
+        rules: ``"chance"`` or ``"dhf1k"`` (see the module docstring).
+
+    Returns:
+        KLD >= 0 (lower is better).  Chance rules: an all-zero map is taken as
+        uniform, a map with negative values is shifted by its minimum.  dhf1k
+        rules: an all-zero map stays zero (as ``KLdiv.m``), and negative values
+        of the prediction are clipped to 0 (``KLdiv.m`` would return a complex
+        number; the benchmark's driver never computes KLD).
+    """
+    dhf1k = is_dhf1k(rules)
+    check_shape(np.shape(saliency), gt_map, "gt_map")
+    g = flat_map(gt_map, "gt_map")
+    return kld_against(flat_map(saliency, "saliency"), kld_truth(g, dhf1k, scratch("b", g.size)), dhf1k)
