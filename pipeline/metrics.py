@@ -371,7 +371,7 @@ class FrameTruth:
     (:func:`prepare_truth`) and scored against any number of predictions (:func:`score_prediction`).
 
     Its arrays are its own (no scratch buffer) and are never written by the scoring, so a truth can
-    be kept while other frames are scored.  Prepared under one ``rules``; scoring it under others
+    be kept while other frames are scored; only its ``jitter`` cache changes (see the field).  Prepared under one ``rules``; scoring it under others
     raises ValueError.
     """
 
