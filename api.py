@@ -76,7 +76,7 @@ class Predictor:
         return np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
 
     def stream(self, frames: Iterable[np.ndarray], *, max_batch: int | None = None,
-               max_latency: float | None = None) -> Iterator[np.ndarray]:
+               max_latency: float | None = None, source_size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Maps of frames as they come: any iterable of uint8 (H, W, 3) RGB frames (a list, a generator, a
         live `pipeline.stream_source.FrameStream` that blocks between frames) -> one float32 (H, W) map
         in [0, 1] per frame (224x224 with ``size="224"``), in order, each as soon as its window exists.
@@ -93,6 +93,10 @@ class Predictor:
         in the last bits). ValueError when a frame is not uint8 (H, W, 3) or not the first frame's size
         (naming its index); an error of the iterable reaches the caller after the maps of the frames
         before it. Closing the generator stops the background thread.
+
+        source_size: (H, W) of the source when the frames given are already resized for the trunk (e.g.
+        224x224 frames that ffmpeg scaled as decord does, `pipeline.stream_source.open_stream`'s
+        ``size``): the maps are made at the size ``size`` gives for it; None: the frames' own size.
         """
         from sal3d.pipeline.frame_feed import FrameFeed
 
@@ -106,7 +110,7 @@ class Predictor:
             first = next(batches, None)
             if first is None:
                 return
-            height, width = self.options.output_size(*feed.frame_shape[:2])
+            height, width = self.options.output_size(*(source_size or feed.frame_shape[:2]))
             yield from self._maps(itertools.chain([first], batches), height, width)
 
     def _maps(self, batches: Iterator[np.ndarray], height: int, width: int) -> Iterator[np.ndarray]:

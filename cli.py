@@ -223,7 +223,7 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
 @main.command()
 @click.argument("source")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path), required=False)
 @VIDEOS_OPTION
 @click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default("sal3d.stages.predict:PredictConfig", "split"),
               help="Only the videos of this official split.")
@@ -257,6 +257,22 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
               help="Feature store for a dataset/video SOURCE.")
 @click.option("--max-frames", type=click.IntRange(min=1), default=None,
               help="For a dataset/video SOURCE: extract (and so predict) at most this many frames of each video.")
+@click.option("--name", default=Default("sal3d.stages.predict:PredictConfig", "name"),
+              help="A stream SOURCE: the folder of its maps, OUT_DIR/NAME/ (refused when it holds maps already).")
+@click.option("--maps-out", metavar="-|FILE", default=None,
+              help="A stream SOURCE: also write each map as raw uint8 grey bytes (width x height a frame, "
+                   "row-major) to stdout (-) or FILE, flushed per frame; OUT_DIR is then optional.")
+@click.option("--drop-late", is_flag=True,
+              help="A stream SOURCE: read it as fast as it comes; when more than --max-batch frames wait for "
+                   "the model, the oldest waiting one is dropped (counted). Without it no frame is dropped and "
+                   "the source is read only as fast as the model goes.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=Default("sal3d.stages.predict:PredictConfig", "max_batch"),
+              help="A stream SOURCE: at most this many frames per trunk batch.")
+@click.option("--max-latency", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="A stream SOURCE: cut a trunk batch short rather than let its oldest frame wait longer.")
+@click.option("--stall-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=Default("sal3d.stages.predict:PredictConfig", "stall_timeout"), metavar="SECONDS",
+              help="A stream SOURCE: give it up (exit 1, the maps so far kept) after this long without a frame.")
 def predict(source, checkpoint, out_dir, videos, **options):
     """Write a saliency map PNG for every frame: OUT_DIR/<video id>/<frame name>.png.
 
@@ -266,6 +282,12 @@ def predict(source, checkpoint, out_dir, videos, **options):
     size. OUT_DIR/predict.json records the checkpoint, the store and the post-processing. A rerun
     predicts only the frames that lack a PNG. Exits with status 1 when a video failed (in stage one, a
     damaged chunk found while reading its features, or maps that came out NaN or infinite).
+
+    A stream SOURCE (- for a container on stdin, an rtsp/http(s)/udp/... URL, a camera such as
+    /dev/video0) is read through ffmpeg and each map written as it comes, to OUT_DIR/NAME/0001.png ...
+    and/or --maps-out; no feature store. Its maps equal predict's on the same video file, except with
+    --overlay/--overlay-video (full frames, resized as the library's predict_frames: a few grey levels
+    apart). The end of the stream and Ctrl-C keep what was written; a stall or break exits 1.
     """
     from sal3d.stages.predict import PredictConfig, predict as run_predict
 

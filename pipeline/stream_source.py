@@ -37,6 +37,8 @@ DEVICE_PREFIXES = {"avfoundation:": "avfoundation", "dshow:": "dshow"}
 LOG_LINES = 20
 # ffmpeg's "Output #0" stream line: "Stream #0:0: Video: rawvideo (RGB[24] / 0x...), rgb24(...), 64x48 [...], 25 fps"
 _OUTPUT_STREAM = re.compile(r"Stream #\d+:\d+.*: Video: rawvideo.*?(?<![\w])([1-9]\d*)x([1-9]\d*)")
+# The input's stream line: "Stream #0:0: Video: h264 (High), yuv420p(progressive), 640x360 [SAR 1:1 DAR 16:9], 25 fps"
+_INPUT_STREAM = re.compile(r"Stream #\d+:\d+.*: Video: .*?(?<![\w])([1-9]\d*)x([1-9]\d*)")
 _FPS = re.compile(r"([\d.]+) fps")
 
 
@@ -65,11 +67,14 @@ def is_stream_source(source: str) -> bool:
             or lowered.startswith(tuple(DEVICE_PREFIXES)))
 
 
-def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float) -> list[str]:
+def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float,
+                   size: tuple[int, int] | None = None) -> list[str]:
     """The ffmpeg command line that writes `source`'s first video stream as raw rgb24 frames on stdout,
     every decoded frame once (``-fps_mode passthrough``) and as soon as decoded (slice threads only; the
     output flushed after each frame), corrupt packets dropped, with the protocol's own I/O timeout (in
-    microseconds) set to `stall_timeout` where the protocol has one."""
+    microseconds) set to `stall_timeout` where the protocol has one. `size` (height, width): frames
+    resized to it by ffmpeg's bilinear scaler (what decord does when it decodes a video file at a given
+    size), else at the source's size."""
     command = [ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info"]
     if source != "-":
         command.append("-nostdin")  # ffmpeg would read keys (q, ...) from the terminal otherwise
@@ -91,11 +96,14 @@ def ffmpeg_command(ffmpeg: str, source: str, stall_timeout: float) -> list[str]:
         command += ["-f", "v4l2", "-i", source]
     else:
         command += ["-i", source]
-    return command + ["-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough", "-flush_packets", "1",
-                      "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+    command += ["-map", "0:v:0", "-an", "-sn", "-fps_mode", "passthrough", "-flush_packets", "1"]
+    if size is not None:
+        command += ["-vf", f"scale={int(size[1])}:{int(size[0])}:flags=bilinear"]
+    return command + ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
 
 
-def open_stream(source: str, *, stall_timeout: float = 10.0, stdin=None) -> FrameStream:
+def open_stream(source: str, *, stall_timeout: float = 10.0, stdin=None,
+                size: tuple[int, int] | None = None) -> FrameStream:
     """Start ffmpeg on `source` and wait until it announces the video's size.
 
     source: "-", a URL or a capture device (`is_stream_source`), or any input ffmpeg opens (a file).
@@ -103,6 +111,8 @@ def open_stream(source: str, *, stall_timeout: float = 10.0, stdin=None) -> Fram
         is killed and StreamError raised.
     stdin: for "-", what ffmpeg reads (a file object with a file descriptor); default: this process's
         standard input.
+    size: (height, width) of the frames to yield, resized by ffmpeg (bilinear); None: the source's
+        size. `FrameStream.info` gives the source's size either way.
     Raises StreamError when ffmpeg is absent, exits before announcing a video (its last stderr line
     says why), or says nothing within stall_timeout.
     """
@@ -113,7 +123,7 @@ def open_stream(source: str, *, stall_timeout: float = 10.0, stdin=None) -> Fram
         ffmpeg = require_ffmpeg(f"reading the stream {source}")
     except FFmpegError as error:
         raise StreamError(str(error)) from None
-    command = ffmpeg_command(ffmpeg, source, stall_timeout)
+    command = ffmpeg_command(ffmpeg, source, stall_timeout, size)
     process = subprocess.Popen(command, stdin=(stdin if source == "-" else subprocess.DEVNULL),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
                                start_new_session=sys.platform != "win32")  # Ctrl-C reaches us, we stop ffmpeg
@@ -129,7 +139,8 @@ def open_stream(source: str, *, stall_timeout: float = 10.0, stdin=None) -> Fram
 class FrameStream:
     """The frames ffmpeg decodes from one source, in order; a context manager (closing stops ffmpeg).
 
-    info: the `StreamInfo` ffmpeg announced. frames_read: frames yielded so far.
+    info: the `StreamInfo` ffmpeg announced (the source's size). frame_size: (height, width) of the
+    frames yielded (the size ffmpeg's output announces). frames_read: frames yielded so far.
     Iterating yields uint8 (H, W, 3) RGB frames; it stops at the end of the stream (a partial last frame,
     from a stream cut mid-frame, is dropped); StreamError when ffmpeg exits with an error, or writes nothing
     for stall_timeout seconds while a frame is awaited (time the caller spends between frames does not
@@ -139,6 +150,9 @@ class FrameStream:
     def __init__(self, source: str, process: subprocess.Popen, stall_timeout: float):
         self.source, self.process, self.stall_timeout = source, process, stall_timeout
         self.info: StreamInfo | None = None
+        self.frame_size: tuple[int, int] | None = None
+        self.input_size: tuple[int, int] | None = None  # (width, height) of the input's first video stream
+        self.in_output = False  # ffmpeg's log has reached its "Output #0" section
         self.frames_read = 0
         self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.announced = threading.Event()  # set once info is known, or ffmpeg's stderr has ended
@@ -168,13 +182,14 @@ class FrameStream:
         return self.info
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        size = self.info.height * self.info.width * 3
+        height, width = self.frame_size
+        size = height * width * 3
         while not self.closed:
             data = self._read_exactly(size)
             if len(data) < size:  # the end of the stream (a partial frame from a cut is dropped)
                 break
             self.frames_read += 1
-            yield np.frombuffer(data, np.uint8).reshape(self.info.height, self.info.width, 3)
+            yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
         if self.closed:
             return
         code = self.process.wait()
@@ -252,11 +267,20 @@ class FrameStream:
 
     def _note(self, line: str) -> None:
         self.log.append(line)
-        match = _OUTPUT_STREAM.search(line) if self.info is None else None
+        if self.info is not None:
+            return
+        if line.startswith("Output #"):
+            self.in_output = True
+        elif self.input_size is None:  # the input's first video stream: the source's size (before any -vf)
+            found = _INPUT_STREAM.search(line)
+            if found:
+                self.input_size = (int(found.group(1)), int(found.group(2)))
+        match = _OUTPUT_STREAM.search(line) if self.in_output else None
         if match:
             fps = _FPS.search(line)
-            self.info = StreamInfo(self.source, int(match.group(1)), int(match.group(2)),
-                                   float(fps.group(1)) if fps else None)
+            self.frame_size = (int(match.group(2)), int(match.group(1)))
+            width, height = self.input_size or (int(match.group(1)), int(match.group(2)))
+            self.info = StreamInfo(self.source, width, height, float(fps.group(1)) if fps else None)
             self.announced.set()
 
     def _watch(self) -> None:

@@ -7,7 +7,8 @@ Output layout (what the DHF1K benchmark accepts, and what `sal3d evaluate` reads
     OUT_DIR/overlays/<video id>/<frame>.png with --overlay: the map drawn over the frame (RGB)
     OUT_DIR/overlays/<video id>.mp4         with --overlay-video: the same, as a video (pipeline.overlay)
 
-Sources. SOURCE is a feature store (used as is: its videos not complete yet, being written or
+Sources. A stream SOURCE ("-" for a container on stdin, a URL, a capture device) goes to
+`stages.predict_stream` (its own docstring). Otherwise SOURCE is a feature store (used as is: its videos not complete yet, being written or
 interrupted, are named and left out, and listed in the run record's ``left_out``), a dataset
 directory or a single video file. For the last two, stage one (`stages.extract`) first caches the
 trunk's features in a store next to OUT_DIR (``<OUT_DIR>.features.zarr``, or --cache): a rerun finds
@@ -83,6 +84,7 @@ from sal3d.pipeline.predictions import (
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FEATURE_COMPATIBLE_VERSIONS, DamagedVideo, FeatureStore
 from sal3d.pipeline.store.unfinished import unfinished_videos
+from sal3d.pipeline.stream_source import is_stream_source
 from sal3d.pipeline.trunk import load_trunk, preset_of, quiet_random_warning, weights_for
 from sal3d.pipeline.windows import DEFAULT_WINDOW_RULE, WEIGHTINGS, WINDOW_RULES, frames_needed
 
@@ -98,7 +100,7 @@ class PredictConfig:
 
     source: str
     checkpoint: Path
-    out_dir: Path
+    out_dir: Path | None  # None only for a stream SOURCE with --maps-out
     videos: list[str] | None = None
     split: str = "all"
     layout: str = "auto"
@@ -119,6 +121,13 @@ class PredictConfig:
     overlay_alpha: float = DEFAULT_ALPHA  # how the overlays look: pipeline.overlay.OverlayStyle
     overlay_threshold: float = DEFAULT_THRESHOLD
     overlay_colormap: str = DEFAULT_COLORMAP
+    # A stream SOURCE only (stages.predict_stream):
+    name: str | None = field(default=None, metadata={"auto": "stdin for -, else from the URL or device"})
+    maps_out: str | None = None  # "-": raw uint8 maps on stdout (or a file / FIFO path)
+    drop_late: bool = False  # keep only the newest frames when the model falls behind
+    max_batch: int | None = field(default=None, metadata={"auto": "the trunk batch"})  # frames per trunk batch
+    max_latency: float | None = None  # seconds a frame may wait for its batch (None: no bound)
+    stall_timeout: float = 10.0  # seconds without a frame before the stream is given up
 
 
 @dataclass
@@ -154,7 +163,10 @@ class PredictSummary:
 
 
 def source_kind(source: str) -> str:
-    """``store``, ``dataset`` or ``video`` (a single video file)."""
+    """``stream`` ("-", a URL other than a store's ``.zarr``, a capture device: `is_stream_source`),
+    ``store``, ``dataset`` or ``video`` (a single video file)."""
+    if is_stream_source(source) and not source.rstrip("/").endswith(".zarr"):
+        return "stream"
     path = Path(source)
     if path.is_file():
         if path.suffix.lower() in VIDEO_EXTENSIONS:
@@ -307,7 +319,14 @@ def _open_record(out_dir: Path, settings: dict) -> dict:
 
 def predict(config: PredictConfig) -> PredictSummary:
     """Run prediction as configured; returns the summary. Raises PredictError (and the CheckpointError,
-    StoreError, DatasetError, TrunkWeightsError of the parts) for what cannot be run at all."""
+    StoreError, DatasetError, TrunkWeightsError of the parts) for what cannot be run at all. A stream
+    SOURCE runs `stages.predict_stream.predict_stream` (its summary is a `StreamSummary`)."""
+    if source_kind(str(config.source)) == "stream":
+        from sal3d.stages.predict_stream import predict_stream  # noqa: PLC0415
+
+        return predict_stream(config)
+    if config.out_dir is None:
+        raise PredictError(f"{config.source}: OUT_DIR is needed (only a stream SOURCE can do with --maps-out alone)")
     begin = time.perf_counter()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     summary = PredictSummary()
