@@ -263,9 +263,9 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
               help="A stream SOURCE: also write each map as raw uint8 grey bytes (width x height a frame, "
                    "row-major) to stdout (-) or FILE, flushed per frame; OUT_DIR is then optional.")
 @click.option("--drop-late", is_flag=True,
-              help="A stream SOURCE: read it as fast as it comes; when more than --max-batch frames wait for "
-                   "the model, the oldest waiting one is dropped (counted). Without it no frame is dropped and "
-                   "the source is read only as fast as the model goes.")
+              help="A stream SOURCE: read it as fast as it comes into a buffer of --max-batch frames; a frame "
+                   "that comes when the buffer is full pushes out the oldest waiting one (dropped, counted). "
+                   "Without it no frame is dropped and the source is read only as fast as the model goes.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=Default("sal3d.stages.predict:PredictConfig", "max_batch"),
               help="A stream SOURCE: at most this many frames per trunk batch.")
 @click.option("--max-latency", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
