@@ -286,7 +286,7 @@ def predict(source, checkpoint, out_dir, videos, **options):
     A stream SOURCE (- for a container on stdin, an rtsp/http(s)/udp/... URL, a camera such as
     /dev/video0) is read through ffmpeg and each map written as it comes, to OUT_DIR/NAME/0001.png ...
     and/or --maps-out; no feature store. Its maps equal predict's on the same video file, except with
-    --overlay/--overlay-video (full frames, resized as the library's predict_frames: a few grey levels
+    --overlay/--overlay-video (full frames, resized as the library's predict_frames: some grey levels
     apart). The end of the stream and Ctrl-C keep what was written; a stall or break exits 1.
     """
     from sal3d.stages.predict import PredictConfig, predict as run_predict

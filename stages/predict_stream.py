@@ -15,7 +15,7 @@ preset whose video frames the decoder resizes (torchvision), ffmpeg scales the f
 224x224 bilinearly, as decord does for `predict` on a video file, so the PNGs equal predict's on the
 same file; with --overlay / --overlay-video full frames are needed, so frames come at their size and
 are resized as `Predictor.predict_frames` does (PIL bilinear): maps may then differ from predict's on
-the file by a few grey levels. The keras-3dsal preset always decodes full frames (cv2 resize).
+the file by several grey levels (the two bilinear scalers differ). The keras-3dsal preset always decodes full frames (cv2 resize).
 
 Endings. The end of the stream, Ctrl-C and SIGTERM end the run with everything so far written (the
 PNGs complete, the overlay video closed and playable, predict.json's run record saying how it ended
