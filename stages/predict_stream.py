@@ -341,11 +341,11 @@ def check_stream_config(config) -> None:
                                           ("--max-frames", config.max_frames)) if value]
     if misplaced:
         raise PredictError(f"{', '.join(misplaced)}: for a store, dataset or video file SOURCE, not a stream")
-    if config.maps_out == "-" and config.out_dir is not None and str(config.out_dir) == "-":
-        raise PredictError("OUT_DIR '-': give --maps-out - for maps on stdout, OUT_DIR for PNGs")
+    if config.out_dir is not None and str(config.out_dir) == "-":
+        raise PredictError("OUT_DIR '-' is a folder name: for maps on stdout give --maps-out - (OUT_DIR optional)")
 
 
-def open_outputs(config, name: str, stack: contextlib.ExitStack) -> tuple[StreamOutputs, dict | None]:
+def open_outputs(config, name: str) -> tuple[StreamOutputs, dict | None]:
     """The outputs of a stream run and predict.json's record (None without OUT_DIR), the record checked
     against OUT_DIR's settings; a folder OUT_DIR/<name> that holds maps already is refused."""
     from sal3d.stages.predict import _open_checkpoint, _open_record, _settings  # noqa: PLC0415 (predict's own)
@@ -380,7 +380,7 @@ def predict_stream(config) -> StreamSummary:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     summary = StreamSummary(config.name or stream_name(str(config.source)))
     with contextlib.ExitStack() as stack:
-        outputs, record = open_outputs(config, summary.name, stack)
+        outputs, record = open_outputs(config, summary.name)
         predictor = Predictor(config.checkpoint, weights=config.weights, device=config.device,
                               batch_size=config.batch_size, size=config.size, blur=config.blur, rescale=config.rescale)
         size = stream_frame_size(predictor.runner.preprocessing, bool(config.overlay or config.overlay_video))

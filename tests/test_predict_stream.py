@@ -16,9 +16,9 @@ import pytest
 
 import sal3d
 from sal3d.pipeline.predictions import PredictError
-from sal3d.pipeline.stream_source import StreamError
-from sal3d.stages.predict import source_kind
-from sal3d.stages.predict_stream import LatestFrames, stream_name
+from sal3d.pipeline.stream_source import StreamError, StreamInfo
+from sal3d.stages.predict import PredictConfig, source_kind
+from sal3d.stages.predict_stream import LatestFrames, StreamOutputs, StreamSummary, run_stream, stream_name
 
 from test_predict import make_checkpoint, read_png
 
@@ -30,14 +30,14 @@ def sal3d_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sal3d", *args]
 
 
-def write_clip(path: Path, frames: int, seed: int = 0) -> Path:
+def write_clip(path: Path, frames: int, seed: int = 0, fps: int = 25) -> Path:
     """A clip of `frames` 64x48 frames (a moving bright square on noise), in the container of `path`'s
-    extension (.avi, .ts), at 25 fps."""
+    extension (.avi, .ts), at `fps`."""
     pytest.importorskip("imageio_ffmpeg")
     from sal3d.pipeline.ffmpeg import VideoEncoder
 
     rng = np.random.default_rng(seed)
-    with VideoEncoder(path, WIDTH, HEIGHT, fps=25) as video:
+    with VideoEncoder(path, WIDTH, HEIGHT, fps=fps) as video:
         for t in range(frames):
             frame = rng.integers(0, 120, (HEIGHT, WIDTH, 3), dtype=np.uint8)
             frame[10:26, (3 * t) % 48:(3 * t) % 48 + 16] = 250
@@ -177,3 +177,28 @@ def test_a_url_that_does_not_answer_fails_in_seconds_with_one_line(tmp_path, che
     assert message.startswith(f"http://127.0.0.1:{port}/live: cannot be opened") and "\n" not in message
     assert took < 20
     assert not pngs(tmp_path / "out" / f"127.0.0.1_{port}_live")
+
+
+def test_a_stream_that_breaks_ends_with_its_frames_and_fails(tmp_path, checkpoint):
+    """A source that gives 7 frames, then fails (as FrameStream does on a stall or a break): the maps of
+    those frames are written, the source is closed, and the summary says why it failed."""
+    class Breaking:
+        info = StreamInfo("rtsp://cam/live", WIDTH, HEIGHT, 25.0)
+        closed = False
+
+        def __iter__(self):
+            rng = np.random.default_rng(1)
+            for _ in range(7):
+                yield rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+            raise StreamError("rtsp://cam/live: failed after 7 frame(s): no frame within 2 s")
+
+        def close(self):
+            self.closed = True
+
+    predictor = sal3d.load(checkpoint, device="cpu")
+    source, summary = Breaking(), StreamSummary("cam")
+    run_stream(predictor, source, StreamOutputs(folder=tmp_path), PredictConfig("rtsp://cam/live", checkpoint, tmp_path),
+               summary)
+    assert source.closed and summary.frames == 7 and len(pngs(tmp_path)) == 7
+    assert summary.failed == {"cam": "rtsp://cam/live: failed after 7 frame(s): no frame within 2 s"}
+    assert summary.ended.startswith("failed: rtsp://cam/live")
