@@ -1,6 +1,6 @@
 """Memory of `sal3d predict` on a long stream: does its resident set stay flat after warm-up?
 
-    python benchmarks/stream_memory.py [--minutes 30] [--drop-late] [--realtime] [--every 5]
+    python benchmarks/stream_memory.py [--minutes 30] [--drop-late] [--realtime] [--max-batch N] [--every 5]
                                        [--checkpoint CKPT] [--device cpu] [--json FILE]
 
 ffmpeg's lavfi test source (testsrc2, 640x360 at 25 fps, --minutes long, MPEG-4 part 2 in NUT on a
@@ -55,7 +55,8 @@ def run(args, checkpoint: Path) -> dict:
     """Start the pipe, sample the sal3d process's RSS until it ends; returns the figures."""
     producer = subprocess.Popen(source_command(args.minutes, args.realtime), stdout=subprocess.PIPE)
     command = [sys.executable, "-m", "sal3d", "predict", "-", str(checkpoint), "--maps-out", "-",
-               "--device", args.device] + (["--drop-late"] if args.drop_late else [])
+               "--device", args.device] + (["--drop-late"] if args.drop_late else []) \
+        + (["--max-batch", str(args.max_batch)] if args.max_batch else [])
     log = tempfile.TemporaryFile()
     with open("/dev/null", "wb") as null:
         consumer = subprocess.Popen(command, stdin=producer.stdout, stdout=null, stderr=log)
@@ -76,7 +77,8 @@ def run(args, checkpoint: Path) -> dict:
     end = samples[-1][1] if samples else None
     grew = (end is not None and at_minute is not None
             and end - at_minute > max(0.05 * at_minute, 20 * 1024))
-    return {"minutes": args.minutes, "realtime": args.realtime, "drop_late": args.drop_late, "device": args.device,
+    return {"minutes": args.minutes, "realtime": args.realtime, "drop_late": args.drop_late,
+            "max_batch": args.max_batch, "device": args.device,
             "exit": consumer.returncode, "seconds": round(time.monotonic() - start, 1),
             "rss_1min_mib": None if at_minute is None else round(at_minute / 1024, 1),
             "rss_end_mib": None if end is None else round(end / 1024, 1),
@@ -90,6 +92,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the synthetic stream")
     parser.add_argument("--drop-late", action="store_true", help="pass --drop-late to sal3d predict")
     parser.add_argument("--realtime", action="store_true", help="ffmpeg -re: the source at 25 fps, as a live one")
+    parser.add_argument("--max-batch", type=int, help="pass --max-batch to sal3d predict")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples")
     parser.add_argument("--checkpoint", type=Path, help="default: a random decoder over the random trunk")
     parser.add_argument("--device", default="cpu")
