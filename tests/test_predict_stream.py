@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -119,8 +120,9 @@ def test_sigint_mid_stream_exits_130_with_the_frames_so_far(tmp_path, checkpoint
                                              "--max-batch", "2"),
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        process.stdin.write(clip.read_bytes())  # all of it, but the pipe stays open: no end of stream
-        process.stdin.flush()
+        # all of it (from a thread: the pipe takes it only as fast as the model goes), and the pipe stays
+        # open: no end of stream
+        threading.Thread(target=process.stdin.write, args=(clip.read_bytes(),), daemon=True).start()
         deadline = time.monotonic() + 90
         while len(pngs(out / "stdin")) < 2 and time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.1)
