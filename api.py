@@ -159,8 +159,9 @@ def train_decoder(store: str, run_dir: str | Path, **options):
 
 def predict(source: str | Path, checkpoint: str | Path, out_dir: str | Path, **options):
     """``sal3d predict SOURCE CHECKPOINT OUT_DIR``: PNG maps on disk; options as its flags (videos,
-    split, layout, size, blur, rescale, overlay, device, batch_size, weights, cache, max_frames).
-    Returns the `PredictSummary`."""
+    split, layout, size, blur, rescale, overlay, device, batch_size, weights, cache, max_frames; for a
+    stream SOURCE also name, maps_out, drop_late, max_batch, max_latency, stall_timeout). Returns the
+    `PredictSummary` (a stream SOURCE's: `stages.predict_stream.StreamSummary`)."""
     from sal3d.stages.predict import PredictConfig, predict as run
 
     return run(PredictConfig(source=str(source), checkpoint=Path(checkpoint), out_dir=Path(out_dir), **options))
