@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Predictor", "evaluate", "extract", "import_keras", "info", "load", "predict", "train_decoder"]
+__all__ = ["Predictor", "compare", "evaluate", "extract", "import_keras", "info", "load", "predict", "train_decoder"]
 
 
 class Predictor:
@@ -177,6 +177,22 @@ def evaluate(predictions: str | Path, dataset: str | Path, **options) -> dict:
     if "json" in options:
         options["json_path"] = options.pop("json")
     return run(EvaluateConfig(predictions=Path(predictions), dataset=Path(dataset), **options)).report
+
+
+def compare(dataset: str | Path, models: dict[str, str | Path] | None = None, **options) -> dict:
+    """``sal3d compare DATASET_DIR NAME=PRED_DIR ...``: `models` maps names to prediction folders (in
+    order; the first is the reference unless ``reference``); options as its flags (baselines: a tuple
+    of "centre", "prior"; reference, layout, split, videos, seed, allow_missing, workers, resamples,
+    center_sigma, prior_frames, and ``json``, ``csv``, ``html`` for the files to write). Returns what
+    ``--json`` writes: ``{"run", "reference", "bootstrap", "models", "paired", "videos"}`` (see
+    `pipeline.comparison.compare`)."""
+    from sal3d.stages.compare import CompareConfig, compare as run
+
+    for key in ("json", "csv", "html"):
+        if key in options:
+            options[f"{key}_path"] = options.pop(key)
+    pairs = [(name, Path(folder)) for name, folder in (models or {}).items()]
+    return run(CompareConfig(dataset=Path(dataset), models=pairs, **options)).report()
 
 
 def import_keras(model: str | Path, checkpoint: str | Path) -> dict:

@@ -220,6 +220,79 @@ def evaluate(pred_dir, dataset_dir, videos, **options):
     click.echo(result.table())
 
 
+def parse_models(ctx, param, values) -> list[tuple[str, Path]]:
+    """NAME=PRED_DIR arguments -> [(name, folder)], in order; a malformed one is a usage error."""
+    from sal3d.stages.compare import CompareError, parse_model
+
+    try:
+        return [parse_model(value) for value in values]
+    except CompareError as error:
+        raise click.BadParameter(str(error), ctx, param) from None
+
+
+def parse_baselines(ctx, param, values) -> tuple[str, ...]:
+    """--baseline as given (center is centre); "none" alone means no baseline."""
+    chosen = tuple(dict.fromkeys("centre" if v == "center" else v for v in values))
+    if "none" in chosen and len(chosen) > 1:
+        raise click.BadParameter("none cannot be given with another baseline", ctx, param)
+    return () if chosen == ("none",) else chosen
+
+
+COMPARE = "sal3d.stages.compare:CompareConfig"
+
+
+@main.command()
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("models", nargs=-1, metavar="NAME=PRED_DIR...", callback=parse_models)
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["centre", "center", "prior", "none"]),
+              default=Default(COMPARE, "baselines"), callback=parse_baselines,
+              help="A baseline scored beside the models (repeatable): centre, the centre bias evaluate --baseline "
+                   "center writes; prior, the mean ground-truth map of the dataset's train split; none.")
+@click.option("--reference", default=None, metavar="NAME",
+              help="The model the others are paired against. Default: the first NAME given (else the first baseline).")
+@click.option("--layout", type=click.Choice(("auto",) + LAYOUTS), default=Default(COMPARE, "layout"),
+              help="Dataset layout; auto recognizes it.")
+@click.option("--split", type=click.Choice(("all",) + SPLITS), default=Default(COMPARE, "split"),
+              help="Official split to score (DHF1K reports val: its test ground truth is not public).")
+@VIDEOS_OPTION
+@click.option("--seed", type=int, default=Default(COMPARE, "seed"),
+              help="Seeds s-AUC's negatives and splits and AUC-J's jitter (as evaluate's --seed: the same draws "
+                   "for every model) and the bootstrap's resamples.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the comparison (leaderboard, paired differences, per-video scores, the run) as JSON.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the leaderboard as CSV, and the per-video scores beside it (FILE's stem + -videos.csv).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a self-contained page: the tables and, per metric, a dot per video per model.")
+@click.option("--resamples", type=click.IntRange(min=1), default=Default(COMPARE, "resamples"),
+              help="Bootstrap resamples of the videos for the 95% intervals.")
+@click.option("--allow-missing", is_flag=True,
+              help="Score a frame without a prediction as an all-zero map (as evaluate --allow-missing) "
+                   "instead of failing.")
+@click.option("--workers", type=click.IntRange(min=0), default=Default(COMPARE, "workers"),
+              help="Scoring processes; 0: score in this process.")
+@click.option("--center-sigma", type=click.FloatRange(min=0, min_open=True), default=Default(COMPARE, "center_sigma"),
+              help="The centre baseline's sigma, a fraction of each side of the frame.")
+@click.option("--prior-frames", type=click.IntRange(min=1), default=Default(COMPARE, "prior_frames"),
+              help="The prior baseline averages at most this many train maps, evenly spaced.")
+def compare(dataset_dir, models, videos, **options):
+    """Compare saliency models on the ground truth of DATASET_DIR, each given as NAME=PRED_DIR (a
+    prediction folder as evaluate reads it), with baselines computed in memory.
+
+    Scores every model as sal3d evaluate does, in one pass: each ground-truth frame is read once and
+    every model gets the same s-AUC negatives and jitter (a model's numbers equal an evaluate run's
+    with the same --seed). Prints the leaderboard (mean over frames and over videos, 95% bootstrap
+    intervals over videos) and the paired differences against the reference (mean, interval, share
+    of videos won). Prediction folders named 601 for video 0601, JPEG files and frames numbered from 0
+    are read, and said so.
+    """
+    from sal3d.stages.compare import CompareConfig, compare as run_compare
+
+    result = run_compare(CompareConfig(dataset=dataset_dir, models=list(models), videos=list(videos) or None,
+                                       **options))
+    click.echo("\n".join(result.lines()))
+
+
 @main.command()
 @click.argument("source")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))

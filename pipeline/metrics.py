@@ -87,7 +87,7 @@ import numpy as np
 
 from sal3d.pipeline.matlab import COLON_OPERATORS, COLONS, JITTER_SCALE, MATLAB_EPS, SeedLike, add_jitter, trapz
 from sal3d.pipeline.metric_inputs import (
-    RULES, centre, check_shape, dot, fixation_index, flat_map, is_constant, is_dhf1k, other_index, resize_to, scratch,
+    RULES, centre, fixation_index, flat_map, is_constant, is_dhf1k, other_index, resize_to, scratch,
 )
 from sal3d.pipeline.metrics_distribution import (
     cc, cc_against, cc_truth, kld, kld_against, kld_truth, sim, sim_against, sim_truth,

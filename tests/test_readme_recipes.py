@@ -15,7 +15,8 @@ next), split as the shell splits it (quotes, ``#`` comments), ``$DHF1K`` expande
 - Recipe 1's ``my_video.mp4`` is a 7-frame 160x96 MPEG-4 video written here; its checkpoint,
   ``runs/dhf1k/best.pt``, is the one recipe 2 trained, in the same folder.
 - Recipe 3's ``my_predictions/`` holds the validation video's ground-truth maps as its predictions
-  (a perfect model), so its scores must beat the centre-bias baseline's.
+  (a perfect model), so its scores must beat the centre-bias baseline's; its ``compare`` must give
+  the model and the centre bias the numbers of the two ``evaluate`` runs.
 - Recipe 4's ``3DSal-weighted.hdf5`` and ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`` are
   generated stand-ins, Keras 2 files with random weights (tests/keras_files.py: the authors' decoder
   and Keras' VGG16 no-top layout); its ``my_video.mp4`` is a 3-frame 160x96 MPEG-4 video written here.
@@ -174,6 +175,12 @@ def test_recipe_scoring_your_own_model(sample_dir, tmp_path):
     assert own["nss"] > center["nss"] and own["auc_j"] > center["auc_j"]
     baseline = png_maps(tmp_path / "center_bias" / "0601")
     assert len(baseline) == 6 and all(m.shape == (HEIGHT, WIDTH) for m in baseline)
+    board = json.loads((tmp_path / "comparison.json").read_text())  # the model beside both baselines
+    assert list(board["models"]) == ["mine", "centre", "prior"] and board["reference"] == "mine"
+    for metric in METRICS:
+        assert board["models"]["mine"][metric] == pytest.approx(own[metric], rel=1e-12, abs=1e-12), metric
+        assert board["models"]["centre"][metric] == pytest.approx(center[metric], rel=1e-12, abs=1e-12), metric
+    assert board["paired"]["prior"]["cc"]["mean"] < 0 and (tmp_path / "comparison.html").is_file()
 
 
 @pytest.mark.slow

@@ -66,13 +66,15 @@ def _empty_pool(config: EvaluateConfig) -> FixationPool:
                         config.builtins)
 
 
-def read_fixation_points(config: EvaluateConfig, plans: list[VideoPlan], workers: int) -> list:
+def read_fixation_points(config: EvaluateConfig, plans: list[VideoPlan], workers: int, label: str = "evaluate") -> list:
     """Pass 1: every video's fixation points (`images.read_fixations`), None for a video without
-    fixation maps; one entry per plan, in `VideoPlan.index` order."""
+    fixation maps; one entry per plan, in `VideoPlan.index` order. `config` gives the s-AUC settings
+    (seed, other_frames, n_splits, step, builtins), `plans` the videos (index, video_id, frames,
+    fixation_files: a `sal3d compare` `VideoTruth` serves too); `label` names the progress line."""
     points: list = [None] * len(plans)
     with_fixations = [p for p in plans if any(f is not None for f in p.fixation_files)]
     if with_fixations:
-        progress = Progress("evaluate: fixation maps", total=sum(p.frames for p in with_fixations), unit="maps")
+        progress = Progress(f"{label}: fixation maps", total=sum(p.frames for p in with_fixations), unit="maps")
 
         def got_points(p: VideoPlan, result) -> None:
             points[p.index] = result

@@ -159,8 +159,32 @@ def frame_truth(shared: FixationPool, video: int, frame: int, map_path: Path | N
     return prepare_truth(gt_map, fixations, other, shared.settings()), rng.bit_generator.state
 
 
+def load_prediction(pred_path: Path | None, shape: tuple[int, int], builtins: str):
+    """A prediction at the ground truth's `shape`, as the benchmark reads it: ``(pred, resized_from)``.
+
+    `pred_path` None (a missing prediction) gives an all-zero uint8 map, as a black PNG. A prediction
+    of another size is resized to `shape` with MATLAB's bicubic ``imresize`` (`builtins`: whose
+    built-ins, `FixationPool.builtins`); ``resized_from`` is then its (h, w), else None."""
+    if pred_path is None:
+        return np.zeros(shape, np.uint8), None
+    pred = read_prediction(pred_path)
+    if pred.shape == tuple(shape):
+        return pred, None
+    return imresize(pred, shape, flavour=builtins), pred.shape
+
+
+def score_array(pred: np.ndarray, truth: FrameTruth, shared: FixationPool, rng: np.random.Generator):
+    """Score one prediction already at the truth's size (`load_prediction`): ``(row, constant)``.
+
+    `rng`: the frame's generator at the state `frame_truth` returned (`generator_at`); consumed.
+    ``row``: (6,) float64 in METRIC_NAMES order; ``constant``: whether the prediction is constant."""
+    constant = bool(pred.min() == pred.max())
+    values = score_prediction(pred, truth, shared.settings(), seed=rng)
+    return np.array([values[m] for m in METRIC_NAMES]), constant
+
+
 def score_one(pred_path: Path | None, truth: FrameTruth, shared: FixationPool, rng: np.random.Generator):
-    """Score one prediction against a frame's truth (`frame_truth`): ``(row, resized_from, constant)``.
+    """Score one prediction file against a frame's truth (`frame_truth`): ``(row, resized_from, constant)``.
 
     Args:
         pred_path: the prediction's file, or None for a missing one (scored as an all-zero map, as a
@@ -174,18 +198,9 @@ def score_one(pred_path: Path | None, truth: FrameTruth, shared: FixationPool, r
         was resized to the ground truth's size (bicubic, as the benchmark), else None; ``constant``:
         whether the (resized) prediction is constant.
     """
-    shape = tuple(truth.shape)
-    resized_from = None
-    if pred_path is None:
-        pred = np.zeros(shape, np.uint8)
-    else:
-        pred = read_prediction(pred_path)
-        if pred.shape != shape:
-            resized_from = pred.shape
-            pred = imresize(pred, shape, flavour=shared.builtins)
-    constant = bool(pred.min() == pred.max())
-    values = score_prediction(pred, truth, shared.settings(), seed=rng)
-    return np.array([values[m] for m in METRIC_NAMES]), resized_from, constant
+    pred, resized_from = load_prediction(pred_path, tuple(truth.shape), shared.builtins)
+    row, constant = score_array(pred, truth, shared, rng)
+    return row, resized_from, constant
 
 
 def score_chunk(chunk: Chunk) -> ChunkResult:
@@ -213,14 +228,15 @@ def read_fixations_task(p: VideoPlan) -> FixationPoints:
     return read_fixations(p.fixation_files)
 
 
-def map_tasks(fn, tasks: list, workers: int, shared: FixationPool, on_result) -> None:
-    """fn over tasks, in this process (workers == 1) or in a pool; results go to on_result in any order."""
+def map_tasks(fn, tasks: list, workers: int, shared, on_result, initializer=init_worker) -> None:
+    """fn over tasks, in this process (workers == 1) or in a pool; results go to on_result in any order.
+    Every process that runs `fn` first calls ``initializer(shared)`` (what its tasks read)."""
     if workers <= 1 or len(tasks) <= 1:
-        init_worker(shared)
+        initializer(shared)
         for task in tasks:
             on_result(task, fn(task))
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=(shared,)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=initializer, initargs=(shared,)) as pool:
         pending, queue = {}, iter(tasks)
         for task in queue:  # keep the pool fed, a bounded number of tasks in flight
             pending[pool.submit(fn, task)] = task
