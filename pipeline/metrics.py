@@ -136,8 +136,15 @@ def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     mask = scratch("mask", s.size, np.bool_)
     uniq, inverse = np.unique(thr, return_inverse=True)
     if uniq.size <= _PASSES_MAX:
+        # The lowest threshold's pass finds the candidates; when they are few (fixations on the
+        # salient part of a peaked map) the other passes count among them alone.
+        n_cand = np.count_nonzero(np.greater_equal(s, uniq[0], out=mask))
+        values = s
+        if n_cand * 4 < s.size:
+            values = np.compress(mask, s, out=scratch("a", s.size)[:n_cand])
+            mask = mask[:n_cand]
         counts = np.array(
-            [np.count_nonzero(np.greater_equal(s, t, out=mask)) for t in uniq]
+            [n_cand] + [np.count_nonzero(np.greater_equal(values, t, out=mask)) for t in uniq[1:]]
         )
         return counts[inverse.ravel()]
     # Sort the pixels that can reach the lowest threshold, then one searchsorted.
@@ -215,10 +222,10 @@ _KEYS_MAX = 4_000_000
 
 def _auc_shuffled_flat(
     s: np.ndarray, fix: np.ndarray, other: np.ndarray, rng: np.random.Generator, settings: "ScoringSettings",
-    bounds: Optional[tuple] = None,
+    bounds: Optional[tuple] = None, draws: Optional[dict] = None,
 ) -> float:
     """s-AUC of the flat map ``s`` under ``settings`` (splits, step, rules, colon); ``bounds``: its
-    (min, max) when already computed."""
+    (min, max) when already computed; ``draws``: a cache of the splits' negatives (`_split_negatives`)."""
     n_splits, step, colon, dhf1k = settings.n_splits, settings.step, settings.colon, settings.rules == "dhf1k"
     n_fix, n_other = fix.size, other.size
     if n_fix == 0 or n_other == 0 or n_splits < 1:
@@ -241,9 +248,7 @@ def _auc_shuffled_flat(
         # Every split takes all other fixations: the splits are identical.
         neg = s_other[None, :]
     elif n_splits * n_other <= _KEYS_MAX:
-        # randperm(length(ind))(1:m) per split = m smallest of n_other uniform keys.
-        keys = rng.random((n_splits, n_other))
-        neg = s_other[np.argpartition(keys, m - 1, axis=1)[:, :m]]  # (n_splits, m)
+        neg = s_other[_split_negatives(rng, n_splits, n_other, m, draws)]  # (n_splits, m)
     else:  # very many other fixations: draw each split's subset directly
         neg = np.stack([s_other[rng.choice(n_other, m, replace=False)] for _ in range(n_splits)])
     # thresholds 0:step:max([Sth; curfix]) per split, descending; splits that share
@@ -262,6 +267,23 @@ def _auc_shuffled_flat(
     ones = np.ones((thr.shape[0], 1))
     auc = trapz(np.hstack([zeros, fp, ones]), np.hstack([zeros, tp, ones]))
     return float(auc.mean())  # one row when the splits are identical
+
+
+def _split_negatives(rng: np.random.Generator, n_splits: int, n_other: int, m: int, draws: Optional[dict]):
+    """(n_splits, m) indices of each split's negatives among the ``n_other`` locations: randperm's first
+    m = the m smallest of n_other uniform keys. ``draws``, when given, keeps the last draws with the
+    generator state they were drawn from and the state after: a generator at that state (many
+    predictions, one frame) takes them from there, left as drawing would leave it; the same indices."""
+    key = (n_splits, n_other, m, str(rng.bit_generator.state)) if draws is not None else None
+    if key is not None and key in draws:
+        picked, after = draws[key]
+        rng.bit_generator.state = after
+        return picked
+    picked = np.argpartition(rng.random((n_splits, n_other)), m - 1, axis=1)[:, :m]
+    if key is not None:
+        draws.clear()  # one frame's draws at a time
+        draws[key] = (picked, rng.bit_generator.state)
+    return picked
 
 
 def auc_shuffled(
@@ -386,6 +408,8 @@ class FrameTruth:
     # AUC-Judd's jitter draws (times the jitter scale) of the last generator state they were drawn from,
     # and the state after them: predictions scored from the same state (many models, one frame) share them.
     jitter: dict = field(default_factory=dict, repr=False, compare=False)
+    # s-AUC's split draws, kept the same way (`_split_negatives`)
+    splits: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _jittered(s: np.ndarray, seed: SeedLike, truth: FrameTruth) -> np.ndarray:
@@ -481,7 +505,8 @@ def score_prediction(
             constant = None if lo + JITTER_SCALE >= hi else False
         out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k, constant)
         if truth.other is not None:
-            out["s_auc"] = _auc_shuffled_flat(s, fix, truth.other, np.random.default_rng(seed), settings, bounds)
+            out["s_auc"] = _auc_shuffled_flat(s, fix, truth.other, np.random.default_rng(seed), settings, bounds,
+                                              truth.splits)
     return out
 
 

@@ -162,10 +162,16 @@ class PredictSummary:
 # ---------------------------------------------------------------------------- sources and checks
 
 
+def is_stream(source: str) -> bool:
+    """Whether predict reads `source` as a stream: "-", a URL other than a store's ``.zarr``, a capture
+    device (`is_stream_source`)."""
+    return is_stream_source(source) and not source.rstrip("/").endswith(".zarr")
+
+
 def source_kind(source: str) -> str:
-    """``stream`` ("-", a URL other than a store's ``.zarr``, a capture device: `is_stream_source`),
-    ``store``, ``dataset`` or ``video`` (a single video file)."""
-    if is_stream_source(source) and not source.rstrip("/").endswith(".zarr"):
+    """``stream`` (`is_stream`), ``store``, ``dataset`` or ``video`` (a single video file); PredictError for
+    a path that is none of them."""
+    if is_stream(source):
         return "stream"
     path = Path(source)
     if path.is_file():
@@ -321,7 +327,7 @@ def predict(config: PredictConfig) -> PredictSummary:
     """Run prediction as configured; returns the summary. Raises PredictError (and the CheckpointError,
     StoreError, DatasetError, TrunkWeightsError of the parts) for what cannot be run at all. A stream
     SOURCE runs `stages.predict_stream.predict_stream` (its summary is a `StreamSummary`)."""
-    if source_kind(str(config.source)) == "stream":
+    if is_stream(str(config.source)):  # a file SOURCE is checked after the checkpoint, in _open_source
         from sal3d.stages.predict_stream import predict_stream  # noqa: PLC0415
 
         return predict_stream(config)
