@@ -136,16 +136,17 @@ def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     mask = scratch("mask", s.size, np.bool_)
     uniq, inverse = np.unique(thr, return_inverse=True)
     if uniq.size <= _PASSES_MAX:
-        # The lowest threshold's pass finds the candidates; when they are few (fixations on the
-        # salient part of a peaked map) the other passes count among them alone.
-        n_cand = np.count_nonzero(np.greater_equal(s, uniq[0], out=mask))
-        values = s
-        if n_cand * 4 < s.size:
-            values = np.compress(mask, s, out=scratch("a", s.size)[:n_cand])
-            mask = mask[:n_cand]
-        counts = np.array(
-            [n_cand] + [np.count_nonzero(np.greater_equal(values, t, out=mask)) for t in uniq[1:]]
-        )
+        # Ascending thresholds: the pixels that reach one are the only candidates for the next, so once
+        # they are at most half of those counted, the later passes count among them alone (the same
+        # counts, fewer values: a peaked map's fixations leave few pixels above them).
+        counts = np.empty(uniq.size, np.int64)
+        values, spare = s, "a"
+        for i, t in enumerate(uniq):
+            reached = mask[:values.size]
+            counts[i] = np.count_nonzero(np.greater_equal(values, t, out=reached))
+            if 2 * counts[i] <= values.size and i + 1 < uniq.size:
+                values = np.compress(reached, values, out=scratch(spare, s.size)[:counts[i]])
+                spare = "b" if spare == "a" else "a"
         return counts[inverse.ravel()]
     # Sort the pixels that can reach the lowest threshold, then one searchsorted.
     np.greater_equal(s, uniq[0], out=mask)

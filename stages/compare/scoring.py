@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sal3d.pipeline.allocator import reuse_freed_memory
 from sal3d.pipeline.metrics import METRIC_NAMES
 from sal3d.stages.compare.baselines import Baselines
 from sal3d.stages.evaluate.scoring import (
@@ -63,9 +64,11 @@ _SHARED: CompareShared | None = None
 
 
 def init_worker(shared: CompareShared) -> None:
-    """Give this process what `score_models` reads (a pool's initializer)."""
+    """Give this process what `score_models` reads (a pool's initializer), and let it reuse the memory
+    of each frame's arrays (`pipeline.allocator`)."""
     global _SHARED
     _SHARED = shared
+    reuse_freed_memory()
 
 
 def score_models(chunk: ModelsChunk) -> ModelsResult:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sal3d.pipeline.allocator import reuse_freed_memory
 from sal3d.pipeline.imresize import imresize
 from sal3d.pipeline.matlab import matlab_round
 from sal3d.pipeline.metrics import METRIC_NAMES, FrameTruth, ScoringSettings, prepare_truth, score_prediction
@@ -49,9 +50,11 @@ _SHARED: FixationPool | None = None
 
 
 def init_worker(shared: FixationPool) -> None:
-    """Give this process the pool that `score_chunk` reads (a pool's initializer)."""
+    """Give this process the pool that `score_chunk` reads (a pool's initializer), and let it reuse the
+    memory of each frame's arrays (`pipeline.allocator`)."""
     global _SHARED
     _SHARED = shared
+    reuse_freed_memory()
 
 
 def frame_rng(seed: int, video: int, frame: int) -> np.random.Generator:
