@@ -10,6 +10,7 @@
     sal3d.train_decoder("dhf1k.zarr", "run", max_steps=100)   # = sal3d train-decoder ... --max-steps 100
     sal3d.predict("dhf1k.zarr", "run/best.pt", "maps", split="val")
     scores = sal3d.evaluate("maps", "DHF1K", split="val")     # the dict `--json` writes
+    board = sal3d.compare("DHF1K", {"mine": "maps", "other": "their_maps"}, split="val")
 
 The stage functions take the command's options as keyword arguments, named like the options
 (``--max-steps`` -> ``max_steps``), and return what the command reports. Expected failures raise
@@ -18,7 +19,7 @@ The stage functions take the command's options as keyword arguments, named like 
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sal3d.api import Predictor, evaluate, extract, import_keras, info, load, predict, train_decoder
+from sal3d.api import Predictor, compare, evaluate, extract, import_keras, info, load, predict, train_decoder
 from sal3d.pipeline.errors import Sal3dError
 
 try:
@@ -26,5 +27,5 @@ try:
 except PackageNotFoundError:  # imported from a tree that was not installed
     __version__ = "0+unknown"
 
-__all__ = ["Predictor", "Sal3dError", "__version__", "evaluate", "extract", "import_keras", "info", "load", "predict",
+__all__ = ["Predictor", "Sal3dError", "__version__", "compare", "evaluate", "extract", "import_keras", "info", "load", "predict",
            "train_decoder"]

@@ -88,8 +88,9 @@ class Commands(click.Group):
             sys.exit(2)
         except KeyboardInterrupt as stop:  # a command that says what it kept (extract) exits before this
             how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
-            click.echo(f"sal3d {ctx.invoked_subcommand or ''}: {how}; what was written so far is kept (predict "
-                       "and extract go on from it when run again, train-decoder with --resume)", err=True)
+            click.echo(f"sal3d {ctx.invoked_subcommand or ''}: {how}; what was written so far is kept (extract "
+                       "and predict on files and stores go on from it when run again, train-decoder with "
+                       "--resume; a stream is not resumed)", err=True)
             sys.exit(EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED)
 
 

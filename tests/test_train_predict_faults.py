@@ -194,14 +194,16 @@ def _synopses() -> dict[str, str]:
 
 
 def _required_arguments(command, tmp_path: Path) -> list[str]:
-    """A value for each argument of `command` that its type accepts: a file or a folder that exists."""
+    """A value for each argument of `command` that its type accepts: a file or a folder that exists
+    (``m=FOLDER`` for compare's NAME=PRED_DIR)."""
     a_file = tmp_path / "a_file"
     a_file.write_bytes(b"")
     values = []
     for param in command.params:
         if isinstance(param, click.Argument):
             dir_okay = getattr(param.type, "dir_okay", True)
-            values.append(str(tmp_path if dir_okay else a_file))
+            value = str(tmp_path if dir_okay else a_file)
+            values.append(f"m={value}" if "=" in (param.metavar or "") else value)
     return values
 
 
