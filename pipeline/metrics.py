@@ -424,12 +424,11 @@ def _jittered(s: np.ndarray, seed: SeedLike, truth: FrameTruth) -> np.ndarray:
         scaled, after = truth.jitter[key]
         rng.bit_generator.state = after
         return np.add(scaled, s, out=out)
-    rng.random(out=out)
-    out *= JITTER_SCALE
+    scaled = rng.random(s.size)  # kept for the next prediction of this frame, not copied
+    scaled *= JITTER_SCALE
     truth.jitter.clear()  # one frame's draws at a time
-    truth.jitter[key] = (out.copy(), rng.bit_generator.state)
-    out += s
-    return out
+    truth.jitter[key] = (scaled, rng.bit_generator.state)
+    return np.add(scaled, s, out=out)
 
 
 def prepare_truth(
@@ -459,7 +458,8 @@ def prepare_truth(
 
 
 def score_prediction(
-    saliency: np.ndarray, truth: FrameTruth, settings: ScoringSettings = ScoringSettings(), *, seed: SeedLike = 0
+    saliency: np.ndarray, truth: FrameTruth, settings: ScoringSettings = ScoringSettings(), *, seed: SeedLike = 0,
+    bounds: Optional[tuple] = None,
 ) -> dict:
     """All six DHF1K metrics of one prediction against a prepared frame (:func:`prepare_truth`).
 
@@ -470,6 +470,7 @@ def score_prediction(
         seed: seed or Generator, consumed exactly as :func:`score_frame` consumes it: AUC-Judd's
             jitter first (when on and the frame has fixations), then s-AUC's splits.  To score several
             predictions with the same draws, restore a generator's ``bit_generator.state`` before each.
+        bounds: ``(min, max)`` of ``saliency`` when the caller has them (not computed again).
 
     Returns:
         The dict of :func:`score_frame`, with the same numbers to the last bit.
@@ -489,7 +490,7 @@ def score_prediction(
     if not (truth.has_map or scored):
         return out
     # What several metrics compute of the prediction, computed once (the same operations, so the same bits).
-    bounds = lo, hi = s.min(), s.max()
+    bounds = lo, hi = (s.min(), s.max()) if bounds is None else (np.float64(bounds[0]), np.float64(bounds[1]))
     centred = centre(s) if hi != lo else None  # in scratch "a": CC and NSS use it before SIM and KLD
     if truth.has_map:
         out["cc"] = cc_against(s, truth.cc, dhf1k, bounds, centred)

@@ -131,6 +131,12 @@ def test_printed_table_and_reference(sample, models, tmp_path):
     assert "compare: 2 models, 2 videos, 16 frames in" in text  # the summary line
     report = api.compare(sample, {"a": models["a"]}, baselines=(), split="val", seed=SEED)
     assert report["reference"] == "a" and report["paired"] == {} and set(report["videos"]["a"]) == set(VAL)
+    # worker processes and chunks of 3 frames: the same numbers as one process
+    pooled = api.compare(sample, {"a": models["a"], "noisy": models["noisy"]}, baselines=("centre", "prior"),
+                         split="val", seed=SEED, workers=2, chunk_frames=3)
+    alone = api.compare(sample, {"a": models["a"], "noisy": models["noisy"]}, baselines=("centre", "prior"),
+                        split="val", seed=SEED, workers=0)
+    assert pooled["models"] == alone["models"] and pooled["videos"] == alone["videos"]
 
 
 def test_other_tools_conventions_are_read_and_named(sample, models, tmp_path):

@@ -181,9 +181,9 @@ def score_array(pred: np.ndarray, truth: FrameTruth, shared: FixationPool, rng: 
 
     `rng`: the frame's generator at the state `frame_truth` returned (`generator_at`); consumed.
     ``row``: (6,) float64 in METRIC_NAMES order; ``constant``: whether the prediction is constant."""
-    constant = bool(pred.min() == pred.max())
-    values = score_prediction(pred, truth, shared.settings(), seed=rng)
-    return np.array([values[m] for m in METRIC_NAMES]), constant
+    lo, hi = pred.min(), pred.max()
+    values = score_prediction(pred, truth, shared.settings(), seed=rng, bounds=(lo, hi))
+    return np.array([values[m] for m in METRIC_NAMES]), bool(lo == hi)
 
 
 def score_one(pred_path: Path | None, truth: FrameTruth, shared: FixationPool, rng: np.random.Generator):
