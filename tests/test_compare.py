@@ -175,6 +175,10 @@ def test_what_cannot_be_compared_is_refused_with_the_reason(sample, models, tmp_
     shutil.copytree(twice / "601", twice / "00601")
     result, text = _cli("compare", sample, f"twice={twice}", "--split", "val")
     assert result.exit_code == 2 and "are both video 0601" in text
+    shutil.rmtree(twice / "00601")
+    (twice / "0601").mkdir()  # an empty folder of the video's own name does not hide 601/
+    result, text = _cli("compare", sample, f"twice={twice}", "--split", "val")
+    assert result.exit_code == 2 and "0601 and 601 are both video 0601" in text
 
     for args, reason in (([f"a={models['a']}", f"a={models['noisy']}"], "given more than once"),
                          ([f"centre={models['a']}"], "is a baseline's name"),

@@ -94,15 +94,15 @@ def _video_folders(name: str, root: Path, videos: list[VideoTruth]) -> tuple[dic
     found, by_digits, used = {}, False, set()
     for video in videos:
         exact = root / video.video_id
-        if exact.is_dir():
-            found[video.index] = exact
-            used.add(exact.name)
-        elif video.video_id.isdigit() and by_number.get(int(video.video_id)):
-            candidates = by_number[int(video.video_id)]
-            if len(candidates) > 1:
-                raise CompareError(f"{root}: {' and '.join(d.name for d in candidates)} are both video "
-                                   f"{video.video_id} of model {name!r}; keep one")
-            found[video.index], by_digits = candidates[0], True
+        candidates = [exact] if exact.is_dir() else []
+        if video.video_id.isdigit():
+            candidates += [d for d in by_number.get(int(video.video_id), []) if d.name != video.video_id]
+        if len(candidates) > 1:
+            raise CompareError(f"{root}: {' and '.join(d.name for d in candidates)} are both video "
+                               f"{video.video_id} of model {name!r}; keep one")
+        if candidates:
+            found[video.index] = candidates[0]
+            by_digits = by_digits or candidates[0] != exact
             used.add(candidates[0].name)
     unused = [d.name for d in folders if d.name not in used and d.name != OVERLAY_DIR]
     return found, by_digits, unused

@@ -19,7 +19,7 @@ from sal3d.stages.compare.outputs import leaderboard_lines, write_csv, write_htm
 from sal3d.stages.compare.planning import ModelFiles, VideoTruth, ground_truth, locate_predictions
 from sal3d.stages.compare.scoring import CompareShared, ModelsChunk, ModelsResult, init_worker, score_models
 from sal3d.stages.evaluate.config import default_workers
-from sal3d.stages.evaluate.run import fixation_pool, read_fixation_points
+from sal3d.stages.evaluate.run import fixation_pool, ground_truth_notes, read_fixation_points
 from sal3d.stages.evaluate.scoring import map_tasks
 
 
@@ -56,6 +56,7 @@ def compare(config: CompareConfig) -> CompareResult:
     start = time.perf_counter()
     points = read_fixation_points(config, videos, workers, label="compare")
     pool, _ = fixation_pool(config, videos, points)
+    notes += ground_truth_notes(videos, points)
     scores, met = _score(videos, models, CompareShared(pool, baselines), workers, config.chunk_frames)
     seconds = time.perf_counter() - start
     for model in models:
@@ -69,6 +70,8 @@ def compare(config: CompareConfig) -> CompareResult:
     for note in notes:
         say(f"compare: {note}")
     for model in models:
+        if model.files is not None and model.convention != ModelFiles.convention:
+            say(f"compare: {model.name}: read as {model.convention}")
         for note in model.notes:
             say(f"compare: {model.name}: {note}")
     _write_outputs(config, comparison, run)
@@ -122,8 +125,8 @@ def _scoring_notes(resized: int, constant: int, sizes, total: int) -> list[str]:
     notes = []
     if resized:
         (ph, pw), (gh, gw) = sizes
-        notes.append(f"{resized} of {total} predictions are {pw}x{ph}{' (and others)' if resized > 1 else ''}, not "
-                     f"the ground truth's {gw}x{gh}: resized (bicubic, as MATLAB's imresize)")
+        notes.append(f"{resized} of {total} predictions are not at the ground truth's size (the first: {pw}x{ph}, "
+                     f"the ground truth {gw}x{gh}): resized (bicubic, as MATLAB's imresize)")
     if constant:
         notes.append(f"{constant} of {total} frames have a constant prediction: NSS, CC and s-AUC are NaN there and "
                      "left out of their means, as the benchmark's code leaves them")

@@ -93,7 +93,7 @@ def ground_truth_frames(entry: VideoEntry) -> GroundTruth:
     for files, other, what, metrics in ((maps, fixations, "maps", "CC, SIM and KLD"),
                                         (fixations, maps, "fixation maps", "AUC-J, s-AUC and NSS")):
         if not files:
-            continue  # the whole video lacks this kind: said once for the set (run._ground_truth_notes)
+            continue  # the whole video lacks this kind: said once for the set (run.ground_truth_notes)
         pairing = pair(numbers, files)
         partial = [n for n in pairing.frames_without if n in other]
         if partial:

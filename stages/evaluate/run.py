@@ -44,7 +44,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     start = time.perf_counter()
     points = read_fixation_points(config, plans, workers)
     shared, no_fixation = fixation_pool(config, plans, points)
-    notes += _ground_truth_notes(plans, points)
+    notes += ground_truth_notes(plans, points)
     tally = score_videos(plans, workers, shared, config.chunk_frames, no_fixation)
     seconds = time.perf_counter() - start
 
@@ -134,8 +134,9 @@ def score_videos(plans: list[VideoPlan], workers: int, shared: FixationPool, chu
     return tally
 
 
-def _ground_truth_notes(plans: list[VideoPlan], points: list) -> list[str]:
-    """Notes on a kind of ground truth that the whole evaluated set lacks."""
+def ground_truth_notes(plans: list[VideoPlan], points: list) -> list[str]:
+    """Notes on a kind of ground truth that the whole evaluated set lacks (`plans`: anything with
+    ``map_files``; `points`: `read_fixation_points`'s)."""
     notes = []
     if all(p is None for p in points):
         notes.append("no binary fixation maps in the evaluated set: AUC-J, s-AUC and NSS are NaN")
