@@ -202,7 +202,8 @@ def _leaderboard_section(comparison: dict) -> str:
         cells = []
         for m in METRIC_NAMES:
             text = _number(e[m])
-            text = f"<b>{text}</b>" if len(comparison["models"]) > 1 and e[m] == _best(comparison, m) else text
+            best = len(comparison["models"]) > 1 and e[m] is not None and e[m] == _best(comparison, m)
+            text = f"<b>{text}</b>" if best else text
             cells.append(f"{text} <small>{_interval(e['ci'][m])}</small>")
         rows.append([escape(name), "frames", *cells])
         rows.append(["", "videos", *[f"{_number(e['video_mean'][m])} <small>{_interval(e['video_ci'][m])}</small>"
