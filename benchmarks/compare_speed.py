@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evaluate_speed import REAL, build  # noqa: E402
+from evaluate_speed import add_set_arguments, the_set  # noqa: E402
 
 from sal3d.pipeline.device import machine_cpus, usable_cpus  # noqa: E402
 from sal3d.stages.compare import CompareConfig, compare  # noqa: E402
@@ -57,24 +57,12 @@ def timed(run) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=480)
-    parser.add_argument("--videos", type=int, default=6)
+    add_set_arguments(parser)
     parser.add_argument("--models", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--dir", type=Path, default=None, help="build here (kept) instead of a temp folder")
-    parser.add_argument("--pred-size", default=None, metavar="WxH",
-                        help="write the predictions at this size (then every one is resized) [default: the frame's]")
     args = parser.parse_args()
-    pred_size = tuple(int(v) for v in args.pred_size.lower().split("x")) if args.pred_size else None
 
     with tempfile.TemporaryDirectory() as tmp:
-        directory = args.dir or Path(tmp)
-        if not (directory / "pred").is_dir():
-            build(directory, args.frames, args.videos, pred_size=pred_size)
-            print(f"built {args.frames} frames in {args.videos} videos"
-                  + (f", predictions {pred_size[0]}x{pred_size[1]}" if pred_size else "")
-                  + f" (maps from {'DHF1K' if REAL.is_dir() else 'synthetic'})")
+        directory = the_set(args, tmp)
         models = models_of(directory, args.models)
         dataset = directory / "dataset"
         print(f"cpus {machine_cpus()} ({usable_cpus()} usable), load average before: {os.getloadavg()[0]:.2f}")

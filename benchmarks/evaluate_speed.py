@@ -135,28 +135,39 @@ def run_models(directory: Path, n_models: int, repeats: int) -> None:
           f"({cpu[n_models] / cpu[1]:.2f}x the CPU time)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the scored set (`build`), and of the repeats and worker counts; compare_speed.py's too."""
     parser.add_argument("--frames", type=int, default=480)
     parser.add_argument("--videos", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--dir", type=Path, default=None, help="build here (kept) instead of a temp folder")
     parser.add_argument("--pred-size", default=None, metavar="WxH",
-                        help="write the predictions at this size (evaluate then resizes them) [default: the frame's]")
+                        help="write the predictions at this size (then every one is resized) [default: the frame's]")
+
+
+def the_set(args: argparse.Namespace, tmp: str) -> Path:
+    """The folder of the scored set: --dir (built there once) or `tmp`, built as the arguments say."""
+    directory = args.dir or Path(tmp)
+    if not (directory / "pred").is_dir():
+        pred_size = tuple(int(v) for v in args.pred_size.lower().split("x")) if args.pred_size else None
+        start = time.perf_counter()
+        build(directory, args.frames, args.videos, pred_size=pred_size)
+        print(f"built {args.frames} frames of {W}x{H} in {args.videos} videos"
+              + (f", predictions {pred_size[0]}x{pred_size[1]}," if pred_size else "") + " in "
+              f"{time.perf_counter() - start:.1f} s (maps from {'DHF1K' if REAL.is_dir() else 'synthetic'})")
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_set_arguments(parser)
     parser.add_argument("--models", type=int, default=None, metavar="N",
                         help="instead of evaluate: score the set as 1 and as N models in one pass, in this process")
     args = parser.parse_args()
-    pred_size = tuple(int(v) for v in args.pred_size.lower().split("x")) if args.pred_size else None
 
     with tempfile.TemporaryDirectory() as tmp:
-        directory = args.dir or Path(tmp)
-        if not (directory / "pred").is_dir():
-            start = time.perf_counter()
-            build(directory, args.frames, args.videos, pred_size=pred_size)
-            print(f"built {args.frames} frames of {W}x{H} in {args.videos} videos"
-                  + (f", predictions {pred_size[0]}x{pred_size[1]}," if pred_size else "") + " in "
-                  f"{time.perf_counter() - start:.1f} s (maps from {'DHF1K' if REAL.is_dir() else 'synthetic'})")
+        directory = the_set(args, tmp)
         print(f"cpus {machine_cpus()} ({usable_cpus()} usable), load average before: {os.getloadavg()[0]:.2f}")
         if args.models:
             run_models(directory, args.models, args.repeats)

@@ -270,21 +270,29 @@ def _auc_shuffled_flat(
     return float(auc.mean())  # one row when the splits are identical
 
 
+def _replayed(draws: Optional[dict], rng: np.random.Generator, shape: tuple, draw):
+    """``draw(rng)``, or, when ``draws`` (a cache) holds what was drawn of this ``shape`` from the
+    generator's current state, that, with the generator moved to the state drawing left: predictions
+    scored from one state (many models, one frame) share the draws, and every generator ends where
+    drawing leaves it. The cache keeps one frame's draws at a time; None: no cache."""
+    if draws is None:
+        return draw(rng)
+    key = (shape, str(rng.bit_generator.state))
+    if key in draws:
+        drawn, after = draws[key]
+        rng.bit_generator.state = after
+        return drawn
+    drawn = draw(rng)
+    draws.clear()
+    draws[key] = (drawn, rng.bit_generator.state)
+    return drawn
+
+
 def _split_negatives(rng: np.random.Generator, n_splits: int, n_other: int, m: int, draws: Optional[dict]):
     """(n_splits, m) indices of each split's negatives among the ``n_other`` locations: randperm's first
-    m = the m smallest of n_other uniform keys. ``draws``, when given, keeps the last draws with the
-    generator state they were drawn from and the state after: a generator at that state (many
-    predictions, one frame) takes them from there, left as drawing would leave it; the same indices."""
-    key = (n_splits, n_other, m, str(rng.bit_generator.state)) if draws is not None else None
-    if key is not None and key in draws:
-        picked, after = draws[key]
-        rng.bit_generator.state = after
-        return picked
-    picked = np.argpartition(rng.random((n_splits, n_other)), m - 1, axis=1)[:, :m]
-    if key is not None:
-        draws.clear()  # one frame's draws at a time
-        draws[key] = (picked, rng.bit_generator.state)
-    return picked
+    m = the m smallest of n_other uniform keys; ``draws``: `_replayed`'s cache."""
+    return _replayed(draws, rng, (n_splits, n_other, m),
+                     lambda r: np.argpartition(r.random((n_splits, n_other)), m - 1, axis=1)[:, :m])
 
 
 def auc_shuffled(
@@ -406,29 +414,24 @@ class FrameTruth:
     sim: Optional[np.ndarray] = None  # ... sim_truth (None: NaN under the dhf1k rules)
     kld: Optional[tuple] = None  # ... kld_truth
     has_map: bool = False  # a continuous map was given (else CC, SIM, KLD are NaN)
-    # AUC-Judd's jitter draws (times the jitter scale) of the last generator state they were drawn from,
-    # and the state after them: predictions scored from the same state (many models, one frame) share them.
+    # AUC-Judd's jitter draws (times the jitter scale) and s-AUC's split draws, each kept with the
+    # generator state they were drawn from (`_replayed`): predictions scored from the same state (many
+    # models, one frame) share them.
     jitter: dict = field(default_factory=dict, repr=False, compare=False)
-    # s-AUC's split draws, kept the same way (`_split_negatives`)
     splits: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _jittered(s: np.ndarray, seed: SeedLike, truth: FrameTruth) -> np.ndarray:
     """``add_jitter(s, seed, ...)`` (in the scratch buffer "jitter"), the generator consumed as it
-    consumes it, with the draws taken from ``truth.jitter`` when the generator is at the state they were
-    drawn from: ``fl(fl(r * JITTER_SCALE) + s)`` either way, the same bits."""
-    rng = np.random.default_rng(seed)
-    key = (s.size, str(rng.bit_generator.state))
-    out = scratch("jitter", s.size)
-    if key in truth.jitter:
-        scaled, after = truth.jitter[key]
-        rng.bit_generator.state = after
-        return np.add(scaled, s, out=out)
-    scaled = rng.random(s.size)  # kept for the next prediction of this frame, not copied
-    scaled *= JITTER_SCALE
-    truth.jitter.clear()  # one frame's draws at a time
-    truth.jitter[key] = (scaled, rng.bit_generator.state)
-    return np.add(scaled, s, out=out)
+    consumes it, the draws shared through ``truth.jitter`` (`_replayed`): ``fl(fl(r * JITTER_SCALE) + s)``
+    either way, the same bits."""
+    def draw(rng: np.random.Generator) -> np.ndarray:
+        scaled = rng.random(s.size)
+        scaled *= JITTER_SCALE
+        return scaled
+
+    scaled = _replayed(truth.jitter, np.random.default_rng(seed), (s.size,), draw)
+    return np.add(scaled, s, out=scratch("jitter", s.size))
 
 
 def prepare_truth(

@@ -19,11 +19,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sal3d.pipeline.datasets import discover, numeric_key
+from sal3d.pipeline.datasets import numeric_key
 from sal3d.pipeline.pairing import PairingError, by_frame_number, frame_number, name_list
 from sal3d.pipeline.postprocess import OVERLAY_DIR
 from sal3d.stages.compare.config import CompareConfig, CompareError
-from sal3d.stages.evaluate.planning import ground_truth_frames
+from sal3d.stages.evaluate.planning import evaluated_set
 
 PNG = (".png",)
 JPEG = (".jpg", ".jpeg")
@@ -58,21 +58,14 @@ class ModelFiles:
 
 
 def ground_truth(config: CompareConfig) -> tuple[str, list[VideoTruth], list[str]]:
-    """The evaluated set: ``(layout, videos with ground truth, notes)``; notes name the videos without
+    """The evaluated set (`stages.evaluate.planning.evaluated_set`, the videos and frames `evaluate`
+    scores, in its order): ``(layout, videos with ground truth, notes)``; notes name the videos without
     ground truth and what of a video's ground truth did not pair. CompareError when nothing can be
     scored."""
-    layout, entries = discover(config.dataset, config.layout, config.split, config.videos)  # DatasetError
-    if not entries:
-        raise CompareError(f"{config.dataset}: no video in layout {layout}, split {config.split}")
-    videos, notes = [], []
-    for entry in entries:
-        try:
-            truth = ground_truth_frames(entry)
-        except PairingError as error:
-            raise CompareError(str(error)) from None
-        if not truth.names:
-            notes.append(f"{entry.video_id}: no ground truth (no maps, no fixation maps): not scored")
-            continue
+    layout, with_truth, no_gt = evaluated_set(Path(config.dataset), config.layout, config.split, config.videos)
+    notes = [f"{video_id}: no ground truth (no maps, no fixation maps): not scored" for video_id in no_gt]
+    videos = []
+    for entry, truth in with_truth:
         notes += [f"{entry.video_id}: {note}" for note in truth.notes]
         videos.append(VideoTruth(len(videos), entry.video_id, truth.names, truth.numbers, truth.map_files,
                                  truth.fixation_files))

@@ -137,23 +137,34 @@ def keep_predicted(video: VideoPlan) -> list[str]:
     return left_out
 
 
-def plan(config: EvaluateConfig) -> Plan:
-    """Discover the dataset, pair ground truth with prediction files by frame number, list what is
-    missing (or, with ``predicted_only``, leave those frames out)."""
-    root = Path(config.dataset)
-    layout, entries = discover(root, config.layout, config.split, config.videos)
+def evaluated_set(root: Path, layout: str, split: str, videos: list[str] | None):
+    """The videos of the evaluated set and their ground truth: ``(layout, [(entry, GroundTruth)], ids of
+    the videos without ground truth)``. Raises EvaluateError for a selection without videos and for
+    ground-truth files that cannot be paired (`ground_truth_frames`), DatasetError from `discover`."""
+    layout, entries = discover(root, layout, split, videos)
     if not entries:
-        raise EvaluateError(f"{root}: no video in layout {layout}, split {config.split}")
-    predictions = Path(config.predictions)
-    plans, no_gt, left_out, videos_left_out = [], [], {}, []
+        raise EvaluateError(f"{root}: no video in layout {layout}, split {split}")
+    with_truth, no_gt = [], []
     for entry in entries:
         try:
             truth = ground_truth_frames(entry)
         except PairingError as error:
             raise EvaluateError(str(error)) from None
-        if not truth.names:
+        if truth.names:
+            with_truth.append((entry, truth))
+        else:
             no_gt.append(entry.video_id)
-            continue
+    return layout, with_truth, no_gt
+
+
+def plan(config: EvaluateConfig) -> Plan:
+    """Discover the dataset, pair ground truth with prediction files by frame number, list what is
+    missing (or, with ``predicted_only``, leave those frames out)."""
+    root = Path(config.dataset)
+    layout, with_truth, no_gt = evaluated_set(root, config.layout, config.split, config.videos)
+    predictions = Path(config.predictions)
+    plans, left_out, videos_left_out = [], {}, []
+    for entry, truth in with_truth:
         video = VideoPlan(len(plans), entry.video_id, truth.names, truth.map_files, truth.fixation_files,
                           predictions / entry.video_id, unpaired_ground_truth=truth.files_without_frames,
                           notes=truth.notes)
@@ -170,7 +181,7 @@ def plan(config: EvaluateConfig) -> Plan:
     if not plans:
         raise EvaluateError(f"{root}: no video of layout {layout}, split {config.split} has ground truth "
                             "(continuous maps or fixation maps); nothing to score")
-    evaluated = {e.video_id for e in entries}
+    evaluated = {e.video_id for e, _ in with_truth} | set(no_gt)
     # `sal3d predict --overlay` keeps its heat maps in OUT_DIR/overlays/, beside the benchmark layout.
     unused = sorted(d.name for d in predictions.iterdir()
                     if d.is_dir() and d.name not in evaluated and d.name != OVERLAY_DIR) \
