@@ -4,8 +4,8 @@
                                                   [--pred-size WxH] [--dir DIR] [--models N]
 
 Builds a DHF1K-layout ground truth under a temporary folder (or --dir): continuous maps are the real
-DHF1K maps of $SAL3D_SAMPLE (a DHF1K-layout folder) when set (640x360, lossy PNGs, cycled), else
-synthetic blurred-fixation maps; binary fixation maps draw 25 points per frame from the map; the
+DHF1K maps of $SAL3D_SAMPLE (a DHF1K-layout folder) when set (640x360, cycled, their PNG files copied
+as they are, so that they are read as DHF1K's own files are), else synthetic blurred-fixation maps; binary fixation maps draw 25 points per frame from the map; the
 predictions are the map of a frame 10 later, blurred (smooth, model-like PNGs that do not match
 exactly), written at the frame's size or, with --pred-size (e.g. 256x192, a published model's
 output), at that size, so that evaluate resizes every one. `video/` holds empty placeholders:
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -43,10 +44,13 @@ REAL = Path(os.environ.get("SAL3D_SAMPLE", "/nonexistent")) / "annotation"
 H, W = 360, 640
 
 
-def _source_maps(n: int, rng: np.random.Generator) -> list[np.ndarray]:
+def _source_maps(n: int, rng: np.random.Generator) -> tuple[list[np.ndarray], list[Path]]:
+    """n continuous maps, and the DHF1K files they are (copied as they are, so that the set's maps are
+    encoded as DHF1K's own PNGs are), or no files for synthetic maps."""
     real = sorted(REAL.glob("*/maps/*.png")) if REAL.is_dir() else []
     if real:
-        return [np.asarray(Image.open(real[i % len(real)]).convert("L")) for i in range(n)]
+        files = [real[i % len(real)] for i in range(n)]
+        return [np.asarray(Image.open(f).convert("L")) for f in files], files
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     maps, centre = [], np.array([H / 2, W / 2])
     for _ in range(n):
@@ -56,12 +60,12 @@ def _source_maps(n: int, rng: np.random.Generator) -> list[np.ndarray]:
         for y, x in pts:
             total += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 25.0 ** 2))
         maps.append((255 * total / total.max()).astype(np.uint8))
-    return maps
+    return maps, []
 
 
 def build(directory: Path, frames: int, videos: int, seed: int = 0, pred_size: tuple | None = None) -> Path:
     rng = np.random.default_rng(seed)
-    maps = _source_maps(frames + 10, rng)
+    maps, files = _source_maps(frames + 10, rng)
     dataset, preds = directory / "dataset", directory / "pred"
     per_video = -(-frames // videos)
     (dataset / "video").mkdir(parents=True, exist_ok=True)
@@ -78,7 +82,10 @@ def build(directory: Path, frames: int, videos: int, seed: int = 0, pred_size: t
                 break
             name = f"{t + 1:04d}.png"
             gt = maps[i]
-            Image.fromarray(gt).save(dataset / "annotation" / video_id / "maps" / name)
+            if files:
+                shutil.copyfile(files[i], dataset / "annotation" / video_id / "maps" / name)
+            else:
+                Image.fromarray(gt).save(dataset / "annotation" / video_id / "maps" / name)
             p = gt.astype(np.float64).ravel() + 1e-3
             idx = rng.choice(p.size, 25, replace=False, p=p / p.sum())
             fixation = np.zeros(H * W, np.uint8)

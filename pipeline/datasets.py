@@ -33,6 +33,9 @@ SPLITS = ("train", "val", "test")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 FIXATION_MAT_FOLDER = "maps"  # fixation/maps/<frame>.mat, as the benchmark's evaluationFunc.m reads them
+# Predictions are laid out as the benchmark's (OUT_DIR/<video>/<frame>.png); overlays live beside them in
+# OUT_DIR/overlays/ (<video>/<frame>.png, <video>.mp4), which evaluate and compare skip.
+OVERLAY_DIR = "overlays"
 # The ACLNet redistribution of UCF-Sports and Hollywood-2 splits by top-level folder.
 FOLDER_SPLITS = {"training": "train", "testing": "test"}
 # Hollywood-2 has no file: its redistribution's training/ and testing/ folders are the official split.
@@ -132,8 +135,13 @@ def inside_root(root: Path, relative: str | Path) -> Path:
     return candidate
 
 
+def _plain_name(name: str) -> bool:
+    """A name that is one path component, neither ``.`` nor ``..``: ``root / name`` is inside ``root``."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 def _check_video_id(video_id: str, origin: str) -> str:
-    if not video_id or video_id in (".", "..") or "/" in video_id or "\\" in video_id or "\0" in video_id:
+    if not _plain_name(video_id):
         raise DatasetError(f"{origin}: video id {video_id!r} is not a plain name (it would leave the dataset root)")
     return video_id
 
@@ -266,8 +274,9 @@ def discover(root: Path | str, layout: str = "auto", split: str = "all", videos:
         raise DatasetError(f"{root}: not a directory")
     if manifest is None:
         manifest = official_manifest(layout)
-    for video_id in manifest:
-        inside_root(root, video_id)  # an entry must never name a path outside the dataset
+    for video_id in manifest:  # an entry must never name a path outside the dataset
+        if not _plain_name(video_id):  # a plain name is inside; the videos' own paths are resolved below
+            inside_root(root, video_id)
     builders = {
         "dhf1k": lambda: _dhf1k(root, manifest),
         "ucf-sports": lambda: _split_folders(root, manifest),

@@ -64,6 +64,10 @@ Other choices, all documented at the function
   that sit exactly on one).  Randomness comes from a seeded
   ``numpy.random.Generator``; the bits differ from MATLAB's ``rand`` state, so
   s-AUC agrees with MATLAB statistically, not bit for bit.
+* ``sim`` and ``kld`` skip the ground truth's zeros when they are most of the
+  map (a blurred fixation map): their terms are 0 there.  KLD's sum is the
+  same to the last bit; SIM's sum of the same terms may round its last bit
+  differently from a whole-map sum (within 4.5e-16).
 
 The MATLAB built-ins these scores depend on (``eps``, colon, ``trapz``, the
 jitter) are in :mod:`pipeline.matlab`; input maps are read and checked by
@@ -90,7 +94,7 @@ from sal3d.pipeline.metric_inputs import (
     RULES, centre, fixation_index, flat_map, is_constant, is_dhf1k, other_index, resize_to, scratch,
 )
 from sal3d.pipeline.metrics_distribution import (
-    cc, cc_against, cc_truth, kld, kld_against, kld_truth, sim, sim_against, sim_truth,
+    cc, cc_against, cc_truth, kld, kld_against, kld_truth, map_summary, sim, sim_against, sim_truth,
 )
 
 __all__ = [
@@ -411,7 +415,7 @@ class FrameTruth:
     fixations: Optional[np.ndarray]  # flat indices (int64, ascending) of the fixated pixels; None: no map
     other: Optional[np.ndarray]  # flat indices of s-AUC's negatives' locations; None: no s-AUC
     cc: Optional[tuple] = None  # metrics_distribution.cc_truth of the continuous map (None: constant)
-    sim: Optional[np.ndarray] = None  # ... sim_truth (None: NaN under the dhf1k rules)
+    sim: Optional[tuple] = None  # ... sim_truth (None: NaN under the dhf1k rules)
     kld: Optional[tuple] = None  # ... kld_truth
     has_map: bool = False  # a continuous map was given (else CC, SIM, KLD are NaN)
     # AUC-Judd's jitter draws (times the jitter scale) and s-AUC's split draws, each kept with the
@@ -454,10 +458,10 @@ def prepare_truth(
         other = other_index(other_fixations, shape)
     if gt_map is None:
         return FrameTruth(shape, settings.rules, fixations, other)
-    g = flat_map(gt_map, "gt_map")
-    return FrameTruth(shape, settings.rules, fixations, other, cc=cc_truth(g, np.empty(g.size)),
-                      sim=sim_truth(g, dhf1k, np.empty(g.size)), kld=kld_truth(g, dhf1k, np.empty(g.size)),
-                      has_map=True)
+    g, summary = map_summary(gt_map)  # what the three metrics read of the map, computed once
+    return FrameTruth(shape, settings.rules, fixations, other, cc=cc_truth(g, np.empty(g.size), summary),
+                      sim=sim_truth(g, dhf1k, np.empty(g.size), summary),
+                      kld=kld_truth(g, dhf1k, np.empty(g.size), summary), has_map=True)
 
 
 def score_prediction(

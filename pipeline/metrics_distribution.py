@@ -11,6 +11,7 @@ computed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -18,19 +19,64 @@ import numpy as np
 from sal3d.pipeline.matlab import MATLAB_EPS
 from sal3d.pipeline.metric_inputs import centre, check_shape, dot, flat_map, is_constant, is_dhf1k, scratch
 
-__all__ = ["cc", "cc_truth", "cc_against", "sim", "sim_truth", "sim_against", "kld", "kld_truth", "kld_against"]
+__all__ = ["cc", "cc_truth", "cc_against", "sim", "sim_truth", "sim_against", "kld", "kld_truth", "kld_against",
+           "MapSummary", "map_summary"]
+
+
+@dataclass(frozen=True)
+class MapSummary:
+    """What every metric's truth side reads of a ground-truth map, computed once: its bounds, its sum
+    and its nonzero pixels. The numbers are those numpy gives on the float64 map (``g.min()``,
+    ``g.sum()``, ...); a map of 8- or 16-bit integers (as read from a PNG) gets them from the integers,
+    a few times faster: a sum of integers below 2**53 is exact in any order, so it is the same bits."""
+
+    lo: np.float64
+    hi: np.float64
+    total: np.float64  # the sum
+    support: np.ndarray  # flat indices (int64, ascending) of the nonzero pixels
+    n: int  # the number of pixels
+
+    def mean(self) -> np.float64:
+        """``g.mean()``: numpy's mean is the sum over the count."""
+        return self.total / self.n
+
+    def sparse(self) -> bool:
+        """Whether the zeros are most of the map: then SIM and KLD read its nonzero pixels alone."""
+        return 2 * self.support.size < self.n
+
+
+def map_summary(x) -> tuple[np.ndarray, MapSummary]:
+    """``(g, summary)`` of the (H, W) ground-truth map ``x``: `MapSummary`, and the flat values the truth
+    sides read (``g``): the float64 map (`flat_map`), or, for a map of 8- or 16-bit integers whose
+    zeros are most of it and its minimum (DHF1K's), its flat integers themselves, no float64 copy made:
+    the truth sides read such a map only at its nonzero pixels (SIM, KLD) and in one subtraction (CC),
+    which give the same float64 numbers from the integers."""
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"gt_map must be a 2-D (H, W) array, got shape {a.shape}")
+    mask = scratch("mask", a.size, np.bool_)  # nonzero on bool: ~3x faster
+    if a.dtype.kind in "ui" and a.dtype.itemsize <= 2:
+        flat = a.ravel()
+        # uint32 sums an 8-bit map of up to 2**24 pixels without overflow, ~2x faster than int64
+        total = flat.sum(dtype=np.uint32 if flat.dtype == np.uint8 and flat.size <= 1 << 24 else np.int64)
+        summary = MapSummary(np.float64(flat.min()), np.float64(flat.max()), np.float64(total),
+                             np.flatnonzero(np.not_equal(flat, 0, out=mask)), flat.size)
+        return (flat if summary.lo == 0 and summary.sparse() else flat_map(a, "gt_map")), summary
+    g = flat_map(a, "gt_map")
+    return g, MapSummary(g.min(), g.max(), g.sum(), np.flatnonzero(np.not_equal(g, 0, out=mask)), g.size)
 
 
 # --------------------------------------------------------------------------
 # CC
 # --------------------------------------------------------------------------
 
-def cc_truth(g: np.ndarray, out: np.ndarray) -> Optional[tuple[np.ndarray, float]]:
+def cc_truth(g: np.ndarray, out: np.ndarray, summary: Optional[MapSummary] = None
+             ) -> Optional[tuple[np.ndarray, float]]:
     """CC's side of the ground truth: ``(g - mean(g)`` written into ``out``, its squared norm), or
-    None for a constant map (no correlation is defined)."""
-    if is_constant(g):
+    None for a constant map (no correlation is defined). ``summary``: `map_summary` of the map."""
+    if (summary.lo == summary.hi) if summary is not None else is_constant(g):
         return None
-    centred = np.subtract(g, g.mean(), out=out)
+    centred = np.subtract(g, g.mean() if summary is None else summary.mean(), out=out)
     return centred, dot(centred, centred)
 
 
@@ -95,19 +141,51 @@ def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] =
     return out
 
 
-def sim_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
-    """SIM's side of the ground truth: its density, written into ``out``; None where the dhf1k
-    rules make the score NaN (a nonzero constant map).  ``bounds``: (min, max) of ``g`` if known."""
-    return _sim_density_dhf1k(g, out, bounds) if dhf1k else _sim_density(g, out, bounds)
+def _sim_density_of(x: np.ndarray, dhf1k: bool, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
+    """The density SIM compares, under either rules, written into ``out`` (see the two above)."""
+    return _sim_density_dhf1k(x, out, bounds) if dhf1k else _sim_density(x, out, bounds)
 
 
-def sim_against(p: np.ndarray, truth: Optional[np.ndarray], dhf1k: bool, bounds: Optional[tuple] = None) -> float:
-    """SIM of the flat prediction ``p`` against `sim_truth`'s result; ``bounds``: (min, max) of ``p`` if known."""
-    d = sim_truth(p, dhf1k, scratch("a", p.size), bounds)
+def sim_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray, summary: Optional[MapSummary] = None
+              ) -> Optional[tuple[np.ndarray, Optional[np.ndarray]]]:
+    """SIM's side of the ground truth: ``(G, None)``, G its density (written into ``out``); or, for a
+    map whose zeros are most of it (``summary``: `map_summary`; a blurred fixation map stored as 8-bit),
+    ``(G at its nonzero pixels, their flat indices)``: SIM sums ``min(P, G)``, which is 0 wherever G
+    is (P >= 0), so those pixels are skipped. None where the dhf1k rules make the score NaN (a nonzero
+    constant map)."""
+    if summary is None or summary.lo != 0 or not summary.sparse() or not (summary.total > 0 or dhf1k):
+        d = _sim_density_of(g, dhf1k, out, None if summary is None else (summary.lo, summary.hi))
+        return None if d is None else (d, None)
+    # min 0: the density is g / sum(g) (the same quotients as the whole map's), nonzero where g is
+    # (an all-zero map under the dhf1k rules: no pixel, SIM 0)
+    return g[summary.support] / summary.total, summary.support
+
+
+def sim_against(p: np.ndarray, truth: Optional[tuple[np.ndarray, Optional[np.ndarray]]], dhf1k: bool,
+                bounds: Optional[tuple] = None) -> float:
+    """SIM of the flat prediction ``p`` against `sim_truth`'s result; ``bounds``: (min, max) of ``p`` if
+    known. Against the truth's nonzero pixels only, the prediction's density is divided and compared
+    there alone: the same terms, the zeros left out of the sum (which may round its last bit
+    differently from a whole-map sum)."""
+    g, index = truth if truth is not None else (None, None)
+    d = _sim_density_of(p, dhf1k, scratch("a", p.size), bounds) if index is None else _sim_density_at(
+        p, index, dhf1k, bounds)
     if d is None or truth is None:
         return float("nan")
-    np.minimum(d, truth, out=d)
+    np.minimum(d, g, out=d)
     return float(d.sum())
+
+
+def _sim_density_at(p: np.ndarray, index: np.ndarray, dhf1k: bool, bounds: Optional[tuple]) -> Optional[np.ndarray]:
+    """``_sim_density_of(p, ...)[index]`` (a new array), dividing only the pixels ``index``."""
+    lo, hi = bounds if bounds is not None else (p.min(), p.max())
+    if lo == hi and (dhf1k or index.size == 0):
+        return None if lo != 0 and dhf1k else np.zeros(index.size)
+    shifted = np.subtract(p, lo, out=scratch("a", p.size))
+    total = shifted.sum()
+    if total > 0 or dhf1k:
+        return shifted[index] / total
+    return np.full(index.size, 1.0 / p.size)
 
 
 def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
@@ -129,8 +207,9 @@ def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> f
     """
     dhf1k = is_dhf1k(rules)
     check_shape(np.shape(saliency), gt_map, "gt_map")
-    g = flat_map(gt_map, "gt_map")
-    return sim_against(flat_map(saliency, "saliency"), sim_truth(g, dhf1k, scratch("b", g.size)), dhf1k)
+    g, summary = map_summary(gt_map)
+    truth = sim_truth(g, dhf1k, scratch("b", g.size), summary)
+    return sim_against(flat_map(saliency, "saliency"), truth, dhf1k)
 
 
 # --------------------------------------------------------------------------
@@ -185,16 +264,20 @@ def _kld_prediction_dhf1k(p: np.ndarray, nz: Optional[np.ndarray], out: np.ndarr
     return used
 
 
-def kld_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+def kld_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray, summary: Optional[MapSummary] = None
+              ) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """KLD's side of the ground truth: ``(G, index)``, G the density (written into ``out``) and index
     None; or, when G's nonzero pixels are fewer than half, G at those pixels only and their flat
     indices: G = 0 pixels contribute 0 * log(eps) = 0 exactly, so they are skipped (typical of
-    blurred fixation maps stored as uint8)."""
+    blurred fixation maps stored as uint8). ``summary``: `map_summary` of the map."""
     if dhf1k:
         # The density's nonzeros are among the map's: divide those first, the whole map only if kept whole.
-        total = g.sum()
-        nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
-        used = g[nz] / total if total != 0 else g[nz]
+        if summary is not None:
+            total, nz = summary.total, summary.support
+        else:
+            total = g.sum()
+            nz = np.flatnonzero(np.not_equal(g, 0, out=scratch("mask", g.size, np.bool_)))  # bool: ~4x faster
+        used = g[nz] / total if total != 0 else g[nz].astype(np.float64)
         if np.count_nonzero(used) < g.size // 2:
             kept = used != 0  # a quotient can underflow to 0
             return (used, nz) if kept.all() else (used[kept], nz[kept])

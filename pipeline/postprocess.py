@@ -37,10 +37,6 @@ from sal3d.pipeline.atomic import atomic_write
 from sal3d.pipeline.choices import SIZES
 from sal3d.pipeline.preprocessing import INPUT_SIZE
 
-# Overlays live in OUT_DIR/overlays/ (<video>/<frame>.png, <video>.mp4), beside the benchmark layout
-# (evaluate skips it).
-OVERLAY_DIR = "overlays"
-
 #: zlib level of the written PNGs: ~2x faster than PIL's default 6, files ~20% larger, same pixels.
 PNG_COMPRESS_LEVEL = 3
 

@@ -32,7 +32,8 @@ from sal3d.pipeline.overlay import (
     video_fps,
     write_overlay_video,
 )
-from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
+from sal3d.pipeline.datasets import OVERLAY_DIR
+from sal3d.pipeline.postprocess import PostProcess, write_png
 from sal3d.pipeline.progress import Progress, say
 from sal3d.pipeline.store import FeatureStore
 

@@ -66,12 +66,12 @@ import numpy as np
 from sal3d.pipeline.atomic import write_text_atomic
 from sal3d.pipeline.checkpoint import check_decoder_weights, load_checkpoint, window_rule
 from sal3d.pipeline.contract import fingerprint_mismatch
-from sal3d.pipeline.datasets import VIDEO_EXTENSIONS, VideoEntry, discover
+from sal3d.pipeline.datasets import OVERLAY_DIR, VIDEO_EXTENSIONS, VideoEntry, discover
 from sal3d.pipeline.device import compute_dtype, resolve_device
 from sal3d.pipeline.identity import file_sha256
 from sal3d.pipeline.inference import CPU_BATCH, GPU_BATCH, MapDecoder, NonFiniteMaps, decoder_batch
 from sal3d.pipeline.overlay import DEFAULT_ALPHA, DEFAULT_COLORMAP, DEFAULT_THRESHOLD, OverlayStyle
-from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, write_png
+from sal3d.pipeline.postprocess import PostProcess, write_png
 from sal3d.pipeline.predictions import (
     PredictError,
     VideoPlan,

@@ -43,8 +43,9 @@ import numpy as np
 import torch
 
 from sal3d.pipeline.contract import INPUT_SIZE
+from sal3d.pipeline.datasets import OVERLAY_DIR
 from sal3d.pipeline.overlay import OverlayStyle, OverlayVideoWriter, overlay, video_fps
-from sal3d.pipeline.postprocess import OVERLAY_DIR, PostProcess, quantize, write_png
+from sal3d.pipeline.postprocess import PostProcess, quantize, write_png
 from sal3d.pipeline.predictions import PredictError, default_png_writers, overlay_video_path
 from sal3d.pipeline.preprocessing import Preprocessing
 from sal3d.pipeline.progress import Progress, say

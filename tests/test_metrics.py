@@ -569,7 +569,7 @@ def test_prepared_truth_scores_each_prediction_as_score_frame(rules):
     gt = np.where(gt > np.median(gt) * 1.5, gt, 0.0)  # mostly zero: KLD's sparse path
     settings = M.ScoringSettings(n_splits=20, jitter=True, rules=rules)
     truth = M.prepare_truth(gt, fix, other, settings)
-    kept = [truth.cc[0].copy(), truth.sim.copy(), truth.kld[0].copy()]
+    kept = [truth.cc[0].copy(), truth.sim[0].copy(), truth.kld[0].copy()]
     noisy = pred + np.random.default_rng(1).uniform(0, 0.2, pred.shape)
     rng = np.random.default_rng([3, 0, 5])
     rng.random(4)  # a frame's generator after other draws (the negatives')
@@ -581,7 +581,7 @@ def test_prepared_truth_scores_each_prediction_as_score_frame(rules):
         prepared = M.score_prediction(p, truth, settings, seed=rng)
         assert _same_scores(prepared, M.score_frame(p, gt, fix, other, settings, seed=reference))
         assert rng.bit_generator.state == reference.bit_generator.state  # consumed in the same order
-    assert all(np.array_equal(a, b) for a, b in zip(kept, [truth.cc[0], truth.sim, truth.kld[0]]))
+    assert all(np.array_equal(a, b) for a, b in zip(kept, [truth.cc[0], truth.sim[0], truth.kld[0]]))
     assert _same_scores(M.score_prediction(pred, truth, settings, seed=5), M.score_frame(pred, gt, fix, other,
                                                                                         settings, seed=5))
 

@@ -19,9 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sal3d.pipeline.datasets import numeric_key
+from sal3d.pipeline.datasets import OVERLAY_DIR, numeric_key
 from sal3d.pipeline.pairing import PairingError, by_frame_number, frame_number, name_list
-from sal3d.pipeline.postprocess import OVERLAY_DIR
 from sal3d.stages.compare.config import CompareConfig, CompareError
 from sal3d.stages.evaluate.planning import evaluated_set
 

@@ -6,27 +6,48 @@ Every reader raises `EvaluateError` naming the file it cannot read."""
 
 from __future__ import annotations
 
+import io
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from sal3d.pipeline.png_grey import decode_grey_png
 from sal3d.stages.evaluate.config import EvaluateError
 
 #: One video's fixation points (see `read_fixations`): (flat indices, offsets, shapes).
 FixationPoints = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-def read_grey(path: Path) -> np.ndarray:
-    """A grey image as a 2-D array (uint8, or uint16/int32/float32 for deeper PNGs); colour -> 'L'."""
+def _file_bytes(path: Path) -> bytes:
+    """The bytes of an image file; EvaluateError naming it when it cannot be read."""
     try:
-        with Image.open(path) as image:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise EvaluateError(f"{path}: cannot read image ({error.strerror or error})") from None
+
+
+def _unreadable(path: Path, error: OSError) -> EvaluateError:
+    """The error for an image file Pillow cannot read (its own words name a buffer, not the file)."""
+    reason = "not an image file Pillow can identify" if isinstance(error, UnidentifiedImageError) else error
+    return EvaluateError(f"{path}: cannot read image ({reason})")
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """A grey image as a 2-D array (uint8, or uint16/int32/float32 for deeper PNGs); colour -> 'L'.
+    8-bit grey PNGs go through `pipeline.png_grey` (the same pixels, several times faster)."""
+    data = _file_bytes(path)
+    fast = decode_grey_png(data)
+    if fast is not None:
+        return fast
+    try:
+        with Image.open(io.BytesIO(data)) as image:
             if image.mode not in ("L", "1", "I;16", "I", "F"):
                 image = image.convert("L")
             return np.asarray(image)
     except OSError as error:
-        raise EvaluateError(f"{path}: cannot read image ({error})") from None
+        raise _unreadable(path, error) from None
 
 
 def read_prediction(path: Path) -> np.ndarray:
@@ -34,17 +55,22 @@ def read_prediction(path: Path) -> np.ndarray:
 
     Grey PNGs (8 or 16 bit) are read as they are; colour ones give their first (red) channel, as
     ``result(:,:,1)`` in ``evaluationFunc.m``; palette (indexed) images give their palette indices,
-    not the colours, as MATLAB's ``imread`` returns an indexed image's index array.
+    not the colours, as MATLAB's ``imread`` returns an indexed image's index array. 8-bit grey PNGs
+    go through `pipeline.png_grey`.
     """
+    data = _file_bytes(path)
+    fast = decode_grey_png(data)
+    if fast is not None:
+        return fast
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if image.mode == "P":  # PIL reads every indexed PNG (transparency included) as "P"
                 return np.asarray(image)
             if len(image.getbands()) > 1:
                 image = image.getchannel(0)
             return np.asarray(image)
     except OSError as error:
-        raise EvaluateError(f"{path}: cannot read image ({error})") from None
+        raise _unreadable(path, error) from None
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -89,6 +115,17 @@ def read_fixation_mat(path: Path) -> np.ndarray:
         raise EvaluateError(f"{path}: variable I is not a 2-D numeric map (shape {fixations.shape}, "
                             f"{fixations.dtype})")
     return fixations > 0
+
+
+def join_fixations(parts: list[FixationPoints]) -> FixationPoints:
+    """The points of consecutive runs of frames (`read_fixations` of each, in frame order) as one."""
+    if len(parts) == 1:
+        return parts[0]
+    bases = np.cumsum([0] + [flat.size for flat, _, _ in parts[:-1]])
+    offsets = np.concatenate([offsets[:-1] + base for (_, offsets, _), base in zip(parts, bases)]
+                             + [[bases[-1] + parts[-1][0].size]])
+    return (np.concatenate([flat for flat, _, _ in parts]), offsets.astype(np.int64),
+            np.concatenate([shapes for _, _, shapes in parts]))
 
 
 def read_fixations(files: list[Path | None]) -> FixationPoints:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from sal3d.pipeline.datasets import VideoEntry, discover, numeric_key
+from sal3d.pipeline.datasets import OVERLAY_DIR, VideoEntry, discover, numeric_key
 from sal3d.pipeline.pairing import PairingError, by_frame_number, frame_number, name_list, number_list, pair
-from sal3d.pipeline.postprocess import OVERLAY_DIR
 from sal3d.stages.evaluate.config import EvaluateConfig, EvaluateError
 
 

@@ -19,7 +19,10 @@ from sal3d.stages.evaluate.baseline import prepare_baseline
 from sal3d.stages.evaluate.config import EvaluateConfig, EvaluateError, check_config, default_workers
 from sal3d.stages.evaluate.planning import VideoPlan, missing_message, plan, plan_notes
 from sal3d.stages.evaluate.results import EvaluateResult, Tally, build_report
-from sal3d.stages.evaluate.scoring import Chunk, ChunkResult, FixationPool, map_tasks, read_fixations_task, score_chunk
+from sal3d.stages.evaluate.images import join_fixations
+from sal3d.stages.evaluate.scoring import (
+    Chunk, ChunkResult, FixationChunk, FixationPool, map_tasks, read_fixations_task, score_chunk,
+)
 
 
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
@@ -69,19 +72,26 @@ def _empty_pool(config: EvaluateConfig) -> FixationPool:
 def read_fixation_points(config: EvaluateConfig, plans: list[VideoPlan], workers: int, label: str = "evaluate") -> list:
     """Pass 1: every video's fixation points (`images.read_fixations`), None for a video without
     fixation maps; one entry per plan, in `VideoPlan.index` order. `config` gives the s-AUC settings
-    (seed, other_frames, n_splits, step, builtins), `plans` the videos (index, video_id, frames,
+    (seed, other_frames, n_splits, step, builtins, chunk_frames), `plans` the videos (index, video_id, frames,
     fixation_files: a `sal3d compare` `VideoTruth` serves too); `label` names the progress line."""
     points: list = [None] * len(plans)
     with_fixations = [p for p in plans if any(f is not None for f in p.fixation_files)]
     if with_fixations:
+        # Chunks of frames, not whole videos: one long video is read by every worker.
+        step = config.chunk_frames
+        tasks = [FixationChunk(p.index, p.video_id, s, p.fixation_files[s:s + step])
+                 for p in with_fixations for s in range(0, p.frames, step)]
+        parts: dict = {p.index: {} for p in with_fixations}
         progress = Progress(f"{label}: fixation maps", total=sum(p.frames for p in with_fixations), unit="maps")
 
-        def got_points(p: VideoPlan, result) -> None:
-            points[p.index] = result
-            progress.update(p.frames, note=p.video_id)
+        def got_points(chunk: FixationChunk, result) -> None:
+            parts[chunk.video][chunk.start] = result
+            progress.update(len(chunk.files), note=chunk.video_id)
 
-        map_tasks(read_fixations_task, with_fixations, workers, _empty_pool(config), got_points)
+        map_tasks(read_fixations_task, tasks, workers, _empty_pool(config), got_points)
         progress.close()
+        for video, chunks in parts.items():
+            points[video] = join_fixations([chunks[s] for s in sorted(chunks)])
     return points
 
 

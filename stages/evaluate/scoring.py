@@ -25,7 +25,6 @@ from sal3d.pipeline.matlab import matlab_round
 from sal3d.pipeline.metrics import METRIC_NAMES, FrameTruth, ScoringSettings, prepare_truth, score_prediction
 from sal3d.stages.evaluate.config import EvaluateError
 from sal3d.stages.evaluate.images import FixationPoints, read_fixations, read_grey, read_prediction
-from sal3d.stages.evaluate.planning import VideoPlan
 
 
 @dataclass
@@ -226,9 +225,19 @@ def score_chunk(chunk: Chunk) -> ChunkResult:
     return ChunkResult(chunk.video, chunk.start, scores, resized, pred_size, gt_size, constant)
 
 
-def read_fixations_task(p: VideoPlan) -> FixationPoints:
-    """A task of the first pass: the fixation points of one video (`read_fixations`)."""
-    return read_fixations(p.fixation_files)
+@dataclass
+class FixationChunk:
+    """A task of the first pass: the fixation maps of consecutive frames of one video."""
+
+    video: int  # VideoPlan.index
+    video_id: str
+    start: int  # first frame index of the chunk
+    files: list  # fixation map Path, or None
+
+
+def read_fixations_task(chunk: FixationChunk) -> FixationPoints:
+    """The fixation points of a chunk's frames (`read_fixations`)."""
+    return read_fixations(chunk.files)
 
 
 def map_tasks(fn, tasks: list, workers: int, shared, on_result, initializer=init_worker) -> None:
