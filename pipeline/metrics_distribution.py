@@ -116,34 +116,28 @@ def cc(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> fl
 # SIM
 # --------------------------------------------------------------------------
 
-def _sim_density(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> np.ndarray:
-    """MIT ``similarity.m`` normalisation: to [0, 1], then to sum 1 (uniform if flat)."""
-    np.subtract(x, x.min() if bounds is None else bounds[0], out=out)
-    total = out.sum()
-    if total > 0:
-        out /= total
-    else:
-        out.fill(1.0 / out.size)
-    return out
-
-
-def _sim_density_dhf1k(x: np.ndarray, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
-    """``similarity.m``'s own normalisation: an all-zero map stays zero; None for a nonzero constant
-    map (MATLAB's min-max divides 0 by 0, an all-NaN map, and the score is NaN)."""
+def _sim_density(x: np.ndarray, dhf1k: bool, out: np.ndarray, bounds: Optional[tuple] = None,
+                 index: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+    """MIT ``similarity.m``'s normalisation of ``x``: to [0, 1], then to sum 1, computed as
+    ``(x - min) / sum(x - min)`` in ``out``; with ``index``, the density at those flat pixels only (a
+    new array, the other pixels not divided). A flat map: the uniform density under the chance rules;
+    under the dhf1k rules an all-zero map stays zero and a nonzero constant one gives None (MATLAB's
+    min-max divides 0 by 0, an all-NaN map, and the score is NaN). ``bounds``: (min, max) if known."""
     lo, hi = bounds if bounds is not None else (x.min(), x.max())
-    if lo == hi:
+    if dhf1k and lo == hi:
         if lo != 0:
             return None
         out.fill(0.0)
-        return out
-    np.subtract(x, lo, out=out)
-    out /= out.sum()
-    return out
-
-
-def _sim_density_of(x: np.ndarray, dhf1k: bool, out: np.ndarray, bounds: Optional[tuple] = None) -> Optional[np.ndarray]:
-    """The density SIM compares, under either rules, written into ``out`` (see the two above)."""
-    return _sim_density_dhf1k(x, out, bounds) if dhf1k else _sim_density(x, out, bounds)
+    else:
+        np.subtract(x, lo, out=out)
+        total = out.sum()
+        if total > 0 and index is not None:
+            return out[index] / total
+        if total > 0:
+            out /= total
+        else:
+            out.fill(1.0 / out.size)
+    return out if index is None else out[index]
 
 
 def sim_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray, summary: Optional[MapSummary] = None
@@ -154,7 +148,7 @@ def sim_truth(g: np.ndarray, dhf1k: bool, out: np.ndarray, summary: Optional[Map
     is (P >= 0), so those pixels are skipped. None where the dhf1k rules make the score NaN (a nonzero
     constant map)."""
     if summary is None or summary.lo != 0 or not summary.sparse() or not (summary.total > 0 or dhf1k):
-        d = _sim_density_of(g, dhf1k, out, None if summary is None else (summary.lo, summary.hi))
+        d = _sim_density(g, dhf1k, out, None if summary is None else (summary.lo, summary.hi))
         return None if d is None else (d, None)
     # min 0: the density is g / sum(g) (the same quotients as the whole map's), nonzero where g is
     # (an all-zero map under the dhf1k rules: no pixel, SIM 0)
@@ -167,25 +161,14 @@ def sim_against(p: np.ndarray, truth: Optional[tuple[np.ndarray, Optional[np.nda
     known. Against the truth's nonzero pixels only, the prediction's density is divided and compared
     there alone: the same terms, the zeros left out of the sum (which may round its last bit
     differently from a whole-map sum)."""
-    g, index = truth if truth is not None else (None, None)
-    d = _sim_density_of(p, dhf1k, scratch("a", p.size), bounds) if index is None else _sim_density_at(
-        p, index, dhf1k, bounds)
-    if d is None or truth is None:
+    if truth is None:
+        return float("nan")
+    g, index = truth
+    d = _sim_density(p, dhf1k, scratch("a", p.size), bounds, index)
+    if d is None:
         return float("nan")
     np.minimum(d, g, out=d)
     return float(d.sum())
-
-
-def _sim_density_at(p: np.ndarray, index: np.ndarray, dhf1k: bool, bounds: Optional[tuple]) -> Optional[np.ndarray]:
-    """``_sim_density_of(p, ...)[index]`` (a new array), dividing only the pixels ``index``."""
-    lo, hi = bounds if bounds is not None else (p.min(), p.max())
-    if lo == hi and (dhf1k or index.size == 0):
-        return None if lo != 0 and dhf1k else np.zeros(index.size)
-    shifted = np.subtract(p, lo, out=scratch("a", p.size))
-    total = shifted.sum()
-    if total > 0 or dhf1k:
-        return shifted[index] / total
-    return np.full(index.size, 1.0 / p.size)
 
 
 def sim(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:
