@@ -33,9 +33,9 @@ The weights are computed once per (input length, output length, scale) and cache
 weighted sum of the taps (4 when enlarging, about 4 / s when shrinking) per output pixel and axis:
 numpy's ``einsum`` over the gathered taps defines the result, summing the taps in an order of its own
 (along the last axis, two SIMD lanes, even and odd taps). The same sums, in the same order, are done
-as sparse matrix products (one CSR matrix per lane), about 5x faster on a 256x192 -> 640x360 resize;
-each axis's matrices are checked once against ``einsum`` on a random probe, bit for bit, and the
-``einsum`` path is kept where they differ (another numpy's order), so the results never change.
+by a compiled loop (`pipeline.kernels`), several times faster on a 256x192 -> 640x360 resize; each
+axis's loop is checked once against ``einsum`` on a random probe, bit for bit, and the ``einsum`` path
+is kept where they differ (another numpy's order), so the results never change.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["imresize", "contributions", "axis_products", "output_size", "FLAVOURS"]
+__all__ = ["imresize", "contributions", "axis_plan", "output_size", "FLAVOURS"]
 
 #: "matlab": MATLAB's imresize (the reference); "octave": GNU Octave image package's (no weight
 #: normalisation, columns first).
@@ -164,52 +164,38 @@ def _resize_axis(a: np.ndarray, weights: np.ndarray, indices: np.ndarray, axis: 
     return np.einsum("hkp,kp->hk", g, weights)
 
 
-def _lane_matrices(weights: np.ndarray, indices: np.ndarray, in_length: int, lanes: int) -> list:
-    """The taps as ``lanes`` CSR matrices (out_length, in_length): lane j holds taps j, j + lanes, ...
-    in tap order; a product sums its row's entries in stored order (duplicates kept, unsorted)."""
-    from scipy.sparse import csr_matrix  # deferred: only the resize needs it
+def _apply_lanes(a: np.ndarray, plan: tuple, axis: int) -> np.ndarray:
+    """Resize the 2-D C-contiguous float64 ``a`` along ``axis`` with `axis_plan`'s compiled loop."""
+    from sal3d.pipeline.kernels import resize_columns, resize_rows  # deferred: loads numba
 
-    out = []
-    for j in range(lanes):
-        w, idx = weights[:, j::lanes], indices[:, j::lanes]
-        n_out, taps = w.shape
-        out.append(csr_matrix((w.ravel(), idx.ravel(), np.arange(0, n_out * taps + 1, taps)),
-                              shape=(n_out, in_length)))
+    weights, indices, lanes = plan
+    if axis == 0:
+        out = np.empty((weights.shape[0], a.shape[1]))
+        resize_rows(a, weights, indices, lanes, out)
+    else:
+        out = np.empty((a.shape[0], weights.shape[1]))
+        resize_columns(a, weights, indices, lanes, out)
     return out
-
-
-def _transposed(a: np.ndarray, block: int = 64) -> np.ndarray:
-    """``a.T`` as a new C-contiguous array, copied in blocks of rows that stay in cache: ~1.5x faster
-    than ``np.ascontiguousarray(a.T)`` on a 640x360 float64 map."""
-    out = np.empty((a.shape[1], a.shape[0]), a.dtype)
-    for start in range(0, a.shape[0], block):
-        out[:, start:start + block] = a[start:start + block].T
-    return out
-
-
-def _apply_lanes(a: np.ndarray, lanes: list, axis: int) -> np.ndarray:
-    """Resize the 2-D float64 ``a`` along ``axis`` with `_lane_matrices`: lane sums added in lane order."""
-    b = a if axis == 0 else _transposed(a)
-    out = lanes[0] @ b
-    for m in lanes[1:]:
-        out += m @ b
-    return out if axis == 0 else _transposed(out)
 
 
 @functools.lru_cache(maxsize=64)
-def axis_products(in_length: int, out_length: int, scale: float, antialiasing: bool, normalize: bool,
-                  axis: int) -> tuple | None:
-    """The fast form of one axis's resize (`contributions`' arguments, and the axis of a 2-D map): CSR
-    lane matrices that sum the taps in exactly ``einsum``'s order, or None where no lane count tried
-    (1, 2) gives ``einsum``'s bits on a random probe (then `imresize` uses ``einsum``). Cached."""
+def axis_plan(in_length: int, out_length: int, scale: float, antialiasing: bool, normalize: bool,
+              axis: int) -> tuple | None:
+    """The fast form of one axis's resize (`contributions`' arguments, and the axis of a 2-D map):
+    ``(weights, indices, lanes)`` for `pipeline.kernels`' loop (``resize_rows`` along axis 0,
+    ``resize_columns``, with the tables transposed, along axis 1), with the lane count (1, 2) that
+    sums the taps in exactly ``einsum``'s order on a random probe; None where neither does (then
+    `imresize` uses ``einsum``). Cached."""
     weights, indices = contributions(in_length, out_length, scale, antialiasing, normalize)
+    if axis == 1:
+        weights, indices = np.ascontiguousarray(weights.T), np.ascontiguousarray(indices.T)
+        weights.flags.writeable = indices.flags.writeable = False  # cached, as contributions' own
     shape = (in_length, 17) if axis == 0 else (17, in_length)
     probe = np.random.default_rng(0).random(shape) * 255.0
-    expected = _resize_axis(probe, weights, indices, axis)
+    expected = _resize_axis(probe, *contributions(in_length, out_length, scale, antialiasing, normalize), axis)
     for lanes in (1, 2):
-        matrices = _lane_matrices(weights, indices, in_length, lanes)
-        if np.array_equal(_apply_lanes(probe, matrices, axis), expected):
-            return tuple(matrices)
+        if np.array_equal(_apply_lanes(probe, (weights, indices, lanes), axis), expected):
+            return weights, indices, lanes
     return None
 
 
@@ -245,6 +231,6 @@ def imresize(image, size, *, antialiasing: bool = True, flavour: str = "matlab")
         if a.shape[axis] == targets[axis] and scales[axis] == 1:
             continue  # identity weights
         key = (a.shape[axis], targets[axis], scales[axis], bool(antialiasing), flavour == "matlab")
-        lanes = axis_products(*key, axis)
-        a = _apply_lanes(a, lanes, axis) if lanes is not None else _resize_axis(a, *contributions(*key), axis)
+        plan = axis_plan(*key, axis)
+        a = _apply_lanes(a, plan, axis) if plan is not None else _resize_axis(a, *contributions(*key), axis)
     return a

@@ -63,39 +63,9 @@ def matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
     Returns:
         float64 array of shape ``(n,)``; empty when ``stop < start``.
     """
-    if stop < start:
-        return np.empty(0)
-    tol = 2.0 * np.finfo(np.float64).eps * max(abs(start), abs(stop))
-    n = int(np.floor((stop - start) / step + 0.5))  # MATLAB round(), argument >= 0
-    if start + n * step - stop > tol:
-        n -= 1
-    end = start + n * step
-    if abs(end - stop) <= tol:
-        end = stop
-    out = np.empty(n + 1)
-    k = np.arange(n // 2 + 1)
-    out[k] = start + k * step
-    out[n - k] = end - k * step
-    if n % 2 == 0:
-        out[n // 2] = (start + end) / 2.0
-    return out
+    from sal3d.pipeline.kernels import matlab_range  # compiled: s-AUC's kernel sweeps these ranges
 
-
-def _octave_tfloor(x: float, ct: float) -> float:
-    """Octave's tolerant floor (Hagerty's FL5), as its ranges use it to count elements."""
-    q = 1.0 - ct if x < 0 else 1.0
-    rmax = q / (2.0 - ct)
-    t1 = 1.0 + np.floor(x)
-    t1 = (ct / q) * (-t1 if t1 < 0 else t1)
-    t1 = min(rmax, t1)
-    t1 = max(ct, t1)
-    t1 = float(np.floor(x + t1))
-    return t1 if (x <= 0 or (t1 - x) < rmax) else t1 - 1.0
-
-
-def _octave_teq(u: float, v: float, ct: float) -> bool:
-    """Octave's tolerant equality of two range elements (relative tolerance ``ct``)."""
-    return abs(u - v) < max(abs(u), abs(v)) * ct
+    return matlab_range(float(start), float(step), float(stop))
 
 
 def octave_colon(start: float, step: float, stop: float) -> np.ndarray:
@@ -109,21 +79,9 @@ def octave_colon(start: float, step: float, stop: float) -> np.ndarray:
     Returns:
         float64 array of shape ``(n,)``; empty when ``stop < start``.
     """
-    if stop < start:
-        return np.empty(0)
-    ct = 3.0 * np.finfo(np.float64).eps
-    n = int(max(_octave_tfloor((stop - start + step) / step, ct), 0.0))
-    if not _octave_teq(start + (n - 1) * step, stop, ct):
-        if _octave_teq(start + (n - 2) * step, stop, ct):
-            n -= 1
-        elif _octave_teq(start + n * step, stop, ct):
-            n += 1
-    if n <= 0:
-        return np.empty(0)
-    out = start + np.arange(n) * step
-    if n > 1 and out[-1] >= stop:
-        out[-1] = stop
-    return out
+    from sal3d.pipeline.kernels import octave_range  # compiled, as matlab_colon
+
+    return octave_range(float(start), float(step), float(stop))
 
 
 #: ``start:step:stop`` as MATLAB or as GNU Octave evaluates it, by name.

@@ -10,11 +10,12 @@ vectors of ``H*W`` values (row-major) and flat pixel indices; maps of one frame 
 from __future__ import annotations
 
 import threading
+from typing import Optional
 
 import numpy as np
 
-__all__ = ["RULES", "centre", "check_shape", "dot", "fixation_index", "flat_map", "is_constant", "is_dhf1k", "other_index",
-           "resize_to", "scratch"]
+__all__ = ["RULES", "centre", "check_shape", "dot", "fixation_index", "flat_map", "is_constant", "is_dhf1k",
+           "other_index", "resize_to", "scratch"]
 
 #: Rule sets for degenerate maps (see `pipeline.metrics`): the benchmark code's own results,
 #: NaN included, or finite chance values.
@@ -42,20 +43,30 @@ def scratch(name: str, n: int, dtype=np.float64) -> np.ndarray:
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Inner product of two 1-D arrays.
+    """Inner product of two 1-D arrays, summed in `pipeline.kernels.inner_product`'s fixed order (the
+    same bits on every CPU; not BLAS, whose threads stall beside other busy processes)."""
+    from sal3d.pipeline.kernels import inner_product  # deferred: loads numba
 
-    einsum's own SIMD loop, not BLAS: a multithreaded BLAS dot stalls badly
-    when the scorer runs beside other busy processes.
-    """
-    return float(np.einsum("i,i->", a, b))
+    return float(inner_product(_vector(a), _vector(b)))
 
 
-def centre(s: np.ndarray) -> tuple[float, np.ndarray, float]:
-    """``(mean, s - mean, sum of its squares)`` of a flat float64 map; the centred map is in the scratch
-    buffer ``"a"``.  What CC and NSS compute of a map, computed once for both."""
+def centre(s: np.ndarray, other: Optional[np.ndarray] = None) -> tuple[float, float, Optional[float]]:
+    """``(mean, sum of squares of s - mean, inner product of s - mean with other)`` of a flat map (the
+    last None without ``other``): what NSS and CC compute of a prediction, in one pass. The sums are
+    `dot`'s of the centred map, to the last bit, without storing it."""
+    from sal3d.pipeline.kernels import centred_products  # deferred: loads numba
+
     mean = s.mean()
-    centred = np.subtract(s, mean, out=scratch("a", s.size))
-    return mean, centred, dot(centred, centred)
+    squares, cross = centred_products(_vector(s), float(mean), _NO_VECTOR if other is None else _vector(other))
+    return mean, squares, None if other is None else cross
+
+
+_NO_VECTOR = np.empty(0)
+
+
+def _vector(a: np.ndarray) -> np.ndarray:
+    """``a`` as the kernels take it: a C-contiguous float64 vector (a view when it already is one)."""
+    return np.ascontiguousarray(a, dtype=np.float64)
 
 
 def is_constant(s: np.ndarray) -> bool:

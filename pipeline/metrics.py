@@ -3,7 +3,8 @@
 DHF1K scores a prediction with the MATLAB code of the MIT saliency benchmark
 (``AUC_Judd.m``, ``AUC_shuffled.m``, ``NSS.m``, ``CC.m``, ``similarity.m``,
 ``KLdiv.m``), frame by frame, and averages the per-frame values.  This module
-re-implements those six functions with vectorized numpy so that ~50k frames of
+re-implements those six functions with vectorized numpy, and compiled loops
+(:mod:`pipeline.kernels`) where numpy cannot fuse one, so that ~50k frames of
 640x360 score in minutes on a couple of CPU cores.
 
 Conventions shared by every function
@@ -68,6 +69,9 @@ Other choices, all documented at the function
   map (a blurred fixation map): their terms are 0 there.  KLD's sum is the
   same to the last bit; SIM's sum of the same terms may round its last bit
   differently from a whole-map sum (within 4.5e-16).
+* The inner products of CC, NSS's standard deviation and KLD are summed in one
+  fixed order (:func:`pipeline.kernels.inner_product`), the same bits on every
+  CPU.
 
 The MATLAB built-ins these scores depend on (``eps``, colon, ``trapz``, the
 jitter) are in :mod:`pipeline.matlab`; input maps are read and checked by
@@ -89,7 +93,7 @@ from typing import Optional
 
 import numpy as np
 
-from sal3d.pipeline.matlab import COLON_OPERATORS, COLONS, JITTER_SCALE, MATLAB_EPS, SeedLike, add_jitter, trapz
+from sal3d.pipeline.matlab import COLONS, JITTER_SCALE, MATLAB_EPS, SeedLike, add_jitter, trapz
 from sal3d.pipeline.metric_inputs import (
     RULES, centre, fixation_index, flat_map, is_constant, is_dhf1k, other_index, resize_to, scratch,
 )
@@ -127,33 +131,30 @@ METRIC_TITLES = {"auc_j": "AUC-J", "sim": "SIM", "s_auc": "s-AUC", "cc": "CC", "
 # location-based metrics (need a fixation map)
 # --------------------------------------------------------------------------
 
-#: Up to this many thresholds, AUC-Judd counts ``s >= t`` with one vectorized
-#: pass per distinct threshold; above it, it sorts the pixels once.  Measured on
-#: 640x360 float64 maps: a pass costs ~0.05 ms, the sort ~2.6 ms (plus ~3 ms to
-#: gather the candidates when most pixels are candidates), so passes win for the
-#: ~20 fixations per frame of DHF1K.
-_PASSES_MAX = 48
+#: Up to this many thresholds, AUC-Judd counts ``s >= t`` in one compiled pass over the map
+#: (`pipeline.kernels.count_at_least`: each block of pixels is compared with every threshold while it
+#: is in cache); above it, it sorts the pixels once. Measured on 640x360 float64 maps: the pass costs
+#: ~0.02 ms per threshold, the sort ~2.6 ms (plus ~3 ms to gather the candidates when most pixels are
+#: candidates), so the pass wins for the ~20 fixations per frame of DHF1K.
+_PASSES_MAX = 128
+
+_NO_OFFSET = np.empty(0)
 
 
-def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
-    """``#(s >= t)`` for every ``t`` of the descending thresholds ``thr``."""
-    mask = scratch("mask", s.size, np.bool_)
-    uniq, inverse = np.unique(thr, return_inverse=True)
-    if uniq.size <= _PASSES_MAX:
-        # Ascending thresholds: the pixels that reach one are the only candidates for the next, so once
-        # they are at most half of those counted, the later passes count among them alone (the same
-        # counts, fewer values: a peaked map's fixations leave few pixels above them).
-        counts = np.empty(uniq.size, np.int64)
-        values, spare = s, "a"
-        for i, t in enumerate(uniq):
-            reached = mask[:values.size]
-            counts[i] = np.count_nonzero(np.greater_equal(values, t, out=reached))
-            if 2 * counts[i] <= values.size and i + 1 < uniq.size:
-                values = np.compress(reached, values, out=scratch(spare, s.size)[:counts[i]])
-                spare = "b" if spare == "a" else "a"
-        return counts[inverse.ravel()]
+def _count_at_least(s: np.ndarray, thr: np.ndarray, offset: Optional[np.ndarray] = None) -> np.ndarray:
+    """``#(s + offset >= t)`` for every ``t`` of the ascending thresholds ``thr``; ``offset``: AUC-Judd's
+    scaled jitter draws (None: none), each sum rounded as ``np.add(offset, s)`` rounds it."""
+    if thr.size <= _PASSES_MAX:
+        from sal3d.pipeline.kernels import count_at_least  # deferred: loads numba
+
+        counts = np.empty(thr.size, np.int64)
+        count_at_least(s, _NO_OFFSET if offset is None else offset, thr, counts)
+        return counts
     # Sort the pixels that can reach the lowest threshold, then one searchsorted.
-    np.greater_equal(s, uniq[0], out=mask)
+    if offset is not None:
+        s = np.add(offset, s, out=scratch("jitter", s.size))
+    mask = scratch("mask", s.size, np.bool_)
+    np.greater_equal(s, thr[0], out=mask)
     n_cand = np.count_nonzero(mask)
     cand = scratch("a", s.size)[:n_cand]
     if n_cand == s.size:
@@ -164,18 +165,23 @@ def _count_at_least(s: np.ndarray, thr: np.ndarray) -> np.ndarray:
     return n_cand - np.searchsorted(cand, thr, side="left")
 
 
-def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False, constant: Optional[bool] = None) -> float:
-    """AUC-Judd of the flat (jittered) map ``s``; ``constant``: whether ``s`` is constant, when known."""
+def _auc_judd_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False, constant: Optional[bool] = None,
+                   offset: Optional[np.ndarray] = None) -> float:
+    """AUC-Judd of the flat map ``s``, jittered by ``offset`` (`_count_at_least`) when given; ``constant``:
+    whether the (jittered) map is constant, when known."""
     n_fix, n_pix = fix.size, s.size
     if n_fix == 0 or n_fix == n_pix:
         return float("nan")
-    if is_constant(s) if constant is None else constant:
+    if constant is None:
+        constant = is_constant(s if offset is None else np.add(offset, s, out=scratch("jitter", s.size)))
+    if constant:
         # no ranking information; MATLAB's normalisation divides 0 by 0 and returns NaN
         return float("nan") if dhf1k else 0.5
     # MATLAB normalises to [0, 1] first; that map is monotone, so the ranking and
     # hence the score are the same on the raw values.
-    thr = np.sort(s[fix])[::-1]  # the thresholds, descending
-    aboveth = _count_at_least(s, thr)
+    at_fixations = s[fix] if offset is None else offset[fix] + s[fix]
+    at_fixations.sort()  # the thresholds, ascending; MATLAB sweeps them from the top
+    aboveth = _count_at_least(s, at_fixations, offset)[::-1]
     i = np.arange(1, n_fix + 1)
     tp = np.concatenate(([0.0], i / n_fix, [1.0]))
     fp = np.concatenate(([0.0], (aboveth - i) / (n_pix - n_fix), [1.0]))
@@ -256,22 +262,10 @@ def _auc_shuffled_flat(
         neg = s_other[_split_negatives(rng, n_splits, n_other, m, draws)]  # (n_splits, m)
     else:  # very many other fixations: draw each split's subset directly
         neg = np.stack([s_other[rng.choice(n_other, m, replace=False)] for _ in range(n_splits)])
-    # thresholds 0:step:max([Sth; curfix]) per split, descending; splits that share
-    # the max share the thresholds.  Pad on the high side with +inf (points (0, 0),
-    # which add no area) so that all splits have the same length.
-    tops, inverse = np.unique(np.maximum(neg.max(axis=1), pos[-1]), return_inverse=True)
-    grids = [COLON_OPERATORS[colon](0.0, step, float(t))[::-1] for t in tops]
-    length = max(g.size for g in grids)
-    thr = np.full((tops.size, length), np.inf)
-    for row, g in zip(thr, grids):
-        row[length - g.size:] = g
-    thr = thr[inverse.ravel()]  # (splits, L), descending
-    tp = (n_fix - np.searchsorted(pos, thr, side="left")) / n_fix  # #(pos >= t) / Nfix
-    fp = (neg[:, None, :] >= thr[:, :, None]).sum(axis=2) / m  # #(neg >= t) / m
-    zeros = np.zeros((thr.shape[0], 1))
-    ones = np.ones((thr.shape[0], 1))
-    auc = trapz(np.hstack([zeros, fp, ones]), np.hstack([zeros, tp, ones]))
-    return float(auc.mean())  # one row when the splits are identical
+    from sal3d.pipeline.kernels import shuffled_auc  # deferred: loads numba
+
+    # thresholds 0:step:max([Sth; curfix]) per split, swept from the top; trapz; the mean over the splits
+    return float(shuffled_auc(pos, np.ascontiguousarray(neg), float(step), colon == "octave"))
 
 
 def _replayed(draws: Optional[dict], rng: np.random.Generator, shape: tuple, draw):
@@ -359,7 +353,7 @@ def _nss_flat(s: np.ndarray, fix: np.ndarray, dhf1k: bool = False, centred: Opti
         # every pixel is average (MATLAB: 0/0 = NaN).  Tested on min == max, not
         # std == 0: the mean of a constant map need not round to the constant.
         return float("nan") if dhf1k else 0.0
-    mean, _, sum_sq = centred if centred is not None else centre(s)
+    mean, sum_sq, _ = centred if centred is not None else centre(s)
     std = np.sqrt(sum_sq / (s.size - 1))
     return float((s[fix].mean() - mean) / std)
 
@@ -406,8 +400,8 @@ class FrameTruth:
     (:func:`prepare_truth`) and scored against any number of predictions (:func:`score_prediction`).
 
     Its arrays are its own (no scratch buffer) and are never written by the scoring, so a truth can
-    be kept while other frames are scored; only its ``jitter`` cache changes (see the field).  Prepared under one ``rules``; scoring it under others
-    raises ValueError.
+    be kept while other frames are scored; only its ``jitter`` and ``splits`` caches change (see the
+    fields).  Prepared under one ``rules``; scoring it under others raises ValueError.
     """
 
     shape: Optional[tuple]  # (H, W) a prediction must have; None without any ground truth (any shape)
@@ -425,17 +419,16 @@ class FrameTruth:
     splits: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-def _jittered(s: np.ndarray, seed: SeedLike, truth: FrameTruth) -> np.ndarray:
-    """``add_jitter(s, seed, ...)`` (in the scratch buffer "jitter"), the generator consumed as it
-    consumes it, the draws shared through ``truth.jitter`` (`_replayed`): ``fl(fl(r * JITTER_SCALE) + s)``
-    either way, the same bits."""
+def _jitter_draws(size: int, seed: SeedLike, truth: FrameTruth) -> np.ndarray:
+    """``add_jitter``'s draws times ``JITTER_SCALE`` for a map of ``size`` pixels, the generator consumed as
+    ``add_jitter`` consumes it, the draws shared through ``truth.jitter`` (`_replayed`; never written):
+    ``fl(fl(r * JITTER_SCALE) + s)`` is the jittered map either way, the same bits."""
     def draw(rng: np.random.Generator) -> np.ndarray:
-        scaled = rng.random(s.size)
+        scaled = rng.random(size)
         scaled *= JITTER_SCALE
         return scaled
 
-    scaled = _replayed(truth.jitter, np.random.default_rng(seed), (s.size,), draw)
-    return np.add(scaled, s, out=scratch("jitter", s.size))
+    return _replayed(truth.jitter, np.random.default_rng(seed), (size,), draw)
 
 
 def prepare_truth(
@@ -498,7 +491,7 @@ def score_prediction(
         return out
     # What several metrics compute of the prediction, computed once (the same operations, so the same bits).
     bounds = lo, hi = (s.min(), s.max()) if bounds is None else (np.float64(bounds[0]), np.float64(bounds[1]))
-    centred = centre(s) if hi != lo else None  # in scratch "a": CC and NSS use it before SIM and KLD
+    centred = None if hi == lo else centre(s, truth.cc[0] if truth.has_map and truth.cc is not None else None)
     if truth.has_map:
         out["cc"] = cc_against(s, truth.cc, dhf1k, bounds, centred)
     if scored:
@@ -507,12 +500,12 @@ def score_prediction(
         out["sim"] = sim_against(s, truth.sim, dhf1k, bounds)
         out["kld"] = kld_against(s, truth.kld, dhf1k, bounds)
     if scored:
-        ranked, constant = s, hi == lo
+        offset, constant = None, hi == lo
         if settings.jitter:
-            ranked = _jittered(s, seed, truth)
+            offset = _jitter_draws(s.size, seed, truth)
             # every jitter is in [0, JITTER_SCALE]: the jittered map spans at least [lo + JITTER_SCALE, hi]
             constant = None if lo + JITTER_SCALE >= hi else False
-        out["auc_j"] = _auc_judd_flat(ranked, fix, dhf1k, constant)
+        out["auc_j"] = _auc_judd_flat(s, fix, dhf1k, constant, offset)
         if truth.other is not None:
             out["s_auc"] = _auc_shuffled_flat(s, fix, truth.other, np.random.default_rng(seed), settings, bounds,
                                               truth.splits)

@@ -83,16 +83,18 @@ def cc_truth(g: np.ndarray, out: np.ndarray, summary: Optional[MapSummary] = Non
 def cc_against(p: np.ndarray, truth: Optional[tuple[np.ndarray, float]], dhf1k: bool,
                bounds: Optional[tuple] = None, centred: Optional[tuple] = None) -> float:
     """CC of the flat prediction ``p`` against `cc_truth`'s result; ``bounds`` (min, max) and
-    ``centred`` (`metric_inputs.centre`) of ``p`` when already computed."""
+    ``centred`` (`metric_inputs.centre` of ``p`` with the truth's centred map) when already computed."""
     lo, hi = bounds if bounds is not None else (p.min(), p.max())
     if hi == lo or truth is None:
         return float("nan") if dhf1k else 0.0  # MATLAB: NaN (see metrics.nss on why not test the std)
     centred_g, norm2_g = truth
-    _, a, sum_sq = centred if centred is not None else centre(p)
+    if centred is None or centred[2] is None:
+        centred = centre(p, centred_g)
+    _, sum_sq, cross = centred
     den = np.sqrt(sum_sq * norm2_g)
     if not den > 0:
         return 0.0
-    return dot(a, centred_g) / den
+    return cross / den
 
 
 def cc(saliency: np.ndarray, gt_map: np.ndarray, *, rules: str = "chance") -> float:

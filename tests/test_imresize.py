@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sal3d.pipeline.imresize import axis_products, contributions, imresize, output_size
+from sal3d.pipeline.imresize import axis_plan, contributions, imresize, output_size
 
 # An 8x10 test image and MATLAB's bicubic imresize of it (uint8 in, uint8 out), as quoted by the
 # GNU Octave image package's imresize tests ("reference results from matlab"). MATLAB rounds its
@@ -125,7 +125,7 @@ def test_sparse_products_give_einsums_bits(src, dst, flavour):
     assert np.array_equal(imresize(image, dst, flavour=flavour), _einsum_resize(image, dst, flavour))
     if dst[0] > src[0] and dst[1] > src[1]:  # enlarging takes the sparse products (~5x faster) on both axes
         for axis in (0, 1):
-            assert axis_products(src[axis], dst[axis], dst[axis] / src[axis], True, flavour == "matlab", axis)
+            assert axis_plan(src[axis], dst[axis], dst[axis] / src[axis], True, flavour == "matlab", axis)
 
 
 def test_output_size_and_bad_input():

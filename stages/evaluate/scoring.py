@@ -243,6 +243,9 @@ def read_fixations_task(chunk: FixationChunk) -> FixationPoints:
 def map_tasks(fn, tasks: list, workers: int, shared, on_result, initializer=init_worker) -> None:
     """fn over tasks, in this process (workers == 1) or in a pool; results go to on_result in any order.
     Every process that runs `fn` first calls ``initializer(shared)`` (what its tasks read)."""
+    # The compiled loops the scoring runs, loaded (or compiled, on a machine's first run) once, here: a
+    # forked worker inherits them instead of loading them again.
+    import sal3d.pipeline.kernels  # noqa: F401
     if workers <= 1 or len(tasks) <= 1:
         initializer(shared)
         for task in tasks:
