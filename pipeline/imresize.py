@@ -187,12 +187,12 @@ def axis_plan(in_length: int, out_length: int, scale: float, antialiasing: bool,
     sums the taps in exactly ``einsum``'s order on a random probe; None where neither does (then
     `imresize` uses ``einsum``). Cached."""
     weights, indices = contributions(in_length, out_length, scale, antialiasing, normalize)
+    shape = (in_length, 17) if axis == 0 else (17, in_length)
+    probe = np.random.default_rng(0).random(shape) * 255.0
+    expected = _resize_axis(probe, weights, indices, axis)
     if axis == 1:
         weights, indices = np.ascontiguousarray(weights.T), np.ascontiguousarray(indices.T)
         weights.flags.writeable = indices.flags.writeable = False  # cached, as contributions' own
-    shape = (in_length, 17) if axis == 0 else (17, in_length)
-    probe = np.random.default_rng(0).random(shape) * 255.0
-    expected = _resize_axis(probe, *contributions(in_length, out_length, scale, antialiasing, normalize), axis)
     for lanes in (1, 2):
         if np.array_equal(_apply_lanes(probe, (weights, indices, lanes), axis), expected):
             return weights, indices, lanes

@@ -438,16 +438,23 @@ def shuffled_auc(positives, negatives, step, octave):
     splits, m = negatives.shape
     n = positives.size
     tops = np.empty(splits)
-    length = 0
     for r in range(splits):
         top = positives[n - 1]
         for j in range(m):
             top = max(top, negatives[r, j])
         tops[r] = top
-        length = max(length, _thresholds(step, top, octave).size)
+    # each split's thresholds, once, in a table wide enough for any (a range 0:step:top has at most
+    # top / step + 2 elements, by either colon)
+    grids = np.empty((splits, int(tops.max() / step) + 3))
+    sizes = np.empty(splits, np.int64)
+    for r in range(splits):
+        grid = _thresholds(step, tops[r], octave)
+        grids[r, :grid.size] = grid
+        sizes[r] = grid.size
+    length = sizes.max()
     terms, areas = np.empty(length + 1), np.empty(splits)
     for r in range(splits):
-        grid, row = _thresholds(step, tops[r], octave), negatives[r]
+        grid, row = grids[r, :sizes[r]], negatives[r]
         pad = length - grid.size
         x_prev, y_prev = 0.0, 0.0
         for c in range(length + 1):

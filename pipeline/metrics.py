@@ -491,7 +491,7 @@ def score_prediction(
         return out
     # What several metrics compute of the prediction, computed once (the same operations, so the same bits).
     bounds = lo, hi = (s.min(), s.max()) if bounds is None else (np.float64(bounds[0]), np.float64(bounds[1]))
-    centred = None if hi == lo else centre(s, truth.cc[0] if truth.has_map and truth.cc is not None else None)
+    centred = None if hi == lo else centre(s, None if truth.cc is None else truth.cc[0])
     if truth.has_map:
         out["cc"] = cc_against(s, truth.cc, dhf1k, bounds, centred)
     if scored:
