@@ -44,6 +44,28 @@ def mapped_shm_names() -> set[str]:
     return names
 
 
+def running_in_group(group: int) -> list[str] | None:
+    """The processes of process group `group` that still run, as "pid command" lines; None when any
+    process of it exists, where /proc cannot say. A zombie is not listed: it has ended, and only waits
+    for its reaper (for a killed run's helpers, this machine's init), which may take seconds."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.killpg(group, 0)
+            return None
+        except ProcessLookupError:
+            return []
+    running = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, fields = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue  # ended while listed
+        state, _parent, process_group = fields.split()[:3]
+        if int(process_group) == group and state not in ("Z", "X"):
+            running.append(f"{stat.parent.name} {name.split('(', 1)[1]}")
+    return running
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_semaphores_left_by_killed_runs():
     """The kill tests SIGKILL whole process groups, multiprocessing's resource tracker included, as a

@@ -26,7 +26,7 @@ from sal3d.pipeline.store import FORMAT_VERSION, FeatureStore, StoreError
 from sal3d.pipeline.trunk import TrunkWeightsError, load_trunk
 from sal3d.stages.extract import ExtractConfig, extract
 
-from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal, copy_tree
+from conftest import BATCH, SAMPLE_SPEC, assert_stores_equal, copy_tree, running_in_group
 
 SAMPLE_IDS = ["0001", "0002", "0601"]
 
@@ -108,14 +108,15 @@ def test_sigkill_then_immediate_rerun_gives_the_uninterrupted_store(sample_dir, 
 
 
 def no_process_left(group: int, seconds: float = 2.0) -> bool:
-    """True once no process of process group `group` runs (waiting up to `seconds`); kills what is left."""
+    """True once no process of process group `group` runs (waiting up to `seconds`; zombies have ended);
+    kills what is left, and says which processes they were."""
     deadline = time.monotonic() + seconds
     while True:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
+        running = running_in_group(group)
+        if running == []:
             return True
         if time.monotonic() > deadline:
+            print(f"still running in group {group}: {running or 'some process (no /proc to say which)'}")
             os.killpg(group, signal.SIGKILL)
             return False
         time.sleep(0.02)

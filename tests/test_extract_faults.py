@@ -26,7 +26,7 @@ from sal3d.pipeline.store import FeatureStore, Owner, StoreError, VideoCompleted
 from sal3d.pipeline.store_writers import remove_dead_segments, segment_name
 from sal3d.stages.extract import ExtractConfig, VideoTaskSettings, extract, extract_video
 
-from conftest import BATCH, copy_tree
+from conftest import BATCH, copy_tree, running_in_group
 
 SAMPLE_IDS = ["0001", "0002", "0601"]
 
@@ -203,7 +203,7 @@ def test_ctrl_c_and_sigterm_end_with_one_line_and_the_conventional_status(sample
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
     group_ended = time.monotonic() + 10
-    while time.monotonic() < group_ended and group_alive(process.pid):
+    while time.monotonic() < group_ended and running_in_group(process.pid) != []:
         time.sleep(0.05)  # its resource tracker would speak last, on its way out
     text = log.read_text()
     assert code == status, text
@@ -213,10 +213,3 @@ def test_ctrl_c_and_sigterm_end_with_one_line_and_the_conventional_status(sample
     if Path("/dev/shm").is_dir():
         assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"sal3d_{process.pid}_")]
 
-
-def group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-        return True
-    except ProcessLookupError:
-        return False
